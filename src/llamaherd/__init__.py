@@ -1,0 +1,1 @@
+"""llamaherd: supervisor and gateway for llama.cpp's llama-server."""
