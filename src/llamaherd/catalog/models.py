@@ -1,0 +1,56 @@
+"""Turning llama-server's /v1/models answer into the wire contract's model entries.
+
+llama-server reports an id and a `meta` block (tensor size, vocabulary, context) but no
+architecture and no file date, so the GGUF file on disk fills those in when we know it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from llamaherd.catalog.gguf import GgufSummary, read_gguf_summary
+from llamaherd.errors import ModelFileError
+from llamaherd.supervisor.states import ModelInfo
+
+logger = logging.getLogger("llamaherd.catalog")
+
+
+def _local_file(model_id: str, model_path: Path | None) -> Path | None:
+    """The configured file when llama-server's id names it (by path or by file name)."""
+    if model_path is None:
+        return None
+    if model_id in (str(model_path), model_path.name, model_path.stem):
+        return model_path
+    return None
+
+
+def _summary(path: Path | None) -> GgufSummary | None:
+    if path is None:
+        return None
+    try:
+        return read_gguf_summary(path)
+    except ModelFileError as exc:
+        logger.warning("cannot read model metadata: %s", exc)
+        return None
+
+
+def model_info(entry: dict[str, Any], model_path: Path | None) -> ModelInfo:
+    model_id = str(entry.get("id", ""))
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    assert isinstance(meta, dict)
+    local = _local_file(model_id, model_path)
+    summary = _summary(local)
+    size = summary.size_bytes if summary else int(meta.get("size") or 0)
+    arch = (summary.architecture if summary else None) or "unknown"
+    name = (summary.name if summary else None) or model_id
+    try:
+        modified_at = int(local.stat().st_mtime) if local else int(entry.get("created") or 0)
+    except OSError:
+        modified_at = int(entry.get("created") or 0)
+    return ModelInfo(id=model_id, name=name, size=size, type=arch, modified_at=modified_at)
+
+
+def models_from_listing(entries: list[dict[str, Any]], model_path: Path | None) -> list[ModelInfo]:
+    return [model_info(entry, model_path) for entry in entries if entry.get("id")]

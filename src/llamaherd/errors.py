@@ -1,0 +1,42 @@
+"""Every error llamaherd raises on purpose, in one place.
+
+    LlamaherdError                 base: catch this to catch all of ours
+     ├── ConfigError               the config file or a setting is wrong; names the key and the fix
+     ├── ModelFileError            a model path is missing, unreadable or not a GGUF file
+     ├── BinaryNotFoundError       no llama-server binary could be found or executed
+     ├── PortInUseError            another program (not llama-server) holds the configured port
+     ├── StartupError              llama-server exited or never became ready while starting
+     └── ControlConflictError      a start/stop/restart was asked while another one runs
+
+Messages are written for the person running llamaherd: what is wrong, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class LlamaherdError(Exception):
+    """Base of every error llamaherd raises on purpose."""
+
+
+class ConfigError(LlamaherdError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class ModelFileError(LlamaherdError):
+    """A model file is missing, unreadable, or not a GGUF file."""
+
+
+class BinaryNotFoundError(LlamaherdError):
+    """No usable llama-server binary was found."""
+
+
+class PortInUseError(LlamaherdError):
+    """The llama-server port is held by a program that does not answer like llama-server."""
+
+
+class StartupError(LlamaherdError):
+    """llama-server exited, or did not become ready, while starting."""
+
+
+class ControlConflictError(LlamaherdError):
+    """A control action (start, stop, restart) was requested while another one is running."""

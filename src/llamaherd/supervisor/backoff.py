@@ -1,0 +1,23 @@
+"""Exponential backoff between automatic restarts: 1 s, 2 s, 4 s, 8 s, 16 s by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial_ms: int = 1000
+    max_ms: int = 30_000
+    max_retries: int = 5
+
+    def delay_s(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1-based)."""
+        if retry < 1:
+            raise ValueError(f"retry numbers start at 1, got {retry}")
+        delay_ms: int = min(self.initial_ms * 2 ** (retry - 1), self.max_ms)
+        return delay_ms / 1000
+
+    def schedule_s(self) -> list[float]:
+        """Every delay, in order: what a crash loop will wait before giving up."""
+        return [self.delay_s(n) for n in range(1, self.max_retries + 1)]

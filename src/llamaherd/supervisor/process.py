@@ -1,0 +1,132 @@
+"""Launching one llama-server as a child process and ending it: the launcher seam.
+
+The child runs in its own session (so signals reach the whole process group, never llamaherd)
+and, on Linux, with a parent-death signal: if llamaherd itself is killed with SIGKILL, the kernel
+sends SIGKILL to llama-server too, so no server lives on unseen. A server that survives anyway
+(another OS, a reparented grandchild) is adopted at the next start when it answers /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from llamaherd.errors import BinaryNotFoundError
+from llamaherd.supervisor.output import LogRing, pump_stream
+from llamaherd.supervisor.states import ExitInfo
+
+logger = logging.getLogger("llamaherd.supervisor")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> ctypes.CDLL | None:
+    # Resolved once, in the parent: the code that runs between fork and exec must not import.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_prctl()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def exit_info(returncode: int | None, last_output: Sequence[str] = ()) -> ExitInfo:
+    signal_name = None
+    if returncode is not None and returncode < 0:
+        try:
+            signal_name = signal.Signals(-returncode).name
+        except ValueError:
+            signal_name = f"signal {-returncode}"
+    return ExitInfo(returncode=returncode, signal_name=signal_name, last_output=tuple(last_output))
+
+
+class LlamaProcess:
+    """One running llama-server child, its output pumps, and how to end it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]]) -> None:
+        self._proc = proc
+        self._pumps = pumps
+
+    @classmethod
+    async def spawn(cls, argv: Sequence[str], output: LogRing) -> LlamaProcess:
+        """Start `argv` (an argument list, never a shell) in a new session."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _LIBC is not None else None,
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise BinaryNotFoundError(
+                f"cannot run llama-server binary {argv[0]!r}: {exc.strerror}. "
+                "Set llama_server_binary in the config, or LLAMA_SERVER, to an executable "
+                "llama-server, or run scripts/build-llama-server."
+            ) from exc
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [
+            asyncio.create_task(pump_stream(stream, output.append), name=f"llama-output-{name}")
+            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        ]
+        return cls(proc, pumps)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        """Wait for the exit and for the last of its output to be read."""
+        code = await self._proc.wait()
+        # Pipes may stay open in a grandchild; the exit is what counts.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.gather(*self._pumps, return_exceptions=True)
+        return code
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def terminate(self, timeout_s: float) -> int:
+        """SIGTERM to the process group, then SIGKILL after `timeout_s`; returns the exit code."""
+        if self._proc.returncode is not None:
+            return self._proc.returncode
+        self.signal_group(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.wait()
+        except TimeoutError:
+            logger.warning(
+                "Force killing llama server process (pid %d): no exit %.0f s after SIGTERM",
+                self.pid,
+                timeout_s,
+            )
+            self.signal_group(signal.SIGKILL)
+            return await self.wait()
+
+    async def kill(self) -> int:
+        """SIGKILL the process group at once (a hung server will not answer SIGTERM)."""
+        # A SIGSTOPped process still dies of SIGKILL; SIGCONT is not needed.
+        self.signal_group(signal.SIGKILL)
+        return await self.wait()

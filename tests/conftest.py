@@ -1,0 +1,205 @@
+"""Shared fixtures: free ports, the fake and the real llama-server, the demo model, and a
+recorder of state changes that tests await instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from llamaherd.catalog.demo_model import write_demo_model
+from llamaherd.config import cached_llama_server
+from llamaherd.supervisor.policy import SupervisorPolicy
+from llamaherd.supervisor.service import LlamaService
+from llamaherd.supervisor.states import ServiceState, Status
+
+FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie counts as gone: it no longer serves anything)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_dead(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def fake_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An executable that runs the fake llama-server with this interpreter (exec keeps the pid)."""
+    path = tmp_path_factory.mktemp("bin") / "fake-llama-server"
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_binary() -> Path:
+    """The real llama-server: $LLAMA_SERVER, else the cache scripts/build-llama-server fills."""
+    env = os.environ.get("LLAMA_SERVER")
+    path = Path(env) if env else cached_llama_server()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"no real llama-server at {path}: run scripts/build-llama-server "
+            "(scripts/test does this) or set LLAMA_SERVER"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_model(tmp_path_factory.mktemp("models") / "demo.gguf")
+
+
+FAST_POLICY = SupervisorPolicy(
+    readiness_interval_ms=50,
+    readiness_max_attempts=100,
+    health_timeout_ms=1000,
+    liveness_interval_ms=100,
+    liveness_failures=2,
+    stop_timeout_s=2.0,
+    stable_after_s=3600.0,
+)
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep in backoff waits: records each delay, waits `real_s`."""
+
+    def __init__(self, real_s: float = 0.0) -> None:
+        self.delays: list[float] = []
+        self.real_s = real_s
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(self.real_s)
+
+
+class StateRecorder:
+    """Every state a service publishes, in order, with a way to await the one a test expects.
+
+    The callback is synchronous so that each state is recorded the moment it is published."""
+
+    def __init__(self, service: LlamaService) -> None:
+        self.states: list[ServiceState] = []
+        self._changed = asyncio.Event()
+        self.unsubscribe = service.on_state_change(self._on_change)
+
+    def _on_change(self, state: ServiceState) -> None:
+        self.states.append(state)
+        self._changed.set()
+
+    @property
+    def statuses(self) -> list[Status]:
+        return [state.status for state in self.states]
+
+    async def wait_for(
+        self, predicate: Callable[[ServiceState], bool], timeout: float = 20.0
+    ) -> ServiceState:
+        async with asyncio.timeout(timeout):
+            while True:
+                for state in self.states:
+                    if predicate(state):
+                        return state
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_status(self, status: Status, timeout: float = 20.0) -> ServiceState:
+        return await self.wait_for(lambda state: state.status is status, timeout)
+
+
+ServiceFactory = Callable[..., LlamaService]
+
+
+@pytest.fixture
+async def make_service(port: int) -> AsyncIterator[ServiceFactory]:
+    """Build services; at teardown stop them all and check no process they started lives on."""
+    services: list[LlamaService] = []
+    pids: set[int] = set()
+
+    def factory(**kwargs: object) -> LlamaService:
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", port)
+        kwargs.setdefault("policy", FAST_POLICY)
+        service = LlamaService(**kwargs)  # type: ignore[arg-type]
+
+        def remember(state: ServiceState) -> None:
+            if state.pid is not None and not state.adopted:
+                pids.add(state.pid)
+
+        service.on_state_change(remember)
+        services.append(service)
+        return service
+
+    yield factory
+    for service in services:
+        await service.stop()
+    orphans = [pid for pid in pids if pid_alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, f"processes left running after stop(): {orphans}"
+
+
+@pytest.fixture
+def spawn_external() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a server outside llamaherd (to be adopted); killed by pid at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_http_ready(port: int, timeout_s: float = 30.0) -> None:
+    """Block until GET /health on `port` answers 200 (for servers started outside llamaherd)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"nothing became ready on port {port} within {timeout_s} s")
