@@ -1,28 +1,55 @@
 """`llamaherd serve`: the supervisor and the API in one process, run by uvicorn.
 
-uvicorn owns the signals: on Ctrl-C or SIGTERM it stops accepting, lets connections finish,
-then runs the app's shutdown, which stops llama-server gracefully (SIGTERM, then SIGKILL).
-A second Ctrl-C forces the exit.
+uvicorn owns the signals: on Ctrl-C or SIGTERM it stops accepting, ends open event streams,
+lets requests finish, then runs the app's shutdown, which stops llama-server gracefully
+(SIGTERM, then SIGKILL after stop_timeout_s). A second Ctrl-C forces the exit.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 
 import uvicorn
 
-from llamaherd.api.app import create_app
+from llamaherd.api.app import Application, create_app
 from llamaherd.config import Settings
+from llamaherd.errors import PortInUseError
 from llamaherd.supervisor.service import LlamaService
 
 logger = logging.getLogger("llamaherd")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, but event streams (SSE) are told to end before it waits for connections."""
+
+    def __init__(self, config: uvicorn.Config, application: Application) -> None:
+        super().__init__(config)
+        self._application = application
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._application.hub.close_streams()
+        await super().shutdown(sockets)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another program uses it. "
+                "Stop it, or choose another port with --port or app_port in the config."
+            ) from None
+
+
 def run_serve(settings: Settings) -> int:
+    _check_port_free(settings.app_host, settings.app_port)
     service = LlamaService.from_config(settings)
-    app = create_app(service, settings)
+    application = create_app(service)
     config = uvicorn.Config(
-        app,
+        application.asgi,
         host=settings.app_host,
         port=settings.app_port,
         log_level="info",
@@ -30,9 +57,9 @@ def run_serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, application)
     logger.info(
-        "llamaherd listening on http://%s:%d (llama-server on %s)",
+        "llamaherd on http://%s:%d supervising llama-server on %s",
         settings.app_host,
         settings.app_port,
         service.base_url,

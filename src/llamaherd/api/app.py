@@ -1,4 +1,4 @@
-"""The ASGI application: REST control and status, with Socket.IO mounted beside it."""
+"""The ASGI application: REST and SSE (FastAPI), Socket.IO beside it, the dashboard at `/`."""
 
 from __future__ import annotations
 
@@ -6,36 +6,102 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+import socketio
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from llamaherd import __version__
-from llamaherd.config import Settings
+from llamaherd.api.errors import install_error_handlers
+from llamaherd.api.hub import EventHub
+from llamaherd.api.realtime import create_socketio
+from llamaherd.api.routes import create_router
+from llamaherd.api.sse import create_sse_router
 from llamaherd.supervisor.service import LlamaService
 
 logger = logging.getLogger("llamaherd.api")
 
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-def create_app(service: LlamaService, settings: Settings) -> ASGIApp:
-    background: set[asyncio.Task[object]] = set()
+NO_DASHBOARD = """<!doctype html><meta charset="utf-8"><title>llamaherd</title>
+<p>llamaherd is running, but its dashboard was not built.
+Run <code>scripts/build-web</code> (needs node and npm), or use the API:
+<a href="/api/status">/api/status</a>, <a href="/docs">/docs</a>.</p>"""
+
+
+@dataclass
+class Application:
+    """The ASGI app to serve, and the hub whose streams must end before a shutdown waits."""
+
+    asgi: ASGIApp
+    hub: EventHub
+    api: FastAPI
+
+
+def create_app(service: LlamaService, *, start_service: bool = True) -> Application:
+    hub = EventHub(service)
+    background: set[asyncio.Task[Any]] = set()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Start in the background: the API answers at once, while llama-server loads.
-        task = asyncio.create_task(service.start(), name="llamaherd-initial-start")
-        background.add(task)
-        task.add_done_callback(background.discard)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        if start_service:
+            # In the background: the API answers at once while llama-server loads.
+            task = asyncio.create_task(service.start(), name="llamaherd-initial-start")
+            background.add(task)
+            task.add_done_callback(background.discard)
         try:
             yield
         finally:
-            task.cancel()
+            for task in list(background):
+                task.cancel()
             await service.stop()
+            await hub.aclose()
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "name": "llamaherd", "version": __version__})
+    api = FastAPI(
+        title="llamaherd",
+        version=__version__,
+        description="Supervisor and gateway for llama.cpp's llama-server.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(api)
+    api.include_router(create_router(service))
+    api.include_router(create_sse_router(service, hub))
+    _mount_dashboard(api)
+    sio = create_socketio(service, hub)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    return Application(asgi=asgi, hub=hub, api=api)
 
-    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+
+def _mount_dashboard(api: FastAPI) -> None:
+    """The built dashboard: index.html at `/`, Vite's hashed files under `/assets`.
+
+    Not one catch-all mount at `/`: that would answer 404 for a wrong method on an API path
+    instead of 405, and hide the API's own errors."""
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+
+        @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def no_dashboard() -> str:
+            return NO_DASHBOARD
+
+        return
+
+    @api.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    if (STATIC_DIR / "assets").is_dir():
+        api.mount("/assets", StaticFiles(directory=STATIC_DIR / "assets"), name="assets")
+    top_level = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p != index}
+
+    @api.get("/{name}", include_in_schema=False)
+    async def static_file(name: str) -> FileResponse:
+        if name not in top_level:
+            raise HTTPException(404, f"no such page: /{name}")
+        return FileResponse(top_level[name])

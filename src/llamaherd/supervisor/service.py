@@ -136,15 +136,16 @@ class LlamaService:
 
     # ---- control ---------------------------------------------------------------------------
 
-    async def start(self, *, exclusive: bool = False) -> ServiceState:
-        """Start supervising; idempotent. Returns once ready, or once the supervisor gives up.
+    async def start(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
+        """Start supervising; idempotent. Returns once ready, or once the supervisor gives up
+        (`error`); with `wait=False`, as soon as supervision has begun.
 
         With `exclusive`, a start while another control action runs raises
         ControlConflictError instead of waiting its turn.
         """
         async with self._acquire(exclusive):
             self._start_locked()
-        return await self._wait_settled()
+        return await self.wait_settled() if wait else self.get_state()
 
     async def stop(self, *, exclusive: bool = False) -> ServiceState:
         """Stop supervising; a server we started gets SIGTERM, then SIGKILL after the timeout.
@@ -155,12 +156,23 @@ class LlamaService:
             await self._stop_locked()
         return self.get_state()
 
-    async def restart(self, *, exclusive: bool = False) -> ServiceState:
+    async def restart(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
         """Stop, then start with a fresh retry count; the way out of `error`."""
         async with self._acquire(exclusive):
             await self._stop_locked()
             self._start_locked()
-        return await self._wait_settled()
+        return await self.wait_settled() if wait else self.get_state()
+
+    async def wait_settled(self, timeout: float | None = None) -> ServiceState:
+        """Wait until the current start has ended in `ready` or `error` (or was stopped).
+
+        On timeout, returns the state as it is then."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
+        except TimeoutError:
+            pass
+        return self.get_state()
 
     def _acquire(self, exclusive: bool) -> asyncio.Lock:
         if exclusive and self._control.locked():
@@ -175,10 +187,6 @@ class LlamaService:
             return
         self._settled = asyncio.Event()
         self._task = asyncio.create_task(self._supervise(), name=f"llamaherd-supervise-{self.port}")
-
-    async def _wait_settled(self) -> ServiceState:
-        await self._settled.wait()
-        return self.get_state()
 
     async def _stop_locked(self) -> None:
         task, self._task = self._task, None

@@ -1,0 +1,45 @@
+"""Every error answer is `{"error": {"message": ..., "type": ...}}`; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from llamaherd.errors import ControlConflictError, LlamaherdError
+
+logger = logging.getLogger("llamaherd.api")
+
+
+def error_response(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "http_error"
+        return error_response(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return error_response(400, problems or "invalid request", "invalid_request")
+
+    @app.exception_handler(ControlConflictError)
+    async def conflict(request: Request, exc: ControlConflictError) -> JSONResponse:
+        return error_response(409, str(exc), "conflict")
+
+    @app.exception_handler(LlamaherdError)
+    async def ours(request: Request, exc: LlamaherdError) -> JSONResponse:
+        return error_response(500, str(exc), type(exc).__name__)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error in %s %s", request.method, request.url.path)
+        return error_response(500, "internal error; see llamaherd's log", "internal_error")

@@ -1,0 +1,127 @@
+"""One ordered stream of events from the supervisor to every connected client.
+
+State changes and batches of llama-server output go into a single queue, drained by one
+publisher task, so every client sees events in the order they happened. Sinks are the
+transports: Socket.IO's broadcast, and one bounded queue per Server-Sent-Events client (a slow
+SSE client loses its oldest events rather than slowing anyone else down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from llamaherd.api.payloads import LOG_EVENT, STATUS_EVENT, log_event, status_event, without_uptime
+from llamaherd.supervisor.service import LlamaService
+from llamaherd.supervisor.states import ServiceState
+
+logger = logging.getLogger("llamaherd.api")
+
+Event = tuple[str, dict[str, Any]]
+Sink = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+LOG_BATCH_S = 0.1  # output lines are sent in batches: a flood is a few events a second
+LOG_BATCH_MAX_LINES = 500
+SUBSCRIBER_QUEUE = 256
+
+
+class EventHub:
+    def __init__(self, service: LlamaService) -> None:
+        self._service = service
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._sinks: list[Sink] = []
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._pending_lines: list[str] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_status: dict[str, Any] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._unsubscribes: list[Callable[[], None]] = []
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def start(self) -> None:
+        self._unsubscribes = [
+            self._service.on_state_change(self._on_state),
+            self._service.output.subscribe(self._on_line),
+        ]
+        self._publisher = asyncio.create_task(self._publish_forever(), name="llamaherd-events")
+
+    async def aclose(self) -> None:
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        self.close_streams()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+
+    # ---- per-client streams (SSE) ----------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[Event | None]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def close_streams(self) -> None:
+        """Tell every per-client stream to end (None), so shutdown need not wait for them."""
+        for queue in list(self._subscribers):
+            _put_dropping_oldest(queue, None)
+        self._subscribers.clear()
+
+    # ---- producers -------------------------------------------------------------------------
+
+    def _on_state(self, state: ServiceState) -> None:
+        self._queue.put_nowait((STATUS_EVENT, status_event(state)))
+
+    def _on_line(self, line: str) -> None:
+        self._pending_lines.append(line)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(LOG_BATCH_S, self._flush_lines)
+
+    def _flush_lines(self) -> None:
+        self._flush_handle = None
+        lines, self._pending_lines = self._pending_lines, []
+        if len(lines) > LOG_BATCH_MAX_LINES:
+            skipped = len(lines) - LOG_BATCH_MAX_LINES
+            lines = [f"[llamaherd: {skipped} lines skipped]", *lines[-LOG_BATCH_MAX_LINES:]]
+        if lines:
+            self._queue.put_nowait((LOG_EVENT, log_event(lines)))
+
+    # ---- the one publisher -----------------------------------------------------------------
+
+    async def _publish_forever(self) -> None:
+        while True:
+            name, payload = await self._queue.get()
+            if name == STATUS_EVENT and not self._changed(payload):
+                continue
+            for queue in list(self._subscribers):
+                _put_dropping_oldest(queue, (name, payload))
+            for sink in self._sinks:
+                try:
+                    await sink(name, payload)
+                except Exception:
+                    logger.exception("sending %s failed", name)
+
+    def _changed(self, payload: dict[str, Any]) -> bool:
+        essence = without_uptime(payload["data"])
+        if essence == self._last_status:
+            return False
+        self._last_status = essence
+        return True
+
+
+def _put_dropping_oldest(queue: asyncio.Queue[Any], item: Any) -> None:
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(item)

@@ -1,0 +1,62 @@
+"""The wire payloads, built from a ServiceState and nothing else (no transport in here).
+
+`status_data` is the seed's `data` object; fields beyond the seed's are added, never changed,
+so clients written for the seed keep working.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from llamaherd.supervisor.states import ServiceState
+
+STATUS_EVENT = "llamaStatus"
+STATUS_REQUEST = "requestLlamaStatus"
+LOG_EVENT = "llamaLog"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def status_data(state: ServiceState) -> dict[str, Any]:
+    last_exit = state.last_exit
+    return {
+        # The seed's fields.
+        "status": state.status.value,
+        "models": [model.to_wire() for model in state.models],
+        "lastError": state.last_error,
+        "retries": state.retries,
+        "uptime": int(state.uptime),
+        "startedAt": _iso(state.started_at),
+        # Added fields.
+        "maxRetries": state.max_retries,
+        "pid": state.pid,
+        "adopted": state.adopted,
+        "nextRetryAt": _iso(state.next_retry_at),
+        "restarts": state.restarts,
+        "lastExit": None
+        if last_exit is None
+        else {"code": last_exit.returncode, "signal": last_exit.signal_name},
+    }
+
+
+def status_event(state: ServiceState) -> dict[str, Any]:
+    return {"type": "llama_status", "data": status_data(state), "timestamp": now_ms()}
+
+
+def log_event(lines: list[str]) -> dict[str, Any]:
+    return {"type": "llama_log", "data": {"lines": lines}, "timestamp": now_ms()}
+
+
+def without_uptime(data: dict[str, Any]) -> dict[str, Any]:
+    """What makes two status payloads different: everything but the ticking uptime."""
+    return {key: value for key, value in data.items() if key != "uptime"}

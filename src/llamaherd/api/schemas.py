@@ -1,0 +1,62 @@
+"""Response shapes of the REST API; they are what the OpenAPI schema documents."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    size: int = Field(description="bytes")
+    type: str = Field(description="architecture, e.g. llama")
+    modified_at: int = Field(description="unix seconds")
+
+
+class LastExitOut(BaseModel):
+    code: int | None
+    signal: str | None
+
+
+class StatusOut(BaseModel):
+    """The `data` of the `llamaStatus` event."""
+
+    status: str = Field(description="initial|checking|starting|ready|crashed|stopping|error")
+    models: list[ModelOut]
+    lastError: str | None
+    retries: int
+    uptime: int = Field(description="seconds")
+    startedAt: str | None = Field(description="ISO 8601, UTC")
+    maxRetries: int
+    pid: int | None
+    adopted: bool = Field(description="found running; llamaherd will not stop it")
+    nextRetryAt: str | None
+    restarts: int = Field(description="automatic restarts since llamaherd started")
+    lastExit: LastExitOut | None
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+
+
+class ControlOut(BaseModel):
+    status: StatusOut
+
+
+class LogsOut(BaseModel):
+    lines: list[str]
+
+
+class HealthzOut(BaseModel):
+    status: str
+    name: str
+    version: str
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
