@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from llamaherd.supervisor.backoff import Backoff
+
+
+def test_default_schedule_is_1_2_4_8_16_seconds() -> None:
+    assert Backoff().schedule_s() == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_delays_are_capped() -> None:
+    backoff = Backoff(initial_ms=1000, max_ms=30_000, max_retries=8)
+    assert backoff.schedule_s() == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+def test_retry_numbers_start_at_one() -> None:
+    with pytest.raises(ValueError, match="start at 1"):
+        Backoff().delay_s(0)
