@@ -1,8 +1,8 @@
 """Reading a child's stdout and stderr without ever letting its pipes fill.
 
 Each stream is drained by its own task in chunks, split into lines, and every line goes to a
-bounded ring buffer (for `/api/llama/logs` and for crash evidence), to the log, and to whoever
-listens for new lines (the live log view). A chatty child never blocks on a full pipe, and an
+bounded ring buffer (for `/api/llama/logs` and for crash evidence) and to whoever listens for
+new lines (the live log view, and the debug log). A chatty child never blocks on a full pipe, and an
 endless line without a newline cannot grow memory without bound.
 """
 
@@ -18,7 +18,7 @@ READ_CHUNK_BYTES = 65536
 
 LineListener = Callable[[str], None]
 
-logger = logging.getLogger("llamaherd.llama_server")
+logger = logging.getLogger("llamaherd.supervisor")
 
 
 class LogRing:

@@ -23,6 +23,7 @@ from llamaherd.supervisor.output import LogRing, pump_stream
 from llamaherd.supervisor.states import ExitInfo
 
 logger = logging.getLogger("llamaherd.supervisor")
+server_log = logging.getLogger("llamaherd.llama_server")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -81,8 +82,14 @@ class LlamaProcess:
                 "llama-server, or run scripts/build-llama-server."
             ) from exc
         assert proc.stdout is not None and proc.stderr is not None
+
+        def keep(line: str) -> None:
+            output.append(line)
+            # DEBUG: llama-server prints a hundred lines per start; `serve -v` shows them.
+            server_log.debug("[pid %d] %s", proc.pid, line)
+
         pumps = [
-            asyncio.create_task(pump_stream(stream, output.append), name=f"llama-output-{name}")
+            asyncio.create_task(pump_stream(stream, keep), name=f"llama-output-{name}")
             for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
         ]
         return cls(proc, pumps)
