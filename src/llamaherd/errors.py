@@ -6,7 +6,8 @@
      ├── BinaryNotFoundError       no llama-server binary could be found or executed
      ├── PortInUseError            another program (not llama-server) holds the configured port
      ├── StartupError              llama-server exited or never became ready while starting
-     └── ControlConflictError      a start/stop/restart was asked while another one runs
+     ├── ControlConflictError      a start/stop/restart was asked while another one runs
+     └── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
 
 Messages are written for the person running llamaherd: what is wrong, and how to fix it.
 """
@@ -40,3 +41,7 @@ class StartupError(LlamaherdError):
 
 class ControlConflictError(LlamaherdError):
     """A control action (start, stop, restart) was requested while another one is running."""
+
+
+class ServiceUnreachableError(LlamaherdError):
+    """The command line could not reach llamaherd's API (not running, wrong --url, timeout)."""

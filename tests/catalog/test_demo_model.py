@@ -1,0 +1,100 @@
+"""The demo model: written whole, deterministic, and loaded and run by the real llama-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llamaherd.catalog.demo_model import DEMO_MODEL_NAME, write_demo_model
+from llamaherd.catalog.gguf import read_gguf_summary
+
+
+def test_writes_a_small_gguf(tmp_path: Path) -> None:
+    path = write_demo_model(tmp_path / "models" / "nested" / "demo.gguf")
+
+    assert path == tmp_path / "models" / "nested" / "demo.gguf"
+    assert 100_000 < path.stat().st_size < 2_000_000
+    summary = read_gguf_summary(path)
+    assert summary.architecture == "llama"
+    assert summary.name == DEMO_MODEL_NAME
+    assert summary.size_bytes == path.stat().st_size
+
+
+def test_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_demo_model(tmp_path / "demo.gguf")
+
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.gguf"]
+
+
+def test_replaces_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "demo.gguf"
+    path.write_text("stale")
+
+    write_demo_model(path)
+
+    assert read_gguf_summary(path).name == DEMO_MODEL_NAME
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    first = write_demo_model(tmp_path / "a.gguf", seed=7)
+    second = write_demo_model(tmp_path / "b.gguf", seed=7)
+    other = write_demo_model(tmp_path / "c.gguf", seed=8)
+
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes() != other.read_bytes()
+    assert first.stat().st_size == other.stat().st_size
+
+
+@pytest.mark.real_server
+@pytest.mark.timeout(60)
+def test_real_llama_server_runs_it(real_binary: Path, port: int, tmp_path: Path) -> None:
+    model = write_demo_model(tmp_path / "demo.gguf")
+    log = tmp_path / "llama-server.log"
+    argv = [str(real_binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(proc, base, log)
+        with httpx.Client(base_url=base, timeout=20) as client:
+            models = client.get("/v1/models").json()
+            # Builds differ on whether the id is the file name or the whole path.
+            ids = [m["id"] for m in models["data"]]
+            assert ids in ([str(model)], [model.name]), models
+
+            reply = client.post("/v1/chat/completions", json=_chat_request())
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["choices"], body
+            assert body["usage"]["completion_tokens"] > 0, body
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _chat_request() -> dict[str, object]:
+    return {
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"llama-server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"llama-server was not healthy within 30 s:\n{log.read_text()[-4000:]}")
