@@ -7,8 +7,10 @@ lets requests finish, then runs the app's shutdown, which stops llama-server gra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -30,6 +32,16 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._application.hub.close_streams()
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn re-raises the signal after shutdown, so the process would die of it.
+            # A stop on request that went well is a success: exit 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -1,0 +1,120 @@
+"""`llamaherd serve` as a user runs it: a real process, a real llama-server, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, pid_alive, wait_until_dead
+
+pytestmark = [pytest.mark.real_server, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def config(tmp_path: Path, demo_model: Path, real_binary: Path) -> Path:
+    path = tmp_path / ".llama-proxy-config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "llama_server_host": "127.0.0.1",
+                "llama_server_port": free_port(),
+                "llama_model_path": str(demo_model),
+                "llama_server_binary": str(real_binary),
+                "app_port": free_port(),
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def serve(config: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    app_port = json.loads(config.read_text())["app_port"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{app_port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+
+
+def wait_ready(url: str, timeout_s: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(f"{url}/api/status", timeout=2).json()
+            if status["status"] == "ready":
+                return dict(status)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"llamaherd at {url} did not report ready within {timeout_s} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_llama_server_gracefully_and_exits_0(
+    serve: tuple[subprocess.Popen[str], str], sig: signal.Signals
+) -> None:
+    proc, url = serve
+    status = wait_ready(url)
+    child = status["pid"]
+    assert isinstance(child, int) and pid_alive(child)
+
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=20)
+
+    assert proc.returncode == 0, output
+    assert wait_until_dead(child, 5)
+    assert "Stopping llama-server" in output
+    assert "llama-server stopped (exited with code 0)" in output
+    assert "Force killing" not in output
+    assert "Traceback" not in output
+
+
+def test_log_lines_a_user_sees(serve: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = serve
+    status = wait_ready(url)
+    assert isinstance(status["pid"], int)
+    os.kill(status["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    wait_ready(url)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=20)
+    assert "Starting llama-server:" in output
+    assert "with 1 model(s)" in output
+    assert "retry 1/5 in 1 s" in output
+    assert "Stopping llama-server" in output
+
+
+def test_app_port_in_use_is_one_clear_line(config: Path) -> None:
+    app_port = json.loads(config.read_text())["app_port"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", app_port))
+        holder.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{app_port}" in result.stderr
+    assert "Traceback" not in result.stderr
