@@ -1,0 +1,98 @@
+import { act, render, screen } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import { describe, expect, it, vi } from 'vitest';
+import App from './App';
+import { FakeSocket } from './test/fakeSocket';
+import { jsonResponse, statusData, statusEvent } from './test/fixtures';
+
+function fakeServer() {
+  const socket = new FakeSocket();
+  const fetchImpl = vi.fn(async (url: string, init?: RequestInit) => {
+    if (url === '/healthz') return jsonResponse({ status: 'ok', name: 'llamaherd', version: '0.1.0' });
+    if (url.startsWith('/api/llama/logs')) return jsonResponse({ lines: ['llama-server: listening'] });
+    if (url === '/api/llama/restart' && init?.method === 'POST') {
+      return jsonResponse({ status: statusData({ status: 'starting', models: [], startedAt: null }) });
+    }
+    return jsonResponse({ error: { message: 'not found', type: 'not_found' } }, 404);
+  });
+  return { socket, fetchImpl };
+}
+
+describe('App', () => {
+  it('puts status, version, models and logs on one page', async () => {
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+
+    expect(socket.connectCalls).toBe(1);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+    });
+
+    expect(screen.getByRole('heading', { name: 'llamaherd' })).toBeInTheDocument();
+    expect(await screen.findByText('v0.1.0')).toBeInTheDocument();
+    expect(screen.getByTestId('status-badge')).toHaveTextContent(/^ready$/);
+    expect(screen.getAllByTestId('model-row')).toHaveLength(2);
+    expect(screen.getByTestId('logs-panel')).toHaveTextContent('llama-server: listening');
+    expect(screen.queryByTestId('unreachable-banner')).not.toBeInTheDocument();
+    expect(document.title).toBe('llamaherd · ready');
+
+    act(() => socket.serverEmit('llamaLog', { type: 'llama_log', data: { lines: ['new line'] }, timestamp: 2 }));
+    expect(screen.getByTestId('logs-panel')).toHaveTextContent('new line');
+  });
+
+  it('shows the unreachable banner while llamaherd is down', async () => {
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    expect(screen.queryByTestId('unreachable-banner')).not.toBeInTheDocument();
+
+    act(() => socket.connectError('xhr poll error'));
+    const banner = screen.getByTestId('unreachable-banner');
+    expect(banner).toHaveTextContent(
+      new RegExp(`^Cannot reach llamaherd at ${window.location.origin} — is llamaherd serve running\\?$`),
+    );
+    expect(banner).toHaveAttribute('title', 'Retrying… (xhr poll error)');
+    expect(screen.getByTestId('connection-state')).toHaveTextContent('offline');
+
+    act(() => socket.serverConnect());
+    expect(screen.queryByTestId('unreachable-banner')).not.toBeInTheDocument();
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+
+    act(() => socket.serverDisconnect('transport close'));
+    expect(screen.getByTestId('unreachable-banner')).toBeInTheDocument();
+    act(() => socket.serverConnect());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(2);
+  });
+
+  it('names the configured URL in the banner', () => {
+    const { socket, fetchImpl } = fakeServer();
+    render(<App url="http://127.0.0.1:3000" socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => socket.connectError());
+    expect(screen.getByTestId('unreachable-banner')).toHaveTextContent('Cannot reach llamaherd at http://127.0.0.1:3000');
+  });
+
+  it('asks for the live status again after a control action', async () => {
+    const user = userEvent.setup();
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+    });
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+    await user.click(screen.getByTestId('btn-restart'));
+    expect(await screen.findByTestId('action-result')).toHaveTextContent('Restart requested');
+    expect(socket.emitCount('requestLlamaStatus')).toBe(2);
+    // The answer's (older) state is not shown over the live one.
+    expect(screen.getByTestId('status-badge')).toHaveTextContent(/^ready$/);
+  });
+
+  it('disconnects on unmount', () => {
+    const { socket, fetchImpl } = fakeServer();
+    const { unmount } = render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => socket.serverConnect());
+    unmount();
+    expect(socket.disconnectCalls).toBe(1);
+    expect(socket.listenerCount()).toBe(0);
+  });
+});

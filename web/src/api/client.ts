@@ -1,0 +1,99 @@
+import type {
+  ApiErrorBody,
+  HealthInfo,
+  LlamaControlAction,
+  LlamaControlResponse,
+  LlamaLogsResponse,
+  LlamaStatus,
+} from '../types/llama';
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+/** A failed REST call: HTTP status (0 for network errors), server error type and message. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly type: string;
+
+  constructor(message: string, status: number, type: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.type = type;
+  }
+}
+
+function isApiErrorBody(body: unknown): body is ApiErrorBody {
+  if (typeof body !== 'object' || body === null || !('error' in body)) return false;
+  const err = (body as { error: unknown }).error;
+  return typeof err === 'object' && err !== null && 'message' in err;
+}
+
+/** Fetch JSON from llamaherd (same origin); throws {@link ApiError} on any failure. */
+export async function requestJson<T>(
+  path: string,
+  init?: RequestInit,
+  fetchImpl?: FetchLike,
+): Promise<T> {
+  const doFetch: FetchLike = fetchImpl ?? ((input, i) => globalThis.fetch(input, i));
+  let response: Response;
+  try {
+    response = await doFetch(path, {
+      ...init,
+      headers: { Accept: 'application/json', ...(init?.headers ?? {}) },
+    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ApiError(`Cannot reach llamaherd: ${reason}`, 0, 'network');
+  }
+
+  let body: unknown = null;
+  const text = await response.text().catch(() => '');
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+
+  if (!response.ok) {
+    if (isApiErrorBody(body)) {
+      throw new ApiError(
+        String(body.error.message),
+        response.status,
+        String(body.error.type ?? 'error'),
+      );
+    }
+    const detail = response.statusText || text.slice(0, 200) || 'request failed';
+    throw new ApiError(`HTTP ${response.status}: ${detail}`, response.status, 'http');
+  }
+  if (body === null) {
+    throw new ApiError('llamaherd answered with no JSON', response.status, 'invalid_response');
+  }
+  return body as T;
+}
+
+export function getHealth(fetchImpl?: FetchLike): Promise<HealthInfo> {
+  return requestJson<HealthInfo>('/healthz', undefined, fetchImpl);
+}
+
+export function getStatus(fetchImpl?: FetchLike): Promise<LlamaStatus> {
+  return requestJson<LlamaStatus>('/api/status', undefined, fetchImpl);
+}
+
+export async function getLogs(lines = 200, fetchImpl?: FetchLike): Promise<string[]> {
+  const body = await requestJson<LlamaLogsResponse>(
+    `/api/llama/logs?lines=${encodeURIComponent(String(lines))}`,
+    undefined,
+    fetchImpl,
+  );
+  return Array.isArray(body.lines) ? body.lines.map(String) : [];
+}
+
+/** `POST /api/llama/{action}`; resolves with the new status. */
+export function controlLlama(
+  action: LlamaControlAction,
+  fetchImpl?: FetchLike,
+): Promise<LlamaControlResponse> {
+  return requestJson<LlamaControlResponse>(`/api/llama/${action}`, { method: 'POST' }, fetchImpl);
+}

@@ -1,0 +1,212 @@
+import { act, renderHook } from '@testing-library/react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { FakeSocket } from '../test/fakeSocket';
+import { statusData, statusEvent } from '../test/fixtures';
+import { useLlamaStatus } from './useLlamaStatus';
+
+const T0 = Date.parse('2025-12-26T11:00:00Z');
+
+function setup() {
+  const socket = new FakeSocket();
+  const factory = vi.fn(() => socket);
+  const hook = renderHook(() => useLlamaStatus({ socketFactory: factory }));
+  return { socket, factory, ...hook };
+}
+
+describe('useLlamaStatus', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: T0 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('connects its own socket and requests the status on connect', () => {
+    const { socket, factory, result } = setup();
+    expect(factory).toHaveBeenCalledTimes(1);
+    expect(socket.connectCalls).toBe(1);
+    expect(result.current.connected).toBe(false);
+    expect(result.current.connection).toBe('connecting');
+    expect(socket.emitCount('requestLlamaStatus')).toBe(0);
+
+    act(() => socket.serverConnect());
+
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+    expect(socket.emitted.find((e) => e.event === 'requestLlamaStatus')?.args).toEqual([]);
+    expect(result.current.connected).toBe(true);
+  });
+
+  it('requests the status at once when the socket is already connected', () => {
+    const socket = new FakeSocket();
+    socket.connected = true;
+    const { result } = renderHook(() => useLlamaStatus({ socket }));
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+    expect(result.current.connected).toBe(true);
+    // A shared socket is the caller's to connect.
+    expect(socket.connectCalls).toBe(0);
+  });
+
+  it('is loading with defaults until the first status, then follows llamaStatus', () => {
+    const { socket, result } = setup();
+    expect(result.current.isLoading).toBe(true);
+    expect(result.current.status).toBe('initial');
+    expect(result.current.models).toEqual([]);
+    expect(result.current.lastError).toBeNull();
+    expect(result.current.retries).toBe(0);
+    expect(result.current.uptime).toBe(0);
+    expect(result.current.startedAt).toBeNull();
+
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit(
+        'llamaStatus',
+        statusEvent({ status: 'starting', models: [], uptime: 0, startedAt: null }),
+      );
+    });
+    expect(result.current.isLoading).toBe(false);
+    expect(result.current.status).toBe('starting');
+
+    act(() =>
+      socket.serverEmit(
+        'llamaStatus',
+        statusEvent({ maxRetries: 7, pid: 4242, adopted: true, nextRetryAt: null }),
+      ),
+    );
+    expect(result.current.status).toBe('ready');
+    expect(result.current.models).toHaveLength(2);
+    expect(result.current.models[0]?.size).toBe(4294967296);
+    expect(result.current.uptime).toBe(3600);
+    expect(result.current.startedAt).toBe('2025-12-26T10:00:00Z');
+    expect(result.current.maxRetries).toBe(7);
+    expect(result.current.pid).toBe(4242);
+    expect(result.current.adopted).toBe(true);
+
+    act(() =>
+      socket.serverEmit(
+        'llamaStatus',
+        statusEvent({ status: 'crashed', lastError: 'exit code 1', retries: 3, startedAt: null, uptime: 0 }),
+      ),
+    );
+    expect(result.current.status).toBe('crashed');
+    expect(result.current.lastError).toBe('exit code 1');
+    expect(result.current.retries).toBe(3);
+    expect(result.current.maxRetries).toBe(5);
+    expect(result.current.adopted).toBe(false);
+  });
+
+  it('ignores malformed payloads', () => {
+    const { socket, result } = setup();
+    act(() => {
+      socket.serverEmit('llamaStatus', null);
+      socket.serverEmit('llamaStatus', { type: 'llama_status', data: { nope: 1 } });
+      socket.serverEmit('llamaStatus', 'ready');
+    });
+    expect(result.current.isLoading).toBe(true);
+  });
+
+  it('ticks the uptime every second from startedAt while ready', () => {
+    const { socket, result } = setup();
+    // The event's own uptime is stale on purpose: startedAt is what counts.
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ uptime: 12 })));
+    expect(result.current.uptime).toBe(3600);
+
+    act(() => vi.advanceTimersByTime(1000));
+    expect(result.current.uptime).toBe(3601);
+    act(() => vi.advanceTimersByTime(62_000));
+    expect(result.current.uptime).toBe(3663);
+  });
+
+  it('is not fooled by a browser clock that differs from the server', () => {
+    const { socket, result } = setup();
+    // The server's clock is 10 minutes ahead of the browser's.
+    const serverNow = T0 + 10 * 60_000;
+    act(() =>
+      socket.serverEmit(
+        'llamaStatus',
+        statusEvent({ startedAt: new Date(serverNow - 90_000).toISOString(), uptime: 90 }, serverNow),
+      ),
+    );
+    expect(result.current.uptime).toBe(90);
+    act(() => vi.advanceTimersByTime(5000));
+    expect(result.current.uptime).toBe(95);
+  });
+
+  it('does not tick unless ready', () => {
+    const { socket, result } = setup();
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ status: 'stopping', uptime: 50 })));
+    act(() => vi.advanceTimersByTime(5000));
+    expect(result.current.uptime).toBe(50);
+    expect(vi.getTimerCount()).toBe(0);
+
+    act(() => socket.serverEmit('llamaStatus', statusEvent()));
+    expect(vi.getTimerCount()).toBe(1);
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ status: 'crashed', uptime: 0, startedAt: null })));
+    expect(vi.getTimerCount()).toBe(0);
+    expect(result.current.uptime).toBe(0);
+  });
+
+  it('shows unreachable on disconnect / connect_error and re-requests on reconnect', () => {
+    const { socket, result } = setup();
+    act(() => socket.serverConnect());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+
+    act(() => socket.serverDisconnect('transport close'));
+    expect(result.current.connected).toBe(false);
+    expect(result.current.connection).toBe('disconnected');
+
+    act(() => socket.connectError('xhr poll error'));
+    expect(result.current.connectionError).toBe('xhr poll error');
+
+    act(() => socket.serverConnect());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(2);
+    expect(result.current.connected).toBe(true);
+    expect(result.current.connectionError).toBeNull();
+
+    act(() => socket.serverDisconnect());
+    act(() => socket.serverConnect());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(3);
+  });
+
+  it('reconnects by itself after the server closed the socket on purpose', () => {
+    const { socket } = setup();
+    act(() => socket.serverConnect());
+    expect(socket.connectCalls).toBe(1);
+    act(() => socket.serverDisconnect('io server disconnect'));
+    act(() => vi.advanceTimersByTime(1000));
+    expect(socket.connectCalls).toBe(2);
+  });
+
+  it('refresh() asks the server again; applyStatus() takes a status directly', () => {
+    const { socket, result } = setup();
+    act(() => socket.serverConnect());
+    act(() => result.current.refresh());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(2);
+
+    act(() => result.current.applyStatus(statusData({ status: 'stopping', uptime: 7 })));
+    expect(result.current.status).toBe('stopping');
+    expect(result.current.uptime).toBe(7);
+    expect(result.current.isLoading).toBe(false);
+  });
+
+  it('removes its listeners and disconnects its own socket on unmount', () => {
+    const { socket, unmount } = setup();
+    act(() => socket.serverConnect());
+    act(() => socket.serverEmit('llamaStatus', statusEvent()));
+    expect(socket.listenerCount()).toBeGreaterThan(0);
+
+    unmount();
+
+    expect(socket.listenerCount()).toBe(0);
+    expect(socket.disconnectCalls).toBe(1);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('leaves a shared socket connected on unmount', () => {
+    const socket = new FakeSocket();
+    const { unmount } = renderHook(() => useLlamaStatus({ socket }));
+    act(() => socket.serverConnect());
+    unmount();
+    expect(socket.listenerCount()).toBe(0);
+    expect(socket.disconnectCalls).toBe(0);
+  });
+});

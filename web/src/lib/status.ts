@@ -1,0 +1,101 @@
+import type { LlamaModel, LlamaServiceStatus, LlamaStatus } from '../types/llama';
+
+type Dict = Record<string, unknown>;
+
+const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v);
+const num = (v: unknown, fallback: number): number =>
+  typeof v === 'number' && Number.isFinite(v) ? v : fallback;
+const strOrNull = (v: unknown): string | null =>
+  typeof v === 'string' && v !== '' ? v : null;
+
+function normalizeModel(raw: unknown, index: number): LlamaModel | null {
+  if (!isDict(raw)) return null;
+  const id = typeof raw.id === 'string' ? raw.id : String(raw.id ?? raw.name ?? `model-${index}`);
+  return {
+    id,
+    name: typeof raw.name === 'string' && raw.name !== '' ? raw.name : id,
+    size: num(raw.size, 0),
+    type: typeof raw.type === 'string' ? raw.type : '',
+    modified_at: num(raw.modified_at, 0),
+  };
+}
+
+/** Coerce a `data` object from the server into a well-formed {@link LlamaStatus}. */
+export function normalizeStatus(raw: unknown): LlamaStatus | null {
+  if (!isDict(raw) || typeof raw.status !== 'string') return null;
+  const models = Array.isArray(raw.models)
+    ? raw.models.map(normalizeModel).filter((m): m is LlamaModel => m !== null)
+    : [];
+  const status: LlamaStatus = {
+    // Shown verbatim even when a newer server sends a status this build does not know.
+    status: raw.status as LlamaServiceStatus,
+    models,
+    lastError: strOrNull(raw.lastError),
+    retries: num(raw.retries, 0),
+    uptime: num(raw.uptime, 0),
+    startedAt: strOrNull(raw.startedAt),
+  };
+  if (typeof raw.maxRetries === 'number') status.maxRetries = raw.maxRetries;
+  if (typeof raw.pid === 'number' || raw.pid === null) status.pid = raw.pid;
+  if (typeof raw.adopted === 'boolean') status.adopted = raw.adopted;
+  if ('nextRetryAt' in raw) status.nextRetryAt = strOrNull(raw.nextRetryAt);
+  if (typeof raw.restarts === 'number') status.restarts = raw.restarts;
+  if (raw.lastExit === null) status.lastExit = null;
+  else if (isDict(raw.lastExit)) {
+    status.lastExit = {
+      code: typeof raw.lastExit.code === 'number' ? raw.lastExit.code : null,
+      signal: strOrNull(raw.lastExit.signal),
+    };
+  }
+  return status;
+}
+
+/**
+ * Read a `llamaStatus` payload: the `{type, data, timestamp}` envelope, or (leniently)
+ * a bare data object.
+ */
+export function parseStatusPayload(
+  payload: unknown,
+): { data: LlamaStatus; timestamp: number | null } | null {
+  if (!isDict(payload)) return null;
+  if (isDict(payload.data)) {
+    const data = normalizeStatus(payload.data);
+    if (!data) return null;
+    const ts = payload.timestamp;
+    return { data, timestamp: typeof ts === 'number' && Number.isFinite(ts) ? ts : null };
+  }
+  const data = normalizeStatus(payload);
+  return data ? { data, timestamp: null } : null;
+}
+
+/** Read a `llamaLog` payload; the list of new lines (empty when malformed). */
+export function parseLogPayload(payload: unknown): string[] {
+  if (!isDict(payload)) return [];
+  const data = isDict(payload.data) ? payload.data : payload;
+  return Array.isArray(data.lines) ? data.lines.map((l) => String(l)) : [];
+}
+
+/**
+ * When llama-server started, on the local clock, in ms since the epoch, or null
+ * when unknown.
+ *
+ * Derived from `startedAt`, corrected for clock skew between the server and the
+ * browser: the envelope's `timestamp` (server clock) tells how long before the
+ * event the server started, and that is placed relative to when the event
+ * arrived here. Without a timestamp, the event's `uptime` gives the same
+ * correction; a raw `startedAt` is used only when neither is usable.
+ */
+export function localStartTime(
+  data: Pick<LlamaStatus, 'startedAt' | 'uptime'>,
+  serverTimestamp: number | null,
+  receivedAt: number,
+): number | null {
+  const started = data.startedAt ? Date.parse(data.startedAt) : Number.NaN;
+  if (Number.isFinite(started)) {
+    if (serverTimestamp !== null) return receivedAt - Math.max(0, serverTimestamp - started);
+    if (Number.isFinite(data.uptime)) return receivedAt - Math.max(0, data.uptime) * 1000;
+    return started;
+  }
+  if (Number.isFinite(data.uptime)) return receivedAt - Math.max(0, data.uptime) * 1000;
+  return null;
+}

@@ -1,0 +1,116 @@
+/**
+ * The wire contract between llamaherd (Python) and this dashboard.
+ *
+ * Socket.IO events (server -> client):
+ *   - `llamaStatus`: {@link LlamaStatusEvent}, sent on connect, on every state
+ *     change and in answer to the client emitting `requestLlamaStatus`.
+ *   - `llamaLog`: {@link LlamaLogEvent}, new output lines of llama-server.
+ */
+
+/** Every state the supervisor reports for llama-server. */
+export type LlamaServiceStatus =
+  | 'initial'
+  | 'checking'
+  | 'starting'
+  | 'ready'
+  | 'crashed'
+  | 'stopping'
+  | 'error';
+
+export const LLAMA_SERVICE_STATUSES: readonly LlamaServiceStatus[] = [
+  'initial',
+  'checking',
+  'starting',
+  'ready',
+  'crashed',
+  'stopping',
+  'error',
+];
+
+/** A model served by llama-server. */
+export interface LlamaModel {
+  id: string;
+  name: string;
+  /** Size in bytes. */
+  size: number;
+  /** Architecture / type, e.g. `llama`. */
+  type: string;
+  /** Unix seconds. */
+  modified_at: number;
+}
+
+/** The `data` object of a status event (also `GET /api/status`). */
+export interface LlamaStatus {
+  status: LlamaServiceStatus;
+  models: LlamaModel[];
+  lastError: string | null;
+  retries: number;
+  /** Seconds, at the time of the event. */
+  uptime: number;
+  /** ISO-8601 UTC, or null when not running. */
+  startedAt: string | null;
+  /** Optional extras the server sends. */
+  maxRetries?: number;
+  pid?: number | null;
+  /** llamaherd found a server already running and did not start it. */
+  adopted?: boolean;
+  /** ISO-8601 UTC of the next automatic restart attempt, or null. */
+  nextRetryAt?: string | null;
+  /** Times the supervisor restarted llama-server. */
+  restarts?: number;
+  /** How llama-server last exited, or null. */
+  lastExit?: LlamaExit | null;
+}
+
+/** How llama-server exited: its return code and/or the signal that ended it. */
+export interface LlamaExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/** Socket.IO `llamaStatus` payload. */
+export interface LlamaStatusEvent {
+  type: 'llama_status';
+  data: LlamaStatus;
+  /** Server time in milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/** Socket.IO `llamaLog` payload. */
+export interface LlamaLogEvent {
+  type: 'llama_log';
+  data: { lines: string[] };
+  timestamp: number;
+}
+
+/** `GET /api/llama/logs?lines=N` */
+export interface LlamaLogsResponse {
+  lines: string[];
+}
+
+/** `POST /api/llama/{start,stop,restart}` success body. */
+export interface LlamaControlResponse {
+  status: LlamaStatus;
+}
+
+export type LlamaControlAction = 'start' | 'stop' | 'restart';
+
+/** Error body of every failing REST call. */
+export interface ApiErrorBody {
+  error: { message: string; type: string };
+}
+
+/** `GET /healthz` */
+export interface HealthInfo {
+  status: string;
+  name: string;
+  version: string;
+}
+
+/** Socket.IO event names. */
+export const LLAMA_STATUS_EVENT = 'llamaStatus';
+export const LLAMA_LOG_EVENT = 'llamaLog';
+export const REQUEST_LLAMA_STATUS = 'requestLlamaStatus';
+
+/** Retries shown as `retry n/5` when the server does not send `maxRetries`. */
+export const DEFAULT_MAX_RETRIES = 5;
