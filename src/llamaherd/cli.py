@@ -1,21 +1,36 @@
 """The `llamaherd` command line. Each subcommand is a small function; errors of ours end as one
-line on stderr and a non-zero exit, never a traceback."""
+line on stderr and a non-zero exit, never a traceback.
+
+`serve` and `demo-model` work locally; `status`, `start`, `stop`, `restart` and `logs` talk to a
+running `llamaherd serve` over its REST API (see llamaherd.remote).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from llamaherd import __version__
 from llamaherd.config import DEFAULT_CONFIG_NAME, load_config
 from llamaherd.errors import LlamaherdError
+from llamaherd.remote import DEFAULT_URL, RemoteClient, follow_logs, service_url
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+DEFAULT_WAIT_S = 60.0
+MAX_WAIT_S = 600.0  # the API's own limit
+DEFAULT_LOG_LINES = 50
+MAX_LOG_LINES = 100_000  # the API's own limit
+# The API's name for "never started, or stopped" reads oddly after `llamaherd stop`.
+STATUS_NOTES = {"initial": "not running", "error": "gave up; 'llamaherd restart' tries again"}
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +69,98 @@ def _add_demo_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.set_defaults(handler=_demo_model)
 
 
+def _remote_options() -> argparse.ArgumentParser:
+    """--url and --config, shared by every command that talks to a running llamaherd."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        help=f"llamaherd's address (default: http://app_host:app_port from --config, "
+        f"or {DEFAULT_URL} without a config file)",
+    )
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path(DEFAULT_CONFIG_NAME),
+        help=f"JSON config file to take the address from (default: ./{DEFAULT_CONFIG_NAME})",
+    )
+    return common
+
+
+def _bounded(kind: type[float] | type[int], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a number from `low` to `high`, with a usage error otherwise."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"use a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = sub.add_parser(
+        "status",
+        parents=[_remote_options()],
+        help="show llama-server's state, pid, uptime, retries and models",
+        description="Ask a running llamaherd what llama-server is doing.",
+    )
+    status.add_argument("--json", action="store_true", help="print the /api/status JSON")
+    status.set_defaults(handler=_status)
+
+
+def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    helps = {
+        "start": "start (or adopt) llama-server and wait until it is ready",
+        "stop": "stop llama-server (an adopted one is left running)",
+        "restart": "stop, then start llama-server with a fresh retry count (the way out of error)",
+    }
+    for action, text in helps.items():
+        control = sub.add_parser(
+            action,
+            parents=[_remote_options()],
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Prints the resulting status; exits 1 "
+            "if it is error or another start/stop/restart is running.",
+        )
+        if action != "stop":  # the API's stop always answers once llama-server has exited
+            control.add_argument(
+                "--wait",
+                type=_bounded(float, 0, MAX_WAIT_S),
+                default=DEFAULT_WAIT_S,
+                metavar="SECONDS",
+                help=f"wait up to this long for ready or error; 0 answers at once "
+                f"(default: {DEFAULT_WAIT_S:g})",
+            )
+        control.set_defaults(handler=_control, action=action)
+
+
+def _add_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    logs = sub.add_parser(
+        "logs",
+        parents=[_remote_options()],
+        help="print the tail of llama-server's output; -f follows it",
+        description="Print the last lines llama-server wrote (stdout and stderr). With -f, "
+        "keep printing new lines as they come until Ctrl-C.",
+    )
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_bounded(int, 1, MAX_LOG_LINES),
+        default=DEFAULT_LOG_LINES,
+        help=f"how many lines of the tail (default: {DEFAULT_LOG_LINES})",
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines until Ctrl-C"
+    )
+    # For tests: stop following after this many batches of new lines.
+    logs.add_argument("--max-events", type=int, default=None, help=argparse.SUPPRESS)
+    logs.set_defaults(handler=_logs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llamaherd",
@@ -61,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llamaherd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_demo_model):
+    for add in (_add_serve, _add_demo_model, _add_status, _add_control, _add_logs):
         add(sub)
     return parser
 
@@ -84,6 +191,143 @@ def _demo_model(args: argparse.Namespace) -> int:
     path = write_demo_model(args.path, seed=args.seed)
     print(path)
     return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> RemoteClient:
+    return RemoteClient(service_url(args.url, args.config))
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.status()
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return EXIT_OK
+
+
+def _control(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.control(args.action, getattr(args, "wait", None))
+    print(status_line(status))
+    return EXIT_ERROR if status.get("status") == "error" else EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            if not args.follow:
+                _write_lines(client.logs(args.lines))
+                return EXIT_OK
+            for batch in follow_logs(client, args.lines, max_events=args.max_events):
+                _write_lines(batch)
+    except BrokenPipeError:
+        # `llamaherd logs -f | head` closed the pipe: that is the reader saying "enough".
+        _discard_stdout()
+    return EXIT_OK
+
+
+def _write_lines(lines: list[str]) -> None:
+    # One write per batch, flushed at once: a pipe would otherwise hold followed lines back.
+    if lines:
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        sys.stdout.flush()
+
+
+def _discard_stdout() -> None:
+    # Python flushes stdout again at exit; into the closed pipe that would print an error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def human_size(size: int) -> str:
+    """Bytes in binary units: 512 B, 512.0 KiB, 1.5 GiB."""
+    if size < 1024:
+        return f"{size} B"
+    units = ("KiB", "MiB", "GiB", "TiB")
+    value, index = size / 1024, 0
+    # round() first, so 1023.99 KiB shows as 1.0 MiB rather than 1024.0 KiB.
+    while round(value, 1) >= 1024 and index < len(units) - 1:
+        value, index = value / 1024, index + 1
+    return f"{value:.1f} {units[index]}"
+
+
+def human_duration(seconds: int) -> str:
+    """3s, 2m 03s, 1h 02m 03s, 2d 01h 02m 03s."""
+    minutes, secs = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m {secs:02d}s"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _status_word(status: dict[str, Any]) -> str:
+    word = str(status.get("status", "unknown"))
+    note = STATUS_NOTES.get(word)
+    return f"{word} ({note})" if note else word
+
+
+def _uptime(status: dict[str, Any]) -> str:
+    # uptime counts from startedAt; without a start it is meaningless, not zero.
+    return human_duration(int(status.get("uptime") or 0)) if status.get("startedAt") else "-"
+
+
+def status_line(status: dict[str, Any]) -> str:
+    """One line for start/stop/restart: the state, and what matters about it."""
+    parts = [f"llama-server: {_status_word(status)}"]
+    if status.get("pid") is not None:
+        adopted = " (adopted)" if status.get("adopted") else ""
+        parts.append(f"pid {status['pid']}{adopted}")
+    if status.get("startedAt"):
+        parts.append(f"uptime {_uptime(status)}")
+    if status.get("retries"):
+        parts.append(f"retries {status['retries']}/{status.get('maxRetries', '?')}")
+    if status.get("lastError"):
+        parts.append(f"last error: {status['lastError']}")
+    return ", ".join(parts)
+
+
+def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("status", _status_word(status)),
+        ("pid", str(status["pid"]) if status.get("pid") is not None else "-"),
+        ("adopted", "yes" if status.get("adopted") else "no"),
+        ("uptime", _uptime(status)),
+        ("retries", f"{status.get('retries', 0)}/{status.get('maxRetries', '?')}"),
+        ("restarts", str(status.get("restarts", 0))),
+        ("last error", str(status.get("lastError") or "-")),
+    ]
+    # Only worth a row while they say something.
+    if status.get("nextRetryAt"):
+        rows.append(("next retry", str(status["nextRetryAt"])))
+    last_exit = status.get("lastExit")
+    if isinstance(last_exit, dict):
+        how = last_exit.get("signal") or f"code {last_exit.get('code')}"
+        rows.append(("last exit", str(how)))
+    return rows
+
+
+def _models_table(models: list[dict[str, Any]]) -> list[str]:
+    if not models:
+        return ["models      none (llama-server lists them once it is ready)"]
+    rows = [("NAME", "TYPE", "SIZE")]
+    rows += [
+        (str(m.get("name", "?")), str(m.get("type", "?")), human_size(int(m.get("size", 0))))
+        for m in models
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    table = [f"  {name:<{widths[0]}}  {kind:<{widths[1]}}  {size}" for name, kind, size in rows]
+    return ["models", *table]
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """The human table of `llamaherd status`."""
+    lines = [f"{label:<11} {value}" for label, value in _status_rows(status)]
+    lines += _models_table(list(status.get("models") or []))
+    return "\n".join(lines)
 
 
 def _configure_logging(verbose: bool) -> None:

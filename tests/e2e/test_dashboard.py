@@ -1,0 +1,175 @@
+"""The dashboard in Debian's Chromium (driven by Playwright), served by the real app, in front
+of the real llama-server and the demo model, and of the fake one for the states the real one
+passes through too quickly to photograph (starting, error)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from llamaherd.api.app import STATIC_DIR
+from tests.api.conftest import serve_app
+from tests.conftest import RecordingSleep, ServiceFactory
+
+pytestmark = [pytest.mark.timeout(120)]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+# Without these, Chromium reaches for Google's services at start, which a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Records every text the status badge shows, so a state held for a split second is not missed.
+WATCH_BADGE = """() => {
+  window.__badges = [];
+  const seen = () => {
+    const badge = document.querySelector('[data-testid="status-badge"]');
+    const text = badge ? badge.textContent : null;
+    if (text && window.__badges[window.__badges.length - 1] !== text) window.__badges.push(text);
+  };
+  new MutationObserver(seen).observe(document.body,
+    {subtree: true, childList: true, characterData: true});
+  seen();
+}"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not (STATIC_DIR / "index.html").is_file():
+        pytest.fail("the dashboard is not built: run scripts/install (npm run --prefix web build)")
+    if not shutil.which(CHROMIUM):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/install --tests)"
+        )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+class Console:
+    """Errors the page reports; checked while llamaherd still runs (a page whose server is gone
+    rightly complains about refused connections)."""
+
+    def __init__(self, page: Page) -> None:
+        self.problems: list[str] = []
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text}")
+
+    def assert_clean(self) -> None:
+        assert not self.problems, "the page reported errors:\n" + "\n".join(self.problems)
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    yield await context.new_page()
+    await context.close()
+
+
+async def snapshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+@pytest.mark.real_server
+async def test_ready_crash_recovery_and_controls(
+    make_service: ServiceFactory, real_binary: Path, demo_model: Path, page: Page
+) -> None:
+    service = make_service(binary=real_binary, model_path=demo_model)
+    console = Console(page)
+    async with serve_app(service) as url:
+        await service.wait_settled(30)
+        await page.goto(url)
+        badge = page.get_by_test_id("status-badge")
+        await expect(badge).to_have_text("ready")
+        row = page.get_by_test_id("model-row")
+        await expect(row).to_have_count(1)
+        await expect(row).to_contain_text("llamaherd-demo")
+        await expect(row).to_contain_text("428.8 KiB")  # 439,040 bytes
+        await expect(row).to_contain_text("llama")
+        await expect(page.get_by_test_id("logs-panel")).to_contain_text("listening on")
+        await snapshot(page, "ready")
+
+        # kill -9 of llama-server: crashed, starting, ready, live, without a reload.
+        await page.evaluate(WATCH_BADGE)
+        pid = service.get_state().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await expect(badge).to_have_text("crashed")
+        await expect(page.get_by_test_id("retry-count")).to_contain_text("retry 1/5")
+        await snapshot(page, "crashed")
+        await expect(badge).to_have_text("ready", timeout=20_000)
+        seen = await page.evaluate("window.__badges")
+        assert seen == ["ready", "crashed", "starting", "ready"]
+
+        # Stop asks for confirmation; start brings it back.
+        await page.get_by_test_id("btn-stop").click()
+        await page.get_by_test_id("confirm-stop").click()
+        await expect(badge).to_have_text("initial")
+        await expect(page.get_by_test_id("model-row")).to_have_count(0)
+        await page.get_by_test_id("btn-start").click()
+        await expect(badge).to_have_text("ready", timeout=20_000)
+        await expect(page.get_by_test_id("model-row")).to_have_count(1)
+        console.assert_clean()
+
+
+async def test_starting_and_error_states(
+    make_service: ServiceFactory, fake_binary: Path, tmp_path: Path, page: Page
+) -> None:
+    model = tmp_path / "slow.gguf"
+    model.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    service = make_service(
+        binary=fake_binary,
+        model_path=model,
+        # Three seconds of loading to photograph `starting`, then crashes until `error`.
+        server_args=["--fake-load-s", "3", "--fake-crash-after-s", "0.1"],
+        sleep=RecordingSleep(real_s=0.2),
+    )
+    console = Console(page)
+    async with serve_app(service, start_service=False) as url:
+        await page.goto(url)
+        badge = page.get_by_test_id("status-badge")
+        await expect(badge).to_have_text("initial")
+        await page.get_by_test_id("btn-start").click()
+        await expect(badge).to_have_text("starting")
+        await expect(page.get_by_test_id("status-spinner")).to_be_visible()
+        await snapshot(page, "starting")
+        await expect(badge).to_have_text("error", timeout=60_000)
+        await expect(page.get_by_test_id("retry-count")).to_contain_text("5/5")
+        await expect(page.get_by_test_id("error-message")).to_contain_text("Gave up after 5")
+        await snapshot(page, "error")
+        console.assert_clean()
+
+
+async def test_unreachable_llamaherd_is_said_plainly(
+    make_service: ServiceFactory, fake_binary: Path, tmp_path: Path, page: Page
+) -> None:
+    """When llamaherd itself goes away the page says so."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    service = make_service(binary=fake_binary, model_path=model)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        await page.goto(url)
+        await expect(page.get_by_test_id("status-badge")).to_have_text("ready")
+        await expect(page.get_by_test_id("unreachable-banner")).to_have_count(0)
+    banner = page.get_by_test_id("unreachable-banner")
+    await expect(banner).to_be_visible(timeout=20_000)
+    await expect(banner).to_contain_text("Cannot reach llamaherd")

@@ -1,0 +1,346 @@
+"""The remote commands (status, start, stop, restart, logs) against the real app over uvicorn,
+with the fake llama-server behind it. The CLI is synchronous, so it runs in a thread while the
+server runs in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from llamaherd.cli import human_duration, human_size, main, render_status, status_line
+from llamaherd.remote import DEFAULT_URL, drop_overlap, parse_sse, service_url
+from llamaherd.supervisor.service import LlamaService
+from llamaherd.supervisor.states import Status
+from tests.api.conftest import serve_app
+from tests.conftest import RecordingSleep, ServiceFactory, StateRecorder, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+COMMANDS = ("serve", "demo-model", "status", "start", "stop", "restart", "logs")
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    return path
+
+
+async def run_cli(*argv: str) -> int:
+    """main() in a worker thread, so the server in this loop keeps answering."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def wait_for_output(capsys: pytest.CaptureFixture[str], timeout: float = 20) -> str:
+    """Poll the captured stdout until something was written (the CLI writes from a thread)."""
+    async with asyncio.timeout(timeout):
+        while not (out := capsys.readouterr().out):
+            await asyncio.sleep(0.02)
+    return out
+
+
+async def quiet(service: LlamaService, still_s: float = 0.3) -> None:
+    """Wait until llama-server has written nothing for `still_s` (it logs a little after ready)."""
+    async with asyncio.timeout(20):
+        while True:
+            count = len(service.output)
+            await asyncio.sleep(still_s)
+            if len(service.output) == count:
+                return
+
+
+# ---- status ---------------------------------------------------------------------------------
+
+
+async def test_status_table_and_json(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        assert await run_cli("status", "--url", url) == 0
+        table = capsys.readouterr().out
+        assert await run_cli("status", "--json", "--url", url) == 0
+        data = json.loads(capsys.readouterr().out)
+
+    assert data["status"] == "ready"
+    assert data["models"][0]["name"] == "m.gguf"
+    rows = dict(line.split(None, 1) for line in table.splitlines()[:3])
+    assert rows == {"status": "ready", "pid": str(data["pid"]), "adopted": "no"}
+    assert f"retries     0/{data['maxRetries']}" in table
+    assert "last error  -" in table
+    model_row = next(line for line in table.splitlines() if "m.gguf" in line)
+    assert model_row.split()[-2:] == ["24", "B"]
+
+
+async def test_status_address_from_config_file(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service, start_service=False) as url:
+        config = tmp_path / "herd.json"
+        # 0.0.0.0 is where serve listens, not an address to connect to: loopback is used.
+        config.write_text(json.dumps({"app_host": "0.0.0.0", "app_port": int(url.rsplit(":")[-1])}))
+        assert await run_cli("status", "--json", "--config", str(config)) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "initial"
+
+
+def test_service_url_defaults(tmp_path: Path) -> None:
+    assert service_url(None, tmp_path / "missing.json") == DEFAULT_URL
+    assert service_url("http://127.0.0.1:9/", tmp_path / "missing.json") == "http://127.0.0.1:9"
+    config = tmp_path / "c.json"
+    config.write_text('{"app_host": "::", "app_port": 4000}')
+    assert service_url(None, config) == "http://[::1]:4000"
+
+
+def test_status_rendering() -> None:
+    status = {
+        "status": "error",
+        "models": [{"id": "a", "name": "big.gguf", "size": 512 * 1024, "type": "llama"}],
+        "lastError": "llama-server exited with code 1",
+        "retries": 5,
+        "maxRetries": 5,
+        "uptime": 3723,
+        "startedAt": "2024-01-01T00:00:00.000Z",
+        "pid": 42,
+        "adopted": True,
+        "nextRetryAt": None,
+        "restarts": 2,
+        "lastExit": {"code": None, "signal": "SIGSEGV"},
+    }
+    table = render_status(status)
+    assert "uptime      1h 02m 03s" in table
+    assert "retries     5/5" in table
+    assert "last exit   SIGSEGV" in table
+    assert "big.gguf  llama  512.0 KiB" in table
+    assert "next retry" not in table
+    assert status_line(status) == (
+        "llama-server: error (gave up; 'llamaherd restart' tries again), pid 42 (adopted), "
+        "uptime 1h 02m 03s, retries 5/5, last error: llama-server exited with code 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (512 * 1024, "512.0 KiB"), (1024**2 - 1, "1.0 MiB"),
+     (int(4.5 * 1024**3), "4.5 GiB"), (3 * 1024**5, "3072.0 TiB")],
+)  # fmt: skip
+def test_human_size(size: int, text: str) -> None:
+    assert human_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59, "59s"), (63, "1m 03s"), (3723, "1h 02m 03s"), (90061, "1d 01h 01m 01s")],
+)
+def test_human_duration(seconds: int, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+# ---- start, stop, restart -------------------------------------------------------------------
+
+
+async def test_stop_start_restart(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        first_pid = service.get_state().pid
+
+        assert await run_cli("stop", "--url", url) == 0
+        assert capsys.readouterr().out == "llama-server: initial (not running)\n"
+        assert service.get_state().pid is None
+
+        assert await run_cli("start", "--wait", "20", "--url", url) == 0
+        started = capsys.readouterr().out
+        assert started.startswith("llama-server: ready, pid ")
+
+        assert await run_cli("restart", "--url", url) == 0
+        restarted = capsys.readouterr().out
+        new_pid = service.get_state().pid
+        assert restarted.startswith(f"llama-server: ready, pid {new_pid}, uptime ")
+        assert new_pid not in (None, first_pid)
+
+
+async def test_start_ending_in_error_exits_1(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(
+        binary=fake_binary,
+        model_path=model_file,
+        server_args=["--fake-exit-at-start", "1"],
+        sleep=RecordingSleep(),
+    )
+    async with serve_app(service, start_service=False) as url:
+        assert await run_cli("start", "--wait", "30", "--url", url) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("llama-server: error (")
+    assert "retries 5/5" in out
+    assert "last error: " in out
+
+
+async def test_control_while_another_runs_is_one_line_and_exit_1(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(
+        binary=fake_binary, model_path=model_file, server_args=["--fake-slow-sigterm-s", "1"]
+    )
+    recorder = StateRecorder(service)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        stop = asyncio.create_task(service.stop(exclusive=True))
+        await recorder.wait_status(Status.STOPPING)
+        code = await run_cli("restart", "--url", url)
+        await stop
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llamaherd: error: ")
+    assert "in progress" in err
+    assert err.count("\n") == 1
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+
+async def test_logs_tail(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        assert await run_cli("logs", "-n", "3", "--url", url) == 0
+        expected = service.output.tail(3)  # before shutdown adds the goodbye lines
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+async def test_logs_follow_prints_new_lines(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        await quiet(service)
+        capsys.readouterr()
+        expected_tail = service.output.tail(2)
+        follow = asyncio.create_task(
+            run_cli("logs", "-f", "-n", "2", "--max-events", "1", "--url", url)
+        )
+        # The tail is written only once the event stream is open, so nothing after it is lost.
+        tail = await wait_for_output(capsys)
+        await service.restart()
+        async with asyncio.timeout(20):
+            assert await follow == 0
+        new = capsys.readouterr().out
+
+    assert tail.splitlines() == expected_tail
+    # The first lines after the tail: the old llama-server saying goodbye on SIGTERM.
+    assert "cleaning up before exit" in new
+
+
+async def test_logs_follow_ends_on_ctrl_c_without_traceback(
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llamaherd",
+            "logs",
+            "-f",
+            "-n",
+            "1",
+            "--url",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Buffered, like a pipe to `grep`: the CLI must flush each followed batch itself.
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(20):
+                first = await proc.stdout.readline()  # following: the tail is out
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(20):
+                _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert first.strip()
+    assert proc.returncode == 0
+    assert err == b""
+
+
+def test_parse_sse_and_drop_overlap() -> None:
+    stream = [": keep-alive", "", "event: llamaLog", 'data: {"a": 1}', "", "data: x", "data: y", ""]
+    assert list(parse_sse(stream)) == [("llamaLog", '{"a": 1}'), ("message", "x\ny")]
+    tail = ["a", "b", "c"]
+    assert drop_overlap(tail, ["b", "c", "d"]) == ["d"]
+    assert drop_overlap(tail, ["c"]) == []
+    # Lines from before a short tail: the batch's old part ends with the tail's end.
+    assert drop_overlap(["b", "c"], ["a", "b", "c", "d"]) == ["d"]
+    assert drop_overlap(tail, ["d", "c"]) == ["d", "c"]
+    assert drop_overlap(tail, ["d"]) == ["d"]
+    assert drop_overlap([], ["d"]) == ["d"]
+
+
+# ---- errors and help ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["status", "--json"], ["start"], ["stop"], ["restart"], ["logs"], ["logs", "-f"]],
+)
+async def test_unreachable_service_is_one_line_and_exit_1(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert await run_cli(*argv, "--url", url) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"llamaherd: error: cannot reach llamaherd at {url} (connection refused); "
+        "is 'llamaherd serve' running?\n"
+    )
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert f"\n    {command}" in out, command
+    assert "--max-events" not in out
