@@ -104,6 +104,7 @@ async def test_crash_loop_backs_off_1_2_4_8_16_then_error(
     assert "exited with code 3 while starting" in (state.last_error or "")
     assert "failed to load model" in (state.last_error or "")  # the child's own stderr
     assert state.last_exit is not None and state.last_exit.returncode == 3
+    assert state.started_at is None and state.pid is None
     crashed = [s.retries for s in recorder.states if s.status is Status.CRASHED]
     assert crashed == [1, 2, 3, 4, 5]
     assert recorder.statuses == [

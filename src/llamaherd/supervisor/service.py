@@ -256,7 +256,9 @@ class LlamaService:
                 crash = await self._after_crash(crash)
         except _Fatal as exc:
             logger.error("llama-server: %s", exc)
-            self._transition(Status.ERROR, last_error=str(exc), pid=None, models=())
+            self._transition(
+                Status.ERROR, last_error=str(exc), pid=None, models=(), started_at=None
+            )
         except Exception as exc:
             # A bug must not leave callers of start() waiting forever on a dead supervisor.
             logger.exception("the llama-server supervisor failed")
@@ -290,7 +292,12 @@ class LlamaService:
             )
             logger.error("llama-server: %s", message)
             self._transition(
-                Status.ERROR, last_error=message, last_exit=crash.exit, pid=None, models=()
+                Status.ERROR,
+                last_error=message,
+                last_exit=crash.exit,
+                pid=None,
+                models=(),
+                started_at=None,
             )
             return None
         retry = retries + 1
