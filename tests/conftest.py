@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -72,6 +73,15 @@ def real_binary() -> Path:
             f"no real llama-server at {path}: run scripts/build-llama-server "
             "(scripts/test does this) or set LLAMA_SERVER"
         )
+    return path
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """A model file for the fake llama-server: a valid, empty GGUF header padded to 2 KiB."""
+    path = tmp_path / "fake-model.gguf"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)  # version 3, no tensors, no metadata
+    path.write_bytes(header.ljust(2048, b"\0"))
     return path
 
 

@@ -25,13 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 COMMANDS = ("serve", "demo-model", "status", "start", "stop", "restart", "logs")
 
 
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
-    return path
-
-
 async def run_cli(*argv: str) -> int:
     """main() in a worker thread, so the server in this loop keeps answering."""
     return await asyncio.to_thread(main, list(argv))
@@ -73,13 +66,13 @@ async def test_status_table_and_json(
         data = json.loads(capsys.readouterr().out)
 
     assert data["status"] == "ready"
-    assert data["models"][0]["name"] == "m.gguf"
+    assert data["models"][0]["name"] == "fake-model.gguf"
     rows = dict(line.split(None, 1) for line in table.splitlines()[:3])
     assert rows == {"status": "ready", "pid": str(data["pid"]), "adopted": "no"}
     assert f"retries     0/{data['maxRetries']}" in table
     assert "last error  -" in table
-    model_row = next(line for line in table.splitlines() if "m.gguf" in line)
-    assert model_row.split()[-2:] == ["24", "B"]
+    model_row = next(line for line in table.splitlines() if "fake-model.gguf" in line)
+    assert model_row.split()[-2:] == ["2.0", "KiB"]
 
 
 async def test_status_address_from_config_file(

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.timeout(60)
 STATUS_KEYS = {"status", "models", "lastError", "retries", "uptime", "startedAt"}
 
 
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
-    return path
-
-
 async def test_status_models_logs_and_health(
     make_service: ServiceFactory, fake_binary: Path, model_file: Path
 ) -> None:
@@ -40,7 +33,7 @@ async def test_status_models_logs_and_health(
     assert isinstance(status["uptime"], int)
     assert status["startedAt"].endswith("Z")
     assert models == {"models": status["models"]}
-    assert models["models"][0]["id"] == "m.gguf"
+    assert models["models"][0]["id"] == "fake-model.gguf"
     assert set(models["models"][0]) == {"id", "name", "size", "type", "modified_at"}
     assert 1 <= len(logs["lines"]) <= 3
 

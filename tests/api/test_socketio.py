@@ -38,13 +38,6 @@ def assert_contract(event: dict[str, Any]) -> None:
         assert isinstance(model["type"], str)
 
 
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
-    return path
-
-
 async def test_status_on_connect_and_on_request(
     make_service: ServiceFactory, fake_binary: Path, model_file: Path
 ) -> None:

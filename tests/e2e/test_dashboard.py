@@ -131,13 +131,11 @@ async def test_ready_crash_recovery_and_controls(
 
 
 async def test_starting_and_error_states(
-    make_service: ServiceFactory, fake_binary: Path, tmp_path: Path, page: Page
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path, page: Page
 ) -> None:
-    model = tmp_path / "slow.gguf"
-    model.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
     service = make_service(
         binary=fake_binary,
-        model_path=model,
+        model_path=model_file,
         # Three seconds of loading to photograph `starting`, then crashes until `error`.
         server_args=["--fake-load-s", "3", "--fake-crash-after-s", "0.1"],
         sleep=RecordingSleep(real_s=0.2),
@@ -159,12 +157,10 @@ async def test_starting_and_error_states(
 
 
 async def test_unreachable_llamaherd_is_said_plainly(
-    make_service: ServiceFactory, fake_binary: Path, tmp_path: Path, page: Page
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path, page: Page
 ) -> None:
     """When llamaherd itself goes away the page says so."""
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
-    service = make_service(binary=fake_binary, model_path=model)
+    service = make_service(binary=fake_binary, model_path=model_file)
     async with serve_app(service) as url:
         await service.wait_settled(20)
         await page.goto(url)

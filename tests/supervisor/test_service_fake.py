@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -28,15 +27,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fake-model.gguf"
-    # A valid GGUF header (version 3, no tensors, no metadata), padded to 2 KiB.
-    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-    path.write_bytes(header.ljust(2048, b"\0"))
-    return path
 
 
 async def test_spawns_and_becomes_ready_with_models(
