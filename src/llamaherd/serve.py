@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from llamaherd.api.app import Application, create_app
+from llamaherd.api.guard import is_loopback
 from llamaherd.config import Settings
 from llamaherd.errors import PortInUseError
 from llamaherd.supervisor.service import LlamaService
@@ -59,7 +60,7 @@ def _check_port_free(host: str, port: int) -> None:
 def run_serve(settings: Settings) -> int:
     _check_port_free(settings.app_host, settings.app_port)
     service = LlamaService.from_config(settings)
-    application = create_app(service)
+    application = create_app(service, loopback_only=is_loopback(settings.app_host))
     config = uvicorn.Config(
         application.asgi,
         host=settings.app_host,

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from llamaherd import __version__
 from llamaherd.api.errors import install_error_handlers
+from llamaherd.api.guard import BrowserGuard
 from llamaherd.api.hub import EventHub
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
@@ -43,7 +44,11 @@ class Application:
     api: FastAPI
 
 
-def create_app(service: LlamaService, *, start_service: bool = True) -> Application:
+def create_app(
+    service: LlamaService, *, start_service: bool = True, loopback_only: bool = True
+) -> Application:
+    """The whole app. `loopback_only`: llamaherd listens on loopback, so only loopback Host
+    names are served (see api/guard.py)."""
     hub = EventHub(service)
     background: set[asyncio.Task[Any]] = set()
 
@@ -74,7 +79,8 @@ def create_app(service: LlamaService, *, start_service: bool = True) -> Applicat
     api.include_router(create_sse_router(service, hub))
     _mount_dashboard(api)
     sio = create_socketio(service, hub)
-    asgi = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    combined = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    asgi = BrowserGuard(combined, loopback_only=loopback_only)
     return Application(asgi=asgi, hub=hub, api=api)
 
 
