@@ -31,7 +31,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 NO_DASHBOARD = """<!doctype html><meta charset="utf-8"><title>llamaherd</title>
 <p>llamaherd is running, but its dashboard was not built.
-Run <code>scripts/build-web</code> (needs node and npm), or use the API:
+Run <code>scripts/install</code> (it builds <code>web/</code> with npm), or use the API:
 <a href="/api/status">/api/status</a>, <a href="/docs">/docs</a>.</p>"""
 
 
