@@ -48,6 +48,7 @@ class Settings(BaseModel):
     backoff_initial_ms: PositiveMs = 1000
     backoff_max_ms: PositiveMs = 30_000
     health_timeout_ms: PositiveMs = 5000
+    readiness_initial_ms: PositiveMs = 50
     readiness_interval_ms: PositiveMs = 1000
     readiness_max_attempts: Annotated[int, Field(ge=1)] = 60
     liveness_interval_ms: PositiveMs = 5000
@@ -65,6 +66,7 @@ class Settings(BaseModel):
             backoff_initial_ms=self.backoff_initial_ms,
             backoff_max_ms=self.backoff_max_ms,
             health_timeout_ms=self.health_timeout_ms,
+            readiness_initial_ms=self.readiness_initial_ms,
             readiness_interval_ms=self.readiness_interval_ms,
             readiness_max_attempts=self.readiness_max_attempts,
             liveness_interval_ms=self.liveness_interval_ms,

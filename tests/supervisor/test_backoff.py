@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llamaherd.supervisor.backoff import Backoff
+from llamaherd.supervisor.backoff import Backoff, readiness_delays_s
 
 
 def test_default_schedule_is_1_2_4_8_16_seconds() -> None:
@@ -17,3 +17,9 @@ def test_delays_are_capped() -> None:
 def test_retry_numbers_start_at_one() -> None:
     with pytest.raises(ValueError, match="start at 1"):
         Backoff().delay_s(0)
+
+
+def test_readiness_polls_fast_then_settles_on_the_interval() -> None:
+    delays = readiness_delays_s(50, 1000)
+    assert [next(delays) for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert next(readiness_delays_s(5000, 1000)) == 1.0  # never slower than the interval

@@ -1,7 +1,9 @@
-"""Exponential backoff between automatic restarts: 1 s, 2 s, 4 s, 8 s, 16 s by default."""
+"""Schedules of waits: the backoff between automatic restarts (1 s, 2 s, 4 s, 8 s, 16 s by
+default), and the readiness poll (quick at first, then every interval)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -21,3 +23,11 @@ class Backoff:
     def schedule_s(self) -> list[float]:
         """Every delay, in order: what a crash loop will wait before giving up."""
         return [self.delay_s(n) for n in range(1, self.max_retries + 1)]
+
+
+def readiness_delays_s(initial_ms: int, interval_ms: int) -> Iterator[float]:
+    """initial, doubling, then the interval for ever: 50, 100, 200, 400, 800, 1000, 1000 ms..."""
+    delay_ms = min(initial_ms, interval_ms)
+    while True:
+        yield delay_ms / 1000
+        delay_ms = min(delay_ms * 2, interval_ms)

@@ -13,6 +13,7 @@ class SupervisorPolicy:
     backoff_initial_ms: int = 1000
     backoff_max_ms: int = 30_000
     health_timeout_ms: int = 5000
+    readiness_initial_ms: int = 50  # first poll delay, doubling up to readiness_interval_ms
     readiness_interval_ms: int = 1000
     readiness_max_attempts: int = 60
     liveness_interval_ms: int = 5000

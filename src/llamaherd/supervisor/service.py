@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from llamaherd.catalog.models import models_from_listing
 from llamaherd.errors import BinaryNotFoundError, ControlConflictError, LlamaherdError
+from llamaherd.supervisor.backoff import readiness_delays_s
 from llamaherd.supervisor.health import Health, HealthProbe
 from llamaherd.supervisor.output import LogRing
 from llamaherd.supervisor.policy import SupervisorPolicy
@@ -366,16 +367,29 @@ class LlamaService:
         return [str(binary), "-m", model, "--host", self.host, "--port", port, *self.server_args]
 
     async def _await_ready(self, proc: LlamaProcess | None, ended: asyncio.Future[Any]) -> None:
-        interval = self.policy.readiness_interval_ms / 1000
-        attempts = self.policy.readiness_max_attempts
-        for _ in range(attempts):
-            health = await self._race(self._probe_once(), ended)
-            if health is Health.READY:
+        """Poll /health until 200: quickly at first, then every readiness interval.
+
+        A small model is ready in a tenth of a second; polling only once a second would add
+        up to a second to every start and every recovery. The budget is unchanged:
+        readiness_max_attempts x readiness_interval_ms (60 s by default)."""
+        policy = self.policy
+        budget_s = policy.readiness_max_attempts * policy.readiness_interval_ms / 1000
+        delays = readiness_delays_s(policy.readiness_initial_ms, policy.readiness_interval_ms)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        checks = 0
+        while True:
+            checks += 1
+            if await self._race(self._probe_once(), ended) is Health.READY:
                 return
-            await self._race(asyncio.sleep(interval), ended)
+            if loop.time() >= deadline:
+                break
+            await self._race(asyncio.sleep(next(delays)), ended)
         if proc is not None:
             await proc.kill()
-        raise _Crash(f"did not become ready after {attempts} health checks; killed it")
+        raise _Crash(
+            f"did not become ready within {budget_s:g} s ({checks} health checks); killed it"
+        )
 
     async def _become_ready(self, proc: LlamaProcess | None, *, adopted: bool) -> None:
         models = await self._fetch_models()
