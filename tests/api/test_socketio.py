@@ -100,3 +100,32 @@ async def test_crash_loop_shows_every_retry_then_error_then_restart(
             assert ready["data"]["retries"] == 0
         for event in log.events:
             assert_contract(event)
+
+
+async def test_logs_go_only_to_clients_that_subscribe(
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        await service.wait_settled(20)
+        async with socketio_client(url) as (reader, _), socketio_client(url) as (other, _):
+            heard: dict[str, list[str]] = {"reader": [], "other": []}
+            reader.on("llamaLog", lambda event: heard["reader"].extend(event["data"]["lines"]))
+            other.on("llamaLog", lambda event: heard["other"].extend(event["data"]["lines"]))
+            await reader.emit("subscribeLlamaLogs")
+            await reader.emit("requestLlamaStatus")  # answered after the subscription
+            await asyncio.sleep(0.2)
+
+            await service.restart()
+            async with asyncio.timeout(10):
+                while not any("listening" in line for line in heard["reader"]):
+                    await asyncio.sleep(0.05)
+
+            await reader.emit("unsubscribeLlamaLogs")
+            await asyncio.sleep(0.2)
+            count = len(heard["reader"])
+            await service.restart()
+            await asyncio.sleep(0.5)
+
+    assert heard["other"] == []
+    assert len(heard["reader"]) == count, "no lines after unsubscribing"

@@ -5,6 +5,7 @@ passes through too quickly to photograph (starting, error)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -118,6 +119,9 @@ async def test_ready_crash_recovery_and_controls(
         await expect(badge).to_have_text("ready", timeout=20_000)
         seen = await page.evaluate("window.__badges")
         assert seen == ["ready", "crashed", "starting", "ready"]
+        # The new server's start-up reached the logs panel live (llamaLog), without a reload.
+        twice = re.compile(r"listening on[\s\S]*listening on")
+        await expect(page.get_by_test_id("logs-panel")).to_contain_text(twice)
 
         # Stop asks for confirmation; start brings it back.
         await page.get_by_test_id("btn-stop").click()

@@ -15,6 +15,8 @@ from llamaherd.supervisor.states import ServiceState
 STATUS_EVENT = "llamaStatus"
 STATUS_REQUEST = "requestLlamaStatus"
 LOG_EVENT = "llamaLog"
+LOG_SUBSCRIBE = "subscribeLlamaLogs"
+LOG_UNSUBSCRIBE = "unsubscribeLlamaLogs"
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -1,4 +1,9 @@
-"""Socket.IO: `llamaStatus` to every client on each change, on connect, and on request."""
+"""Socket.IO: `llamaStatus` to every client on each change, on connect, and on request;
+`llamaLog` only to clients that asked for it.
+
+Logs are opt-in because they are the chatty stream: a busy llama-server logs a line per
+request, and sending every batch to every connected client costs about 0.13 ms of CPU per
+client (bench/socketio_fanout.py). Only a visible log view needs them."""
 
 from __future__ import annotations
 
@@ -7,8 +12,17 @@ from typing import Any
 import socketio
 
 from llamaherd.api.hub import EventHub
-from llamaherd.api.payloads import STATUS_EVENT, STATUS_REQUEST, status_event
+from llamaherd.api.payloads import (
+    LOG_EVENT,
+    LOG_SUBSCRIBE,
+    LOG_UNSUBSCRIBE,
+    STATUS_EVENT,
+    STATUS_REQUEST,
+    status_event,
+)
 from llamaherd.supervisor.service import LlamaService
+
+LOG_ROOM = "llama-logs"
 
 
 def create_socketio(service: LlamaService, hub: EventHub) -> socketio.AsyncServer:
@@ -27,8 +41,16 @@ def create_socketio(service: LlamaService, hub: EventHub) -> socketio.AsyncServe
     async def request_status(sid: str, *args: Any) -> None:
         await send_status(sid)
 
+    @sio.on(LOG_SUBSCRIBE)  # type: ignore[untyped-decorator]
+    async def subscribe_logs(sid: str, *args: Any) -> None:
+        await sio.enter_room(sid, LOG_ROOM)
+
+    @sio.on(LOG_UNSUBSCRIBE)  # type: ignore[untyped-decorator]
+    async def unsubscribe_logs(sid: str, *args: Any) -> None:
+        await sio.leave_room(sid, LOG_ROOM)
+
     async def broadcast(name: str, payload: dict[str, Any]) -> None:
-        await sio.emit(name, payload)
+        await sio.emit(name, payload, to=LOG_ROOM if name == LOG_EVENT else None)
 
     hub.add_sink(broadcast)
     return sio

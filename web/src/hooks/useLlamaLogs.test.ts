@@ -92,4 +92,21 @@ describe('useLlamaLogs', () => {
     unmount();
     expect(socket.listenerCount()).toBe(0);
   });
+
+  it('subscribes to logs on mount and after each reconnect, unsubscribes on unmount', async () => {
+    const socket = new FakeSocket();
+    const fetchImpl = vi.fn(async () => jsonResponse({ lines: [] }));
+    const { unmount } = renderHook(() => useLlamaLogs({ socket, fetchImpl }));
+    const sent = () => socket.emitted.map((e) => e.event);
+    await waitFor(() => expect(fetchImpl).toHaveBeenCalledTimes(1));
+    expect(sent()).toEqual(['subscribeLlamaLogs']);
+
+    act(() => socket.serverConnect());
+    act(() => socket.serverDisconnect());
+    act(() => socket.serverConnect());
+    expect(sent()).toEqual(['subscribeLlamaLogs', 'subscribeLlamaLogs']);
+
+    unmount();
+    expect(sent()).toEqual(['subscribeLlamaLogs', 'subscribeLlamaLogs', 'unsubscribeLlamaLogs']);
+  });
 });

@@ -3,7 +3,7 @@ import { getLogs, type FetchLike } from '../api/client';
 import { appendOverlapping, capLines } from '../lib/lines';
 import type { LlamaSocket } from '../lib/socket';
 import { parseLogPayload } from '../lib/status';
-import { LLAMA_LOG_EVENT } from '../types/llama';
+import { LLAMA_LOG_EVENT, LLAMA_LOG_SUBSCRIBE, LLAMA_LOG_UNSUBSCRIBE } from '../types/llama';
 
 export const DEFAULT_MAX_LOG_LINES = 1000;
 export const DEFAULT_TAIL_LINES = 200;
@@ -30,7 +30,7 @@ export interface UseLlamaLogsResult {
 
 /**
  * llama-server's output: the tail from `GET /api/llama/logs`, then the live
- * `llamaLog` lines, at most `maxLines`. After a reconnect the tail is fetched
+ * `llamaLog` lines (subscribed to with `subscribeLlamaLogs`), at most `maxLines`. After a reconnect the tail is fetched
  * again and merged so nothing said while away is lost.
  */
 export function useLlamaLogs({
@@ -92,6 +92,8 @@ export function useLlamaLogs({
     const onConnect = () => {
       if (wasDisconnected) {
         wasDisconnected = false;
+        // A new connection is a new session on the server: subscribe again.
+        socket.emit(LLAMA_LOG_SUBSCRIBE);
         loadTail();
       }
     };
@@ -99,10 +101,13 @@ export function useLlamaLogs({
     socket.on(LLAMA_LOG_EVENT, onLog);
     socket.on('connect', onConnect);
     socket.on('disconnect', onDisconnect);
+    // Logs are opt-in on the server; socket.io buffers this until the socket is connected.
+    socket.emit(LLAMA_LOG_SUBSCRIBE);
     loadTail();
 
     return () => {
       cancelled = true;
+      socket.emit(LLAMA_LOG_UNSUBSCRIBE);
       socket.off(LLAMA_LOG_EVENT, onLog);
       socket.off('connect', onConnect);
       socket.off('disconnect', onDisconnect);

@@ -110,6 +110,10 @@ export interface HealthInfo {
 /** Socket.IO event names. */
 export const LLAMA_STATUS_EVENT = 'llamaStatus';
 export const LLAMA_LOG_EVENT = 'llamaLog';
+/** Client -> server: send me `llamaLog` events (they are opt-in). */
+export const LLAMA_LOG_SUBSCRIBE = 'subscribeLlamaLogs';
+/** Client -> server: stop sending me `llamaLog` events. */
+export const LLAMA_LOG_UNSUBSCRIBE = 'unsubscribeLlamaLogs';
 export const REQUEST_LLAMA_STATUS = 'requestLlamaStatus';
 
 /** Retries shown as `retry n/5` when the server does not send `maxRetries`. */
