@@ -336,8 +336,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    # httpx logs every probe at INFO; that is noise next to the supervisor's own lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx logs every probe at INFO, gguf every file it writes: noise next to our own lines.
+    for chatty in ("httpx", "gguf"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
