@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from llamaherd.supervisor.output import MAX_LINE_CHARS, LogRing, pump_stream
+from llamaherd.supervisor.output import MAX_LINE_CHARS, LogRing, pump_stream, telling_lines
 
 
 async def feed(chunks: list[bytes]) -> list[str]:
@@ -40,3 +40,16 @@ def test_ring_is_bounded_and_tells_listeners() -> None:
     assert ring.tail(1) == ["unheard"]
     assert ring.tail(0) == []
     assert heard == [f"line {n}" for n in range(5)]
+
+
+def test_crash_evidence_prefers_the_servers_complaints() -> None:
+    output = [
+        "srv  load_model: loading model 'm.gguf'",
+        "llama_model_load: error loading model: tensor 'x' has wrong shape",
+        "srv  load_model: failed to load model, 'm.gguf'",
+        "main: exiting due to model loading error",
+        "srv    operator(): cleaning up before exit...",
+    ]
+    assert telling_lines(output) == output[1:4]
+    quiet = [f"line {n}" for n in range(10)]
+    assert telling_lines(quiet) == quiet[-5:]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 
 MAX_LINE_CHARS = 8192
+EVIDENCE_LINES = 5  # lines of a dead server's output quoted in last_error
 READ_CHUNK_BYTES = 65536
 
 LineListener = Callable[[str], None]
@@ -79,3 +81,13 @@ async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[str], None])
             sink(line)
     if pending:
         sink(pending)
+
+
+_TROUBLE = re.compile(r"error|fail|abort|assert|exception|fatal|panic|cannot|unable", re.I)
+
+
+def telling_lines(output: Sequence[str], limit: int = EVIDENCE_LINES) -> list[str]:
+    """The lines of a dead server's output worth quoting: its complaints if it made any
+    (llama-server logs "failed to load model", GGML_ASSERT...), else simply the last lines."""
+    complaints = [line for line in output if _TROUBLE.search(line)]
+    return (complaints or list(output))[-limit:]

@@ -26,7 +26,7 @@ from llamaherd.catalog.models import models_from_listing
 from llamaherd.errors import BinaryNotFoundError, ControlConflictError, LlamaherdError
 from llamaherd.supervisor.backoff import readiness_delays_s
 from llamaherd.supervisor.health import Health, HealthProbe
-from llamaherd.supervisor.output import LogRing
+from llamaherd.supervisor.output import EVIDENCE_LINES, LogRing, telling_lines
 from llamaherd.supervisor.policy import SupervisorPolicy
 from llamaherd.supervisor.ports import describe_listener
 from llamaherd.supervisor.process import LlamaProcess, exit_info
@@ -46,8 +46,6 @@ logger = logging.getLogger("llamaherd.supervisor")
 StateListener = Callable[[ServiceState], Awaitable[None] | None]
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
-
-EVIDENCE_LINES = 5  # lines of a dead server's output quoted in last_error
 
 
 class _Crash(Exception):
@@ -471,7 +469,7 @@ class LlamaService:
         code = ended.result()
         evidence = self._evidence(code)
         during = "while starting" if self._state.status is not Status.READY else "unexpectedly"
-        tail = " | ".join(evidence.last_output[-EVIDENCE_LINES:])
+        tail = " | ".join(telling_lines(evidence.last_output))
         reason = f"{evidence.describe()} {during}" + (f": {tail}" if tail else "")
         raise _Crash(reason, evidence)
 
