@@ -173,3 +173,32 @@ async def test_unreachable_llamaherd_is_said_plainly(
     banner = page.get_by_test_id("unreachable-banner")
     await expect(banner).to_be_visible(timeout=20_000)
     await expect(banner).to_contain_text("Cannot reach llamaherd")
+
+
+async def test_phone_layout_and_dark_theme(
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path, browser: Browser
+) -> None:
+    """A phone-sized screen in the system's dark mode: no sideways scrolling, dark page."""
+    service = make_service(binary=fake_binary, model_path=model_file)
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True
+    )
+    page = await context.new_page()
+    console = Console(page)
+    try:
+        async with serve_app(service) as url:
+            await service.wait_settled(20)
+            await page.goto(url)
+            await expect(page.get_by_test_id("status-badge")).to_have_text("ready")
+            await expect(page.get_by_test_id("btn-restart")).to_be_visible()
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+            await snapshot(page, "phone-dark")
+            console.assert_clean()
+    finally:
+        await context.close()
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px on a phone"
+    red, green, blue = (int(part) for part in re.findall(r"\d+", background)[:3])
+    assert max(red, green, blue) < 80, f"not a dark background: {background}"
