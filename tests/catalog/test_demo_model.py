@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from llamaherd.catalog.demo_model import DEMO_MODEL_NAME, write_demo_model
 from llamaherd.catalog.gguf import read_gguf_summary
+from llamaherd.errors import ModelFileError
 
 
 def test_writes_a_small_gguf(tmp_path: Path) -> None:
@@ -98,3 +100,28 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
             pass
         time.sleep(0.05)
     pytest.fail(f"llama-server was not healthy within 30 s:\n{log.read_text()[-4000:]}")
+
+
+def test_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(ModelFileError, match="cannot write the demo model to .*not-a-folder"):
+        write_demo_model(blocker / "demo.gguf")
+
+
+def test_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes writes fail part way, as a full disk does (EFBIG instead of ENOSPC)."""
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))\n"
+        "from llamaherd.cli import main\n"
+        f"sys.exit(main(['demo-model', {str(tmp_path / 'demo.gguf')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "llamaherd: error: cannot write the demo model to" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGUFWriter, LlamaFileType, TokenType
 
+from llamaherd.errors import ModelFileError
+
 DEMO_MODEL_NAME = "llamaherd-demo"
 
 _ARCH = "llama"
@@ -68,10 +70,14 @@ def write_demo_model(path: Path, *, seed: int = 0) -> Path:
     it is written beside `path` under a temporary name and renamed into place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _temporary_sibling(path) as tmp:
-        _write_gguf(tmp, seed)
-        os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _temporary_sibling(path) as tmp:
+            _write_gguf(tmp, seed)
+            os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
+        reason = exc.strerror or str(exc)
+        raise ModelFileError(f"cannot write the demo model to {path}: {reason}") from exc
     return path
 
 
