@@ -105,7 +105,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
 def test_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with pytest.raises(ModelFileError, match="cannot write the demo model to .*not-a-folder"):
+    with pytest.raises(ModelFileError, match=r"cannot write the demo model to .*not-a-folder"):
         write_demo_model(blocker / "demo.gguf")
 
 
