@@ -118,3 +118,19 @@ def test_app_port_in_use_is_one_clear_line(config: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{app_port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_address_that_is_not_ours_is_one_clear_line(config: Path) -> None:
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "app_host": "192.0.2.1"}))  # TEST-NET-1: not ours
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot listen on 192.0.2.1" in result.stderr
+    assert "Use an address of this machine" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ lets requests finish, then runs the app's shutdown, which stops llama-server gra
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import uvicorn
 from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
 from llamaherd.config import Settings
-from llamaherd.errors import PortInUseError
+from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.supervisor.service import LlamaService
 
 logger = logging.getLogger("llamaherd")
@@ -51,9 +52,14 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise PortInUseError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): another program uses it. "
-                "Stop it, or choose another port with --port or app_port in the config."
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"cannot listen on {host}:{port} ({exc.strerror}): another program uses "
+                    "it. Stop it, or choose another port with --port or app_port in the config."
+                ) from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}). Use an address of "
+                "this machine with --host or app_host, e.g. 127.0.0.1."
             ) from None
 
 
