@@ -11,14 +11,19 @@ import pytest
 import socketio
 import uvicorn
 
-from llamaherd.api.app import create_app
+from llamaherd.api.app import Application, create_app
 from llamaherd.supervisor.service import LlamaService
 from tests.conftest import free_port
 
 
 @contextlib.asynccontextmanager
 async def serve_app(service: LlamaService, *, start_service: bool = True) -> AsyncIterator[str]:
-    application = create_app(service, start_service=start_service)
+    async with serve_application(create_app(service, start_service=start_service)) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_application(application: Application) -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
         application.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on"

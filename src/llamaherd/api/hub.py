@@ -45,7 +45,7 @@ class EventHub:
 
     def start(self) -> None:
         self._unsubscribes = [
-            self._service.on_state_change(self._on_state),
+            self._service.on_state_change(self.publish_status),
             self._service.output.subscribe(self._on_line),
         ]
         self._publisher = asyncio.create_task(self._publish_forever(), name="llamaherd-events")
@@ -71,6 +71,10 @@ class EventHub:
     def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
         self._subscribers.discard(queue)
 
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
     def close_streams(self) -> None:
         """Tell every per-client stream to end (None), so shutdown need not wait for them."""
         for queue in list(self._subscribers):
@@ -79,8 +83,12 @@ class EventHub:
 
     # ---- producers -------------------------------------------------------------------------
 
-    def _on_state(self, state: ServiceState) -> None:
-        self._queue.put_nowait((STATUS_EVENT, status_event(state)))
+    def publish(self, name: str, payload: dict[str, Any]) -> None:
+        """Queue an event for every client, after every event queued before it."""
+        self._queue.put_nowait((name, payload))
+
+    def publish_status(self, state: ServiceState) -> None:
+        self.publish(STATUS_EVENT, status_event(state))
 
     def _on_line(self, line: str) -> None:
         self._pending_lines.append(line)
@@ -95,7 +103,7 @@ class EventHub:
             skipped = len(lines) - LOG_BATCH_MAX_LINES
             lines = [f"[llamaherd: {skipped} lines skipped]", *lines[-LOG_BATCH_MAX_LINES:]]
         if lines:
-            self._queue.put_nowait((LOG_EVENT, log_event(lines)))
+            self.publish(LOG_EVENT, log_event(lines))
 
     # ---- the one publisher -----------------------------------------------------------------
 
