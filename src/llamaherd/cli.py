@@ -339,6 +339,15 @@ def _configure_logging(verbose: bool) -> None:
     # httpx logs every probe at INFO, gguf every file it writes: noise next to our own lines.
     for chatty in ("httpx", "gguf"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_plain_uvicorn_name)
+
+
+def _plain_uvicorn_name(record: logging.LogRecord) -> bool:
+    # uvicorn logs its life cycle as "uvicorn.error", which reads like an error when it is not.
+    if record.name == "uvicorn.error":
+        record.name = "uvicorn"
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

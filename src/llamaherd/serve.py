@@ -71,7 +71,8 @@ def run_serve(settings: Settings) -> int:
         application.asgi,
         host=settings.app_host,
         port=settings.app_port,
-        log_level="info",
+        # None: uvicorn's lines go through our logging set-up, in the same format as ours.
+        log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
