@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,20 +62,10 @@ class Settings(BaseModel):
     app_port: Port = 3000
 
     def supervisor_policy(self) -> SupervisorPolicy:
-        return SupervisorPolicy(
-            max_retries=self.max_retries,
-            backoff_initial_ms=self.backoff_initial_ms,
-            backoff_max_ms=self.backoff_max_ms,
-            health_timeout_ms=self.health_timeout_ms,
-            readiness_initial_ms=self.readiness_initial_ms,
-            readiness_interval_ms=self.readiness_interval_ms,
-            readiness_max_attempts=self.readiness_max_attempts,
-            liveness_interval_ms=self.liveness_interval_ms,
-            liveness_failures=self.liveness_failures,
-            stable_after_s=self.stable_after_s,
-            stop_timeout_s=self.stop_timeout_s,
-            log_lines=self.log_lines,
-        )
+        # Every policy number has a config key of the same name (a new one without a key
+        # fails here at once rather than being silently unconfigurable).
+        values = {field.name: getattr(self, field.name) for field in fields(SupervisorPolicy)}
+        return SupervisorPolicy(**values)
 
 
 _FIXES = {
