@@ -505,3 +505,21 @@ async def test_no_orphan_when_llamaherd_is_killed(
             parent.wait(timeout=10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+async def test_start_from_error_tries_again(
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path, tmp_path: Path
+) -> None:
+    """A plain start (not only restart) leaves `error`, with a fresh retry count."""
+    policy = replace(FAST_POLICY, max_retries=1)
+    service = make_service(
+        binary=fake_binary,
+        model_path=model_file,
+        server_args=["--fake-fail-first", "2", "--fake-state-file", str(tmp_path / "n")],
+        sleep=RecordingSleep(),
+        policy=policy,
+    )
+    assert (await service.start()).status is Status.ERROR
+    state = await service.start()
+    assert state.status is Status.READY
+    assert state.retries == 0

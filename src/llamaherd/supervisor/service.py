@@ -247,7 +247,8 @@ class LlamaService:
     # ---- supervision -----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        self._probe = HealthProbe(self.base_url, self.policy.health_timeout_ms / 1000)
+        if self._probe is None:  # kept across a start from `error`; closed by stop()
+            self._probe = HealthProbe(self.base_url, self.policy.health_timeout_ms / 1000)
         self._transition(Status.CHECKING, retries=0, next_retry_at=None)
         try:
             crash = await self._first_life()
