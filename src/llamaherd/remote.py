@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
+from llamaherd.api.payloads import LOG_EVENT
 from llamaherd.config import load_config
 from llamaherd.errors import (
     ConfigError,
@@ -39,7 +40,6 @@ STREAM_READ_TIMEOUT_S = 60.0
 OVERLAP_WINDOW_S = 1.0
 # Compared against that batch: more lines than a short -n gives, so a match is real evidence.
 OVERLAP_CONTEXT_LINES = 200
-LOG_EVENT = "llamaLog"
 
 Action = Literal["start", "stop", "restart"]
 Event = tuple[str, dict[str, Any]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 _LISTEN = "0A"
@@ -24,8 +25,19 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def describe_listener(port: int) -> str | None:
-    """ "pid 1234 (nginx: master process)" for the program listening on `port`, if visible."""
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A program listening on a port."""
+
+    pid: int
+    command: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({self.command})"
+
+
+def find_listener(port: int) -> Listener | None:
+    """The program listening on `port`, if /proc lets us see it."""
     inodes = _listening_inodes(port)
     if not inodes:
         return None
@@ -36,7 +48,7 @@ def describe_listener(port: int) -> str | None:
         try:
             for fd in (pid_dir / "fd").iterdir():
                 if os.readlink(fd) in targets:
-                    return f"pid {pid_dir.name} ({_command_line(pid_dir)})"
+                    return Listener(int(pid_dir.name), _command_line(pid_dir))
         except OSError:
             continue  # the process ended, or its fds are not ours to read
     return None

@@ -28,7 +28,7 @@ from llamaherd.supervisor.backoff import readiness_delays_s
 from llamaherd.supervisor.health import Health, HealthProbe
 from llamaherd.supervisor.output import EVIDENCE_LINES, LogRing, telling_lines
 from llamaherd.supervisor.policy import SupervisorPolicy
-from llamaherd.supervisor.ports import describe_listener
+from llamaherd.supervisor.ports import find_listener
 from llamaherd.supervisor.process import LlamaProcess, exit_info
 from llamaherd.supervisor.states import (
     ExitInfo,
@@ -208,10 +208,6 @@ class LlamaService:
         )
         self._settled.set()
 
-    async def aclose(self) -> None:
-        """Stop and release everything; for shutdown."""
-        await self.stop()
-
     # ---- the transition function -----------------------------------------------------------
 
     def _transition(self, status: Status, **changes: Any) -> None:
@@ -272,7 +268,7 @@ class LlamaService:
             return await self._life(adopt=True)
         if health is Health.REFUSED:
             return await self._life(adopt=False)
-        holder = describe_listener(self.port) or "another program"
+        holder = find_listener(self.port) or "another program"
         assert self._probe is not None
         raise _Fatal(
             f"port {self.port} on {self.host} is held by {holder}, which does not answer like "
@@ -392,8 +388,8 @@ class LlamaService:
 
     async def _become_ready(self, proc: LlamaProcess | None, *, adopted: bool) -> None:
         models = await self._fetch_models()
-        pid = proc.pid if proc else None
-        listener = None if proc else describe_listener(self.port)
+        listener = None if proc else find_listener(self.port)
+        pid = proc.pid if proc else listener.pid if listener else None
         if adopted:
             logger.info(
                 "Adopted the llama-server already running on %s (%s); it will not be stopped "
@@ -405,7 +401,7 @@ class LlamaService:
         self._transition(
             Status.READY,
             models=tuple(models),
-            pid=pid if pid is not None else _pid_of(listener),
+            pid=pid,
             adopted=adopted,
             last_error=None,
             started_at=datetime.now(UTC),
@@ -485,9 +481,3 @@ class LlamaService:
         probe, self._probe = self._probe, None
         if probe is not None:
             await probe.aclose()
-
-
-def _pid_of(listener: str | None) -> int | None:
-    if listener and listener.startswith("pid "):
-        return int(listener.split()[1])
-    return None

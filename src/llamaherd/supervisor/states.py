@@ -106,7 +106,3 @@ class ServiceState:
     next_retry_at: datetime | None = None
     last_exit: ExitInfo | None = None
     restarts: int = field(default=0)  # automatic restarts since llamaherd started
-
-    @property
-    def is_running(self) -> bool:
-        return self.status in (Status.CHECKING, Status.STARTING, Status.READY, Status.CRASHED)
