@@ -107,6 +107,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 # ---- the worker side: a process holding many clients ----------------------------------------
 
 
+async def wait_or_kill(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Wait for a child we asked to exit; SIGKILL it by pid if it does not within the timeout."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
 class Probe:
     """One client that remembers the last status and when `crashed` arrived."""
 
@@ -360,13 +371,7 @@ class Worker:
                 self.proc.stdin.write(b"quit\n")
                 await self.proc.stdin.drain()
                 self.proc.stdin.close()
-            try:
-                async with asyncio.timeout(30):
-                    await self.proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
+            await wait_or_kill(self.proc, 30)
         _children.pop(self.proc.pid, None)
 
 
@@ -482,13 +487,7 @@ class Llamaherd:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await self.proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
+            await wait_or_kill(self.proc, 20)
         _children.pop(self.proc.pid, None)
         kill_leftover_llama_servers(self.llama_pids)
 

@@ -49,6 +49,17 @@ def wait_until_dead(pid: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
+def serve_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """Run `llamaherd serve --config CONFIG` to its end (for start-up errors)."""
+    return subprocess.run(
+        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()

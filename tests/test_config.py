@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from llamaherd.config import load_config, locate_llama_server
 from llamaherd.errors import BinaryNotFoundError, ConfigError
+from tests.conftest import serve_once
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -141,13 +140,7 @@ def test_binary_lookup_order(tmp_path: Path, binary: Path, monkeypatch: pytest.M
 
 def test_cli_reports_a_bad_config_in_one_line_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, {"llama_server_port": "eighty"})
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = serve_once(path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "llamaherd: error:" in result.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, pid_alive, wait_until_dead
+from tests.conftest import free_port, pid_alive, serve_once, wait_until_dead
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(90)]
 
@@ -108,13 +108,7 @@ def test_app_port_in_use_is_one_clear_line(config: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", app_port))
         holder.listen()
-        result = subprocess.run(
-            [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = serve_once(config)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{app_port}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -123,13 +117,7 @@ def test_app_port_in_use_is_one_clear_line(config: Path) -> None:
 def test_an_address_that_is_not_ours_is_one_clear_line(config: Path) -> None:
     data = json.loads(config.read_text())
     config.write_text(json.dumps({**data, "app_host": "192.0.2.1"}))  # TEST-NET-1: not ours
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = serve_once(config)
     assert result.returncode == 1
     assert "cannot listen on 192.0.2.1" in result.stderr
     assert "Use an address of this machine" in result.stderr
