@@ -3,10 +3,11 @@ from __future__ import annotations
 import pytest
 
 from llamaherd.supervisor.backoff import Backoff, readiness_delays_s
+from llamaherd.supervisor.policy import SupervisorPolicy
 
 
 def test_default_schedule_is_1_2_4_8_16_seconds() -> None:
-    assert Backoff().schedule_s() == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert SupervisorPolicy().backoff.schedule_s() == [1.0, 2.0, 4.0, 8.0, 16.0]
 
 
 def test_delays_are_capped() -> None:
@@ -16,7 +17,7 @@ def test_delays_are_capped() -> None:
 
 def test_retry_numbers_start_at_one() -> None:
     with pytest.raises(ValueError, match="start at 1"):
-        Backoff().delay_s(0)
+        SupervisorPolicy().backoff.delay_s(0)
 
 
 def test_readiness_polls_fast_then_settles_on_the_interval() -> None:

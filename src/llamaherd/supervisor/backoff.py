@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    initial_ms: int = 1000
-    max_ms: int = 30_000
-    max_retries: int = 5
+    """Built from a SupervisorPolicy, which holds the defaults."""
+
+    initial_ms: int
+    max_ms: int
+    max_retries: int
 
     def delay_s(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1-based)."""
