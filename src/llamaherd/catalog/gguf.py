@@ -7,11 +7,17 @@ seconds) and maps every tensor. Here the file is memory-mapped and only the head
 pages are touched; array values are stepped over, not decoded, and tensor data is
 never read.
 
+It also catches a file cut short inside its tensor data (an interrupted download or
+copy), which llama-server would otherwise only report after it has started loading: the
+header says where each tensor's bytes lie, so the end of the last one is the least the
+file's size must be.
+
 The format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import struct
@@ -43,6 +49,13 @@ _SCALAR_FORMATS = {
 
 _Scalar = int | float | bool | str
 
+# The data section starts at the first multiple of this after the header, unless the file
+# sets `general.alignment`.
+_DEFAULT_ALIGNMENT = 32
+
+# llama.cpp marks a file type it guessed from the tensors (rather than read) with this bit.
+_FTYPE_GUESSED = 1024
+
 
 @dataclass(frozen=True)
 class GgufSummary:
@@ -58,6 +71,23 @@ class GgufSummary:
     """`<architecture>.context_length`, the context the model was trained for."""
     parameter_count: int | None
     """The sum of every tensor's element count; None for a file without tensors."""
+    file_type: int | None = None
+    """`general.file_type`, llama.cpp's LLAMA_FTYPE number (15 is Q4_K_M)."""
+    quantisation: str | None = None
+    """The file type's name, e.g. "Q4_K_M", "F16", "IQ4_XS"; None if unknown or unset."""
+    block_count: int | None = None
+    """`<architecture>.block_count`: the number of transformer layers."""
+    embedding_length: int | None = None
+    """`<architecture>.embedding_length` (n_embd)."""
+    head_count: int | None = None
+    """`<architecture>.attention.head_count`; None when absent or given per layer."""
+    head_count_kv: int | None = None
+    """`<architecture>.attention.head_count_kv` (grouped-query attention); None when absent
+    (llama.cpp then takes head_count) or given per layer."""
+    key_length: int | None = None
+    """`<architecture>.attention.key_length`, the size of one head's key, when set."""
+    value_length: int | None = None
+    """`<architecture>.attention.value_length`, the size of one head's value, when set."""
 
 
 def is_gguf_file(path: Path | str) -> bool:
@@ -73,7 +103,9 @@ def read_gguf_summary(path: Path | str) -> GgufSummary:
     """Summarise the GGUF file at `path` from its header.
 
     Raises `ModelFileError`, naming the path, when the file is missing, unreadable,
-    not a GGUF file, or a GGUF file whose header is cut short or corrupt.
+    not a GGUF file, a GGUF file whose header is cut short or corrupt, or one cut short
+    inside its tensor data. A split model's part is checked on its own: each part holds
+    its own header and tensors.
     """
     path = Path(path)
     try:
@@ -104,15 +136,66 @@ def _summarise(path: Path, buf: mmap.mmap) -> GgufSummary:
         raise ModelFileError(
             f"Model file {path} is a GGUF file whose header is truncated or corrupt ({e})"
         ) from e
-    architecture = _as_str(header.metadata.get("general.architecture"))
-    context_key = f"{architecture}.context_length"
+    if header.data_end is not None and header.data_end > len(buf):
+        raise ModelFileError(
+            f"Model file {path} is truncated: its tensors need {header.data_end} bytes, "
+            f"the file has {len(buf)}. Download or copy it again."
+        )
+    meta = header.metadata
+    architecture = _as_str(meta.get("general.architecture"))
+
+    def arch_int(key: str) -> int | None:
+        return _as_int(meta.get(f"{architecture}.{key}")) if architecture else None
+
+    file_type = _as_int(meta.get("general.file_type"))
     return GgufSummary(
         architecture=architecture,
-        name=_as_str(header.metadata.get("general.name")),
+        name=_as_str(meta.get("general.name")),
         size_bytes=len(buf),
-        context_length=_as_int(header.metadata.get(context_key)) if architecture else None,
+        context_length=arch_int("context_length"),
         parameter_count=header.parameter_count if header.tensor_count else None,
+        file_type=file_type,
+        quantisation=quantisation_name(file_type),
+        block_count=arch_int("block_count"),
+        embedding_length=arch_int("embedding_length"),
+        head_count=arch_int("attention.head_count"),
+        head_count_kv=arch_int("attention.head_count_kv"),
+        key_length=arch_int("attention.key_length"),
+        value_length=arch_int("attention.value_length"),
     )
+
+
+def quantisation_name(file_type: int | None) -> str | None:
+    """The name of llama.cpp's file type number: 15 -> "Q4_K_M", 1 -> "F16", 30 -> "IQ4_XS".
+
+    None for None and for a number this version of the `gguf` package does not know.
+    """
+    if file_type is None:
+        return None
+    return _file_type_names().get(file_type & ~_FTYPE_GUESSED)
+
+
+@functools.cache
+def _file_type_names() -> dict[int, str]:
+    # gguf-py's LlamaFileType mirrors llama.h's LLAMA_FTYPE (ALL_F32, MOSTLY_Q4_K_M, ...).
+    # Imported here, not at the top: the package pulls in numpy, about 0.2 s that a
+    # command which reads no model file should not pay.
+    from gguf.constants import LlamaFileType
+
+    names: dict[int, str] = {}
+    for member in LlamaFileType:
+        if member.value == _FTYPE_GUESSED:
+            continue
+        names[int(member.value)] = member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    return names
+
+
+@functools.cache
+def _ggml_type_sizes() -> dict[int, tuple[int, int]]:
+    """ggml tensor type -> (elements per block, bytes per block), from gguf-py's table."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    return {int(t): (int(block), int(size)) for t, (block, size) in GGML_QUANT_SIZES.items()}
 
 
 def _as_str(value: _Scalar | None) -> str | None:
@@ -130,6 +213,9 @@ class _Header:
     """Scalar and string metadata; arrays are skipped, nothing here needs them."""
     tensor_count: int
     parameter_count: int
+    data_end: int | None
+    """Where the last tensor's bytes end: the least size of a whole file. None when a
+    tensor's type is one this package cannot size (a newer ggml type), or no tensors."""
 
     @classmethod
     def parse(cls, buf: mmap.mmap, path: Path) -> _Header:
@@ -143,8 +229,46 @@ class _Header:
             value = cursor.value(cursor.u32())
             if value is not None:
                 metadata[key] = value
-        parameter_count = sum(cursor.tensor_elements() for _ in range(tensor_count))
-        return cls(metadata, tensor_count, parameter_count)
+        tensors = [cursor.tensor_info() for _ in range(tensor_count)]
+        parameter_count = sum(t.elements for t in tensors)
+        data_start = _align(cursor.pos, _alignment(metadata))
+        return cls(metadata, tensor_count, parameter_count, _data_end(tensors, data_start))
+
+
+@dataclass(frozen=True)
+class _TensorInfo:
+    elements: int
+    ggml_type: int
+    offset: int
+    """From the start of the data section."""
+
+
+def _alignment(metadata: dict[str, _Scalar]) -> int:
+    alignment = _as_int(metadata.get("general.alignment"))
+    if alignment is None:
+        return _DEFAULT_ALIGNMENT
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"general.alignment is {alignment}, not a power of two")
+    return alignment
+
+
+def _align(pos: int, alignment: int) -> int:
+    return (pos + alignment - 1) // alignment * alignment
+
+
+def _data_end(tensors: list[_TensorInfo], data_start: int) -> int | None:
+    if not tensors:
+        return None
+    sizes = _ggml_type_sizes()
+    end = 0
+    for tensor in tensors:
+        block = sizes.get(tensor.ggml_type)
+        if block is None:
+            return None
+        elements_per_block, bytes_per_block = block
+        nbytes = tensor.elements // elements_per_block * bytes_per_block
+        end = max(end, tensor.offset + nbytes)
+    return data_start + end
 
 
 def _endianness(buf: mmap.mmap, path: Path) -> str:
@@ -190,14 +314,18 @@ class _Cursor:
             return self._raw_string().decode("utf-8", errors="replace")
         return self._unpack(_scalar_format(vtype))
 
-    def tensor_elements(self) -> int:
-        """Read one tensor's description and return how many elements it holds."""
+    @property
+    def pos(self) -> int:
+        return self._pos
+
+    def tensor_info(self) -> _TensorInfo:
+        """Read one tensor's description: element count, ggml type, data offset."""
         self._skip_string()  # name
         n_dims = self.u32()
         dims = [self.u64() for _ in range(n_dims)]
-        self.u32()  # ggml type
-        self.u64()  # offset into the data section
-        return math.prod(dims)
+        ggml_type = self.u32()
+        offset = self.u64()
+        return _TensorInfo(math.prod(dims), ggml_type, offset)
 
     def _skip_array(self) -> None:
         item_type = self.u32()
