@@ -5,11 +5,14 @@
   Origin other than our own is refused, so a random site cannot stop your llama-server.
 - DNS rebinding: a hostile name that resolves to 127.0.0.1 makes the page same-origin with us.
   While llamaherd listens on loopback only, the Host header must name loopback too.
+- A Host or Origin header that does not parse is answered 400 (a websocket is closed with 1008),
+  never an exception: nothing a client sends may cost a traceback in the log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,8 +33,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is turned away: the HTTP answer, or a websocket close (1008)."""
+
+    status: int
+    message: str
+    kind: str
+
+
 def _host_name(host_header: str) -> str:
+    """The name in a Host header; ValueError if the header is not a host[:port]."""
     return urlsplit(f"//{host_header}").hostname or ""
+
+
+def _origin_netloc(origin: str) -> str:
+    """The host[:port] of an Origin header; ValueError if it is malformed."""
+    return urlsplit(origin).netloc
+
+
+def _malformed(header: str, value: str, exc: ValueError, form: str) -> Refusal:
+    # urlsplit's reasons ("Invalid IPv6 URL") are terse but true; the value says the rest.
+    return Refusal(400, f"malformed {header} header {value!r} ({exc}); send {form}", "bad_request")
+
+
+def refusal(method: str, host: str, origin: str | None, *, loopback_only: bool) -> Refusal | None:
+    """The decision, as a pure function of the request's method and headers.
+
+    A Host or Origin that does not parse is a bad request (400) whatever the mode: it can only
+    come from a broken or hostile client, and must not reach urlsplit again further in.
+    """
+    try:
+        host_name = _host_name(host)
+    except ValueError as exc:
+        return _malformed("Host", host, exc, "HOST[:PORT], e.g. 127.0.0.1:3000")
+    try:
+        origin_netloc = None if origin is None else _origin_netloc(origin)
+    except ValueError as exc:
+        return _malformed("Origin", origin or "", exc, "SCHEME://HOST[:PORT]")
+    if loopback_only and host and not is_loopback(host_name):
+        return Refusal(
+            403,
+            f"Host {host!r} is not a loopback name; llamaherd listens on loopback only "
+            "(open it as http://127.0.0.1:PORT or http://localhost:PORT)",
+            "forbidden",
+        )
+    if origin and method not in SAFE_METHODS and origin_netloc != host:
+        return Refusal(403, f"cross-origin {method} from {origin} refused", "forbidden")
+    return None
 
 
 class BrowserGuard:
@@ -46,23 +95,17 @@ class BrowserGuard:
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        host = headers.get("host", "")
-        problem = self._problem(scope, host, headers.get("origin"))
+        problem = refusal(
+            scope.get("method", "GET"),
+            headers.get("host", ""),
+            headers.get("origin"),
+            loopback_only=self.loopback_only,
+        )
         if problem is None:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await error_response(403, problem, "forbidden")(scope, receive, send)
-
-    def _problem(self, scope: Scope, host: str, origin: str | None) -> str | None:
-        if self.loopback_only and host and not is_loopback(_host_name(host)):
-            return (
-                f"Host {host!r} is not a loopback name; llamaherd listens on loopback only "
-                "(open it as http://127.0.0.1:PORT or http://localhost:PORT)"
-            )
-        method = scope.get("method", "GET")
-        if origin and method not in SAFE_METHODS and urlsplit(origin).netloc != host:
-            return f"cross-origin {method} from {origin} refused"
-        return None
+        response = error_response(problem.status, problem.message, problem.kind)
+        await response(scope, receive, send)
