@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 from pathlib import Path
 
 import pytest
 
-from llamaherd.config import load_config, locate_llama_server
+from llamaherd.config import Settings, load_config, locate_llama_server
 from llamaherd.errors import BinaryNotFoundError, ConfigError
+from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 from tests.conftest import serve_once
 
 pytestmark = pytest.mark.timeout(30)
+
+# A valid GGUF header: version 3, no tensors, no metadata.
+GGUF_HEADER = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
     path = tmp_path / "models" / "your-model.gguf"
     path.parent.mkdir()
-    path.write_bytes(b"GGUF")
+    path.write_bytes(GGUF_HEADER)
     return path
 
 
@@ -145,3 +151,194 @@ def test_cli_reports_a_bad_config_in_one_line_without_traceback(tmp_path: Path) 
     assert "Traceback" not in result.stderr
     assert "llamaherd: error:" in result.stderr
     assert "llama_server_port" in result.stderr
+
+
+def one_line_error(path: Path, binary: Path, *, check_files: bool = True) -> str:
+    """The ConfigError of loading `path`; it must be a single line."""
+    with pytest.raises(ConfigError) as caught:
+        overrides = {"llama_server_binary": str(binary)}
+        load_config(path, overrides=overrides, check_files=check_files)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ---- hosts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["app_host", "llama_server_host"])
+@pytest.mark.parametrize("value", ["", " ", "\t"])
+def test_an_empty_host_is_refused(tmp_path: Path, binary: Path, key: str, value: str) -> None:
+    path = write(tmp_path, {key: value})
+    message = one_line_error(path, binary, check_files=False)
+    assert message == (
+        f"{path}: {key}: an empty host is a mistake (got {value!r}); use 127.0.0.1 for this "
+        "machine only, or 0.0.0.0 to listen on every interface"
+    )
+
+
+def test_the_wildcard_host_is_still_accepted(tmp_path: Path, binary: Path) -> None:
+    path = write(tmp_path, {"app_host": "0.0.0.0", "llama_server_host": "0.0.0.0"})
+    settings = load_config(path, overrides={"llama_server_binary": str(binary)}, check_files=False)
+    assert settings.app_host == settings.llama_server_host == "0.0.0.0"
+
+
+# ---- the supervisor's numbers ---------------------------------------------------------------
+
+
+def test_supervisor_keys_take_defaults_and_bounds_from_the_policy() -> None:
+    policy = SupervisorPolicy()
+    for name, (low, high) in POLICY_BOUNDS.items():
+        field = Settings.model_fields[name]
+        assert field.default == getattr(policy, name), name
+        limits = {type(m).__name__: m for m in field.metadata}
+        assert limits["Ge"].ge == low and limits["Le"].le == high, name
+    assert Settings().supervisor_policy() == policy
+
+
+@pytest.mark.parametrize("value", ["1e15", str(10**15), str(10**400)])
+def test_huge_backoff_is_refused_naming_key_and_range(
+    tmp_path: Path, binary: Path, value: str
+) -> None:
+    path = write(tmp_path, f'{{"backoff_initial_ms": {value}, "backoff_max_ms": {value}}}')
+    message = one_line_error(path, binary, check_files=False)
+    assert message.startswith(f"{path}: backoff_initial_ms: ")
+    assert "use a whole number of milliseconds from 1 to 3600000 (1 hour)" in message
+    assert "backoff_max_ms: " in message
+    assert "from 1 to 86400000 (1 day)" in message
+    assert len(message) < 600
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("stop_timeout_s", "0", "stop_timeout_s: input should be greater than or equal to 0.001"),
+        ("stop_timeout_s", "1e300", "use a number of seconds from 0.001 to 3600 (1 hour)"),
+        ("stop_timeout_s", "NaN", "use a number of seconds from 0.001 to 3600"),
+        ("stable_after_s", "Infinity", "use a number of seconds from 0 to 604800 (7 days)"),
+        ("stable_after_s", str(10**400), "use a number of seconds from 0 to 604800"),
+        ("max_retries", "101", "max_retries: input should be less than or equal to 100"),
+        ("log_lines", "5", "use a whole number from 10 to 1000000"),
+        ("health_timeout_ms", "true", "input should be a valid integer"),
+    ],
+)
+def test_every_policy_number_is_bounded(
+    tmp_path: Path, binary: Path, key: str, value: str, expected: str
+) -> None:
+    path = write(tmp_path, f'{{"{key}": {value}}}')
+    message = one_line_error(path, binary, check_files=False)
+    assert message.startswith(f"{path}: {key}: ")
+    assert expected in message
+
+
+# ---- files that cannot be read as JSON ------------------------------------------------------
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path, binary: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"llama_server_host": "caf\u00e9"}'.encode("latin-1"))
+    message = one_line_error(path, binary, check_files=False)
+    assert message.startswith(f"{path} is not UTF-8 text: byte 0xe9 at position 26")
+    assert "save it as UTF-8" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 100_000, "is nested too deeply"),
+        ('{"llama_server_args": ' + "[" * 100_000 + "]" * 100_000 + "}", "is nested too deeply"),
+        ('{"max_retries": ' + "9" * 5000 + "}", "is not valid JSON: "),
+    ],
+)
+def test_hostile_json_is_one_line(tmp_path: Path, binary: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    message = one_line_error(path, binary, check_files=False)
+    assert message.startswith(f"{path} ") and expected in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe{}", b"[" * 100_000],
+    ids=["not-utf8", "deeply-nested"],
+)
+def test_serve_reports_unreadable_json_in_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    result = serve_once(path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"llamaherd: error: {path} ")
+    assert result.stderr.count("\n") == 1
+
+
+# ---- the model file -------------------------------------------------------------------------
+
+
+def _model_error(tmp_path: Path, binary: Path, model: Path) -> str:
+    path = write(tmp_path, {"llama_model_path": str(model)})
+    message = one_line_error(path, binary)
+    assert message.startswith(f"{path}: llama_model_path: model file {model} ")
+    assert "llamaherd demo-model" in message
+    return message
+
+
+def test_a_directory_is_not_a_model(tmp_path: Path, binary: Path) -> None:
+    folder = tmp_path / "models.gguf"
+    folder.mkdir()
+    assert "is a directory, not a file" in _model_error(tmp_path, binary, folder)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is not a GGUF file (it is empty)"),
+        (b"\x89PNG\r\n\x1a\n" + os.urandom(64), "is not a GGUF file (its first bytes are"),
+        (GGUF_HEADER[:10], "header is truncated or corrupt"),
+        (
+            b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1000) + b"general.",
+            "header is truncated or corrupt",
+        ),
+    ],
+    ids=["empty", "random-bytes", "cut-in-counts", "cut-in-metadata"],
+)
+def test_a_file_that_is_not_gguf_is_refused(
+    tmp_path: Path, binary: Path, content: bytes, expected: str
+) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(content)
+    assert expected in _model_error(tmp_path, binary, model)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root reads a file whatever its mode, so chmod 000 cannot make it unreadable",
+)
+def test_an_unreadable_model_is_refused(tmp_path: Path, binary: Path, model: Path) -> None:
+    model.chmod(0o000)
+    try:
+        message = _model_error(tmp_path, binary, model)
+    finally:
+        model.chmod(0o644)
+    assert "cannot be read: Permission denied" in message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"llama_model_path": "./models/a\u0000b.gguf"},
+        {"llama_server_binary": "/opt/llama\u0000server"},
+        {"llama_server_args": ["--alias", "a\u0000b"]},
+    ],
+)
+def test_a_nul_character_is_refused(tmp_path: Path, binary: Path, data: dict[str, object]) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    key = next(iter(data))
+    assert str(caught.value).startswith(f"{path}: {key}: it contains a NUL character")
+
+
+def test_a_huge_file_is_not_read_whole(tmp_path: Path, binary: Path) -> None:
+    path = write(tmp_path, "{" + " " * (1024 * 1024) + "}")
+    assert "too large to be a llamaherd config" in one_line_error(path, binary, check_files=False)

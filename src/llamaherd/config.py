@@ -15,21 +15,58 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import reprlib
 import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
-from llamaherd.errors import BinaryNotFoundError, ConfigError
-from llamaherd.supervisor.policy import SupervisorPolicy
+from llamaherd.catalog.gguf import read_gguf_summary
+from llamaherd.errors import BinaryNotFoundError, ConfigError, ModelFileError
+from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 
 DEFAULT_CONFIG_NAME = ".llama-proxy-config.json"
 LLAMA_CPP_SOURCE_PIN = "11434.0.0"  # keep in step with scripts/build-llama-server
 
+# A config is a few hundred bytes; reading /dev/zero by mistake must not eat the memory.
+MAX_CONFIG_BYTES = 1024 * 1024
+DEMO_MODEL_HINT = (
+    "Point it at a GGUF model file, or make a tiny demo model with "
+    "`llamaherd demo-model ./models/demo.gguf`."
+)
+
+_POLICY_DEFAULTS = {field.name: field.default for field in fields(SupervisorPolicy)}
+
+
+def _policy_key(name: str) -> Any:
+    """The Field of the supervisor's number `name`: default and bounds are the policy's own,
+    so no number is declared twice (POLICY_BOUNDS in supervisor/policy.py)."""
+    low, high = POLICY_BOUNDS[name]
+    return Field(default=_POLICY_DEFAULTS[name], ge=low, le=high)
+
+
+def _not_blank(host: str) -> str:
+    # An empty --host means "every interface" to uvicorn and "no address" to llama-server:
+    # neither is what someone who left the value empty meant.
+    if not host.strip():
+        raise PydanticCustomError("blank_host", "an empty host is a mistake")
+    return host
+
+
+def _no_nul(value: Any) -> Any:
+    # A NUL cannot be passed to the OS (open, exec); say so here rather than with a traceback.
+    if "\0" in str(value):
+        raise PydanticCustomError("nul_character", "it contains a NUL character (\\0)")
+    return value
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
-PositiveMs = Annotated[int, Field(ge=1)]
+Host = Annotated[str, AfterValidator(_not_blank)]
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
+Argument = Annotated[str, AfterValidator(_no_nul)]
 
 
 class Settings(BaseModel):
@@ -38,27 +75,27 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # The seed's keys.
-    llama_server_host: str = "127.0.0.1"
+    llama_server_host: Host = "127.0.0.1"
     llama_server_port: Port = 8134
-    llama_model_path: Path | None = None
+    llama_model_path: FilePath | None = None
     # How to run llama-server.
-    llama_server_binary: Path | None = None
-    llama_server_args: tuple[str, ...] = ()
-    # The supervisor's numbers (see SupervisorPolicy).
-    max_retries: Annotated[int, Field(ge=0, le=100)] = 5
-    backoff_initial_ms: PositiveMs = 1000
-    backoff_max_ms: PositiveMs = 30_000
-    health_timeout_ms: PositiveMs = 5000
-    readiness_initial_ms: PositiveMs = 50
-    readiness_interval_ms: PositiveMs = 1000
-    readiness_max_attempts: Annotated[int, Field(ge=1)] = 60
-    liveness_interval_ms: PositiveMs = 5000
-    liveness_failures: Annotated[int, Field(ge=1)] = 3
-    stable_after_s: Annotated[float, Field(ge=0)] = 60.0
-    stop_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    log_lines: Annotated[int, Field(ge=10)] = 2000
+    llama_server_binary: FilePath | None = None
+    llama_server_args: tuple[Argument, ...] = ()
+    # The supervisor's numbers: defaults and bounds are SupervisorPolicy's and POLICY_BOUNDS.
+    max_retries: int = _policy_key("max_retries")
+    backoff_initial_ms: int = _policy_key("backoff_initial_ms")
+    backoff_max_ms: int = _policy_key("backoff_max_ms")
+    health_timeout_ms: int = _policy_key("health_timeout_ms")
+    readiness_initial_ms: int = _policy_key("readiness_initial_ms")
+    readiness_interval_ms: int = _policy_key("readiness_interval_ms")
+    readiness_max_attempts: int = _policy_key("readiness_max_attempts")
+    liveness_interval_ms: int = _policy_key("liveness_interval_ms")
+    liveness_failures: int = _policy_key("liveness_failures")
+    stable_after_s: float = _policy_key("stable_after_s")
+    stop_timeout_s: float = _policy_key("stop_timeout_s")
+    log_lines: int = _policy_key("log_lines")
     # llamaherd's own HTTP service.
-    app_host: str = "127.0.0.1"
+    app_host: Host = "127.0.0.1"
     app_port: Port = 3000
 
     def supervisor_policy(self) -> SupervisorPolicy:
@@ -68,13 +105,45 @@ class Settings(BaseModel):
         return SupervisorPolicy(**values)
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _duration(seconds: float) -> str:
+    """3600 -> "1 hour", 604800 -> "7 days": a bound as a person reads it."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return f"{_number(seconds)} s"
+
+
+def _policy_fix(name: str) -> str:
+    low, high = POLICY_BOUNDS[name]
+    if name.endswith("_ms"):
+        return (
+            f"use a whole number of milliseconds from {_number(low)} to {_number(high)} "
+            f"({_duration(high / 1000)})"
+        )
+    if name.endswith("_s"):
+        return f"use a number of seconds from {_number(low)} to {_number(high)} ({_duration(high)})"
+    return f"use a whole number from {_number(low)} to {_number(high)}"
+
+
+_HOST_FIX = "use 127.0.0.1 for this machine only, or 0.0.0.0 to listen on every interface"
 _FIXES = {
+    "llama_server_host": _HOST_FIX,
+    "app_host": _HOST_FIX,
     "llama_server_port": "use a whole number from 1 to 65535, e.g. 8134",
     "app_port": "use a whole number from 1 to 65535, e.g. 3000",
     "llama_server_args": 'use a list of strings, e.g. ["--threads", "4"]',
     "llama_model_path": 'use a path to a .gguf file, e.g. "./models/model.gguf"',
     "llama_server_binary": 'use the path of an executable llama-server, e.g. "/opt/llama-server"',
-}
+} | {name: _policy_fix(name) for name in POLICY_BOUNDS}
+
+# What a wrong value looked like, kept short: the value may be a megabyte of nested lists.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 40
 
 
 def load_config(
@@ -95,8 +164,10 @@ def load_config(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The config file's JSON object; every way it can be unreadable is one ConfigError line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found. Create it, for example:\n"
@@ -106,12 +177,32 @@ def _read_json(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB, too large to be a llamaherd "
+            "config (a few hundred bytes of JSON); check --config"
+        )
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at position "
+            f"{exc.start}; save it as UTF-8 (JSON files are UTF-8)"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is nested too deeply to read (lists or objects inside each other about a "
+            "thousand deep); a config is one object of keys and plain values"
+        ) from None
+    except ValueError as exc:  # e.g. a number of more than 4300 digits
+        reason = str(exc).split(";")[0]
+        raise ConfigError(f"{path} is not valid JSON: {reason[:1].lower()}{reason[1:]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object ({{...}}), not {type(data).__name__}")
     return data
@@ -136,7 +227,10 @@ def _coerce(key: str, value: Any) -> Any:
     if "tuple" in annotation and isinstance(value, list):
         return tuple(value)
     if "float" in annotation and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # 10**400: pydantic's bound check names it as it is
+            return value
     return value
 
 
@@ -147,15 +241,16 @@ def _unknown_key_message(key: str, source: str) -> str:
 
 
 def _validation_message(exc: ValidationError, source: str) -> str:
+    """One line: the source once, then each wrong key with what it got and the fix."""
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"][:1]) or "config"
-        got = error.get("input")
+        value = error.get("input")
+        got = _SHORT.repr(str(value) if isinstance(value, Path) else value)
+        msg = error["msg"][:1].lower() + error["msg"][1:]
         fix = _FIXES.get(key, "")
-        problems.append(
-            f"{source}: {key}: {error['msg'].lower()} (got {got!r})" + (f"; {fix}" if fix else "")
-        )
-    return "\n".join(problems)
+        problems.append(f"{key}: {msg} (got {got})" + (f"; {fix}" if fix else ""))
+    return f"{source}: " + "; ".join(problems)
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -168,13 +263,20 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 
 
 def check_settings_files(settings: Settings, *, source: str = "config") -> None:
-    """The model file and the binary must exist before anything starts."""
+    """The model file must be a readable GGUF and the binary must exist before anything starts.
+
+    The model's header is read here (a directory, random bytes, a truncated or unreadable file),
+    so a wrong file is one line now rather than a crash loop of llama-server launches.
+    """
     model = settings.llama_model_path
-    if model is not None and not model.is_file():
-        raise ConfigError(
-            f"{source}: llama_model_path: {model} does not exist. Point it at a .gguf file, "
-            "or make a tiny demo model with `llamaherd demo-model ./models/demo.gguf`."
-        )
+    if model is not None:
+        try:
+            read_gguf_summary(model)
+        except ModelFileError as exc:
+            reason = str(exc).rstrip(".")
+            raise ConfigError(
+                f"{source}: llama_model_path: {reason[:1].lower()}{reason[1:]}. {DEMO_MODEL_HINT}"
+            ) from None
     try:
         locate_llama_server(settings.llama_server_binary)
     except BinaryNotFoundError as exc:
