@@ -1,0 +1,452 @@
+"""Every decision of the gateway in one place: which model is loaded, which request is served,
+which waits, which model is evicted. Pure Python: no asyncio, no I/O. Each event method takes the
+time (monotonic seconds), updates the state and returns the actions to carry out, in order; one
+owner carries them out and reports the outcomes back as further events (loaded, unloaded, ...).
+
+    arrive ─► its model's queue ─► Dispatch          (READY, a free slot, not draining)
+                   │
+                   └─► its turn ─► Load               (room now)
+                              └─► evict: victim draining ─► Unload ─► unloaded() ─► Load
+
+Turns. Models whose requests wait for a server take turns in the order of their oldest waiting
+request. A loaded model keeps its turn while it still serves a request older than that: what
+queued behind it meanwhile is dispatched with it, so arrivals A B A B (A loaded) are served
+A A B B, and steady streams for two models alternate between them instead of starving one.
+
+Capacity. At most `max_loaded` models are LOADING, READY or UNLOADING (an unloading server still
+holds its memory), and with a memory budget their memory must fit too. A candidate that does not
+fit evicts READY, unpinned models: idle ones first, then those whose oldest pending request is
+newer than the candidate's oldest, least recently used first. A victim is *draining*: it
+dispatches nothing new, its requests wait, and it is unloaded once its last request ends, so a
+model serving a request is never stopped. Earlier candidates claim the room being freed first.
+
+      slots (max_loaded 2)                candidate C, oldest waiter #7
+    ┌───────────────┬──────────────┐
+    │ A serving  #3 │ B idle       │  ─► B drains ─► Unload B ─► unloaded(B) ─► Load C
+    └───────────────┴──────────────┘      (A keeps its slot: #3 is older than #7)
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from llamaherd.errors import ConfigError
+
+_RETRY_MAX_S = 60
+_EWMA_WEIGHT = 0.2  # weight of the newest service time in the running mean
+_REQUESTED = "requested"
+
+
+class Phase(enum.StrEnum):
+    """A model's server as the scheduler sees it. FAILED holds no capacity, and the next request
+    (or request_load) for it starts a fresh Load: the supervisor already spent its retries, but
+    the person running it may have fixed the cause, and a quick 503 says so if not."""
+
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+_HELD = frozenset({Phase.LOADING, Phase.READY, Phase.UNLOADING})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_loaded: int = 1
+    memory_budget_mb: float | None = None
+    queue_depth: int = 64  # waiting requests per model, loaded or not
+    queue_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_loaded < 1 or self.queue_depth < 0 or self.queue_timeout_s <= 0:
+            raise ValueError(f"limits out of range: {self}")
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be positive, got {self.memory_budget_mb}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    id: str
+    max_concurrency: int = 1
+    pinned: bool = False  # never evicted, never unloaded for idleness; a manual unload works
+    ttl_s: float | None = None  # unload after this long idle
+    memory_mb: float = 0.0  # estimated memory when loaded
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.memory_mb < 0 or (self.ttl_s or 1) <= 0:
+            raise ValueError(f"model policy out of range: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Send the request upstream now; it is in flight until finish()."""
+
+    request_id: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unload:
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    request_id: int
+    model: str
+    status: int
+    retry_after_s: int
+    message: str
+
+
+Action: TypeAlias = Dispatch | Load | Unload | Reject
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """A read-only snapshot of one model, for status pages and tests."""
+
+    id: str
+    phase: Phase
+    in_flight: int
+    queued: int
+    last_used: float | None
+    draining: bool
+    pinned: bool
+    ttl_s: float | None
+    max_concurrency: int
+    memory_mb: float
+    waiting_for: str | None  # why its waiters cannot get a server yet, when known
+
+    def ttl_left_s(self, now: float) -> float | None:
+        """Seconds until the idle unload; None when none is due (no TTL, pinned, busy...)."""
+        idle = self.phase is Phase.READY and not (self.in_flight or self.queued or self.draining)
+        if self.ttl_s is None or self.pinned or not idle or self.last_used is None:
+            return None
+        return max(0.0, self.last_used + self.ttl_s - now)
+
+
+@dataclass(slots=True)
+class _Request:
+    id: int
+    seq: int  # arrival order: turns compare these, never float times
+    arrived: float
+    dispatched: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class _Model:
+    policy: ModelPolicy
+    concurrency: int
+    memory_mb: float
+    phase: Phase = Phase.UNLOADED
+    queue: deque[_Request] = field(default_factory=deque)
+    in_flight: dict[int, _Request] = field(default_factory=dict)
+    last_used: float | None = None
+    draining: str | None = None  # the Unload reason, once it must stop
+    wanted: int | None = None  # arrival number of a manual load not yet carried out
+    waiting_for: str | None = None
+    mean_service_s: float | None = None
+
+    def turn(self) -> float:
+        """A candidate's place in turn order: its oldest waiter, or its manual load."""
+        keys = [self.queue[0].seq] if self.queue else []
+        return min([*keys, self.wanted] if self.wanted is not None else keys, default=math.inf)
+
+    def oldest_pending(self) -> float:
+        """Arrival number of its oldest request queued or in flight (inf when idle)."""
+        keys = [r.seq for r in self.in_flight.values()]
+        return min([*keys, self.queue[0].seq] if self.queue else keys, default=math.inf)
+
+    def open(self) -> bool:
+        ready = self.phase is Phase.READY and not self.draining
+        return ready and len(self.in_flight) < self.concurrency
+
+
+class Scheduler:
+    """The single owner of routing state. Unknown model ids raise KeyError."""
+
+    def __init__(self, models: Iterable[ModelPolicy], limits: Limits) -> None:
+        self._limits = limits
+        self._models: dict[str, _Model] = {}
+        for p in models:
+            if p.id in self._models:
+                raise ValueError(f"model {p.id!r} is listed twice")
+            self._models[p.id] = _Model(p, p.max_concurrency, p.memory_mb)
+        self._requests: dict[int, _Model] = {}  # queued or in flight
+        self._seq = itertools.count()
+        self._now = -math.inf  # the latest time seen, for events that carry none
+
+    # ── events ────────────────────────────────────────────────────────────────────────────
+    def arrive(self, request_id: int, model: str, now: float) -> list[Action]:
+        m = self._models[model]
+        if request_id in self._requests:
+            raise ValueError(f"request {request_id} is already queued or in flight")
+        actions = self._expire(now)
+        if m.phase not in _HELD and not self._fits_alone(m):
+            actions.append(Reject(request_id, model, 503, _RETRY_MAX_S, self._too_big(m)))
+        elif len(m.queue) >= self._limits.queue_depth and not (m.open() and not m.queue):
+            msg = f"the queue for model {model!r} is full ({len(m.queue)} waiting); retry later"
+            actions.append(Reject(request_id, model, 429, self._retry_after(m), msg))
+        else:
+            m.queue.append(_Request(request_id, next(self._seq), now))
+            self._requests[request_id] = m
+        return actions + self._decide(now)
+
+    def finish(self, request_id: int, now: float) -> list[Action]:
+        """A dispatched request ended, whatever the outcome."""
+        m = self._requests.get(request_id)
+        if m is None or request_id not in m.in_flight:
+            raise KeyError(f"request {request_id} is not in flight")
+        took = now - m.in_flight.pop(request_id).dispatched
+        del self._requests[request_id]
+        mean = m.mean_service_s
+        m.mean_service_s = took if mean is None else mean + _EWMA_WEIGHT * (took - mean)
+        m.last_used = now
+        return self._decide(now)
+
+    def cancel(self, request_id: int, now: float) -> list[Action]:
+        """The client left while queued. A no-op for unknown ids, and for in-flight ones: the
+        owner calls finish() for those once the upstream request is closed."""
+        m = self._requests.get(request_id)
+        if m is not None and request_id not in m.in_flight:
+            m.queue.remove(next(r for r in m.queue if r.id == request_id))
+            del self._requests[request_id]
+        return self._decide(now)
+
+    def loaded(self, model: str, now: float) -> list[Action]:
+        """Its server is ready: the first load, or back after a crash."""
+        m = self._models[model]
+        if m.phase is Phase.LOADING:
+            m.phase, m.last_used, m.wanted, m.waiting_for = Phase.READY, now, None, None
+        return self._decide(now)
+
+    def unloaded(self, model: str, now: float) -> list[Action]:
+        """Its server stopped; waiters left behind make it a candidate again."""
+        m = self._models[model]
+        m.phase, m.draining = Phase.UNLOADED, None
+        return self._decide(now)
+
+    def restarting(self, model: str, now: float) -> list[Action]:
+        """It crashed and the supervisor restarts it: its queue keeps waiting. Requests in flight
+        are the proxy's to fail; the owner calls finish() for each."""
+        m = self._models[model]
+        if m.phase is Phase.READY:
+            m.phase = Phase.LOADING
+        return self._decide(now)
+
+    def failed(self, model: str, message: str, now: float) -> list[Action]:
+        """It gave up: every waiter gets a 503 with the message, and its capacity is freed."""
+        m = self._models[model]
+        text = f"model {model!r} is unavailable: {message}"
+        actions = [self._drop(m, r, 503, text) for r in list(m.queue)]
+        m.phase, m.draining, m.wanted = Phase.FAILED, None, None
+        return actions + self._decide(now)
+
+    def request_load(self, model: str, now: float) -> list[Action]:
+        """A manual load takes its turn like a request arriving now."""
+        m = self._models[model]
+        if not self._fits_alone(m):
+            raise ConfigError(self._too_big(m))
+        if m.draining == _REQUESTED:
+            m.draining = None  # a manual unload not yet begun is called off
+        elif (m.phase not in (Phase.LOADING, Phase.READY) or m.draining) and m.wanted is None:
+            m.wanted = next(self._seq)
+        return self._decide(now)
+
+    def request_unload(self, model: str, now: float) -> list[Action]:
+        """Stops it once its in-flight requests end; works for pinned models too."""
+        m = self._models[model]
+        m.wanted = None
+        if m.phase in (Phase.LOADING, Phase.READY) and not m.draining:
+            m.draining = _REQUESTED
+        return self._decide(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Queue timeouts and idle unloads; run it at next_deadline()."""
+        return self._decide(now)
+
+    def set_max_concurrency(self, model: str, n: int) -> list[Action]:
+        if n < 1:
+            raise ValueError(f"max concurrency must be at least 1, got {n}")
+        self._models[model].concurrency = n
+        return self._decide(self._now)
+
+    def set_memory(self, model: str, mb: float) -> list[Action]:
+        if mb < 0:
+            raise ValueError(f"memory must not be negative, got {mb}")
+        self._models[model].memory_mb = mb
+        return self._decide(self._now)
+
+    # ── queries ───────────────────────────────────────────────────────────────────────────
+    def next_deadline(self) -> float | None:
+        """When tick() must run next: the earliest queue timeout or idle unload."""
+        timeout = self._limits.queue_timeout_s
+        times = [m.queue[0].arrived + timeout for m in self._models.values() if m.queue]
+        times += [t for m in self._models.values() if (t := self._ttl_due(m)) is not None]
+        return min(times, default=None)
+
+    def position(self, request_id: int) -> int | None:
+        """1-based place in its model's queue; None once dispatched, or if unknown."""
+        m = self._requests.get(request_id)
+        queued = [] if m is None else [r.id for r in m.queue]
+        return queued.index(request_id) + 1 if request_id in queued else None
+
+    def view(self, model: str) -> ModelView:
+        m = self._models[model]
+        p = m.policy
+        return ModelView(
+            p.id, m.phase, len(m.in_flight), len(m.queue), m.last_used, m.draining is not None,
+            p.pinned, p.ttl_s, m.concurrency, m.memory_mb, m.waiting_for,
+        )  # fmt: skip
+
+    # ── the decision ──────────────────────────────────────────────────────────────────────
+    def _decide(self, now: float) -> list[Action]:
+        """Run after every event: expire waiters, fill free slots, start idle unloads, take
+        turns, then stop every draining model that has nothing in flight."""
+        self._now = max(self._now, now)
+        actions = self._expire(now)
+        for m in self._models.values():
+            while m.queue and m.open():
+                r = m.queue.popleft()
+                r.dispatched, m.last_used = now, now
+                m.in_flight[r.id] = r
+                actions.append(Dispatch(r.id, m.policy.id))
+            due = self._ttl_due(m)
+            if due is not None and due <= now:
+                m.draining = f"idle for {m.policy.ttl_s:g} s (ttl)"
+        actions += self._take_turns()
+        for m in self._models.values():
+            if m.draining and m.phase is Phase.READY and not m.in_flight:
+                actions.append(Unload(m.policy.id, m.draining))
+                m.phase, m.draining = Phase.UNLOADING, None
+        return actions
+
+    def _take_turns(self) -> list[Action]:
+        """Each model waiting for a server, in turn order: load if there is room, else claim the
+        room being freed, else evict; a candidate nothing can make room for waits unclaimed."""
+        actions: list[Action] = []
+        held = [m for m in self._models.values() if m.phase in _HELD]
+        staying = [m for m in held if m.phase is not Phase.UNLOADING and not m.draining]
+        waiting = [m for m in self._models.values() if m.phase not in _HELD and m.turn() < math.inf]
+        for m in self._models.values():
+            m.waiting_for = None
+        for c in sorted(waiting, key=_Model.turn):
+            if not self._fits_alone(c):
+                actions += [self._drop(c, r, 503, self._too_big(c)) for r in list(c.queue)]
+                c.wanted = None
+                continue
+            if self._fits(held, c):
+                c.phase = Phase.LOADING
+                held.append(c)
+                actions.append(Load(c.policy.id))
+            elif not self._fits(staying, c):
+                victims = self._victims(staying, c)
+                if victims is None:
+                    c.waiting_for = self._why_waiting(staying, c)
+                    continue
+                for v in victims:
+                    v.draining = f"evicted for {c.policy.id}"
+                    staying.remove(v)
+            staying.append(c)
+        return actions
+
+    def _victims(self, staying: list[_Model], c: _Model) -> list[_Model] | None:
+        """The fewest models to evict so `c` fits, or None: idle ones first (least recently used
+        first), then those whose oldest pending request is newer than c's oldest."""
+        eligible = [
+            v
+            for v in staying
+            if v.phase is Phase.READY and not v.policy.pinned and v.oldest_pending() > c.turn()
+        ]
+        eligible.sort(key=lambda v: (v.oldest_pending() < math.inf, v.last_used or 0.0))
+        taken: list[_Model] = []
+        for v in eligible:
+            if self._fits([s for s in staying if s not in taken], c):
+                break
+            taken.append(v)
+        rest = [s for s in staying if s not in taken]
+        if not self._fits(rest, c):
+            return None
+        for v in reversed(taken[:-1]):  # a later, bigger victim may have made it unneeded
+            if self._fits([*rest, v], c):
+                taken.remove(v)
+                rest.append(v)
+        return taken
+
+    # ── helpers ───────────────────────────────────────────────────────────────────────────
+    def _expire(self, now: float) -> list[Action]:
+        timeout = self._limits.queue_timeout_s
+        actions: list[Action] = []
+        for m in self._models.values():
+            while m.queue and m.queue[0].arrived + timeout <= now:
+                r = m.queue[0]
+                why = f"; {m.waiting_for}" if m.waiting_for else ""
+                msg = f"waited {now - r.arrived:g} s for model {m.policy.id!r} ({m.phase}){why}"
+                actions.append(self._drop(m, r, 503, msg))
+        return actions
+
+    def _drop(self, m: _Model, r: _Request, status: int, message: str) -> Reject:
+        """Takes a queued request out and says why."""
+        retry_after = _RETRY_MAX_S if not self._fits_alone(m) else self._retry_after(m)
+        m.queue.remove(r)
+        del self._requests[r.id]
+        return Reject(r.id, m.policy.id, status, retry_after, message)
+
+    def _retry_after(self, m: _Model) -> int:
+        """Whole seconds until a retry may succeed: the model's mean service time (an
+        exponentially weighted mean over finished requests) times the requests ahead per
+        slot, rounded up and clamped to 1..60. 1 while nothing has finished: its load time is
+        not known here, and a client retrying soon only queues again."""
+        if m.mean_service_s is None:
+            return 1
+        ahead = (len(m.queue) + len(m.in_flight)) / m.concurrency
+        return min(_RETRY_MAX_S, max(1, math.ceil(m.mean_service_s * ahead)))
+
+    def _ttl_due(self, m: _Model) -> float | None:
+        ttl, idle = m.policy.ttl_s, not (m.queue or m.in_flight or m.draining)
+        if ttl is None or m.policy.pinned or m.phase is not Phase.READY or not idle:
+            return None
+        return None if m.last_used is None else m.last_used + ttl
+
+    def _fits(self, others: list[_Model], c: _Model) -> bool:
+        budget = self._limits.memory_budget_mb
+        if len(others) + 1 > self._limits.max_loaded:
+            return False
+        return budget is None or sum(m.memory_mb for m in others) + c.memory_mb <= budget
+
+    def _fits_alone(self, m: _Model) -> bool:
+        return self._fits([], m)
+
+    def _too_big(self, m: _Model) -> str:
+        return (
+            f"model {m.policy.id!r} needs {m.memory_mb:g} MB, more than the whole memory budget"
+            f" of {self._limits.memory_budget_mb:g} MB: it cannot fit and is never loaded"
+        )
+
+    def _why_waiting(self, staying: list[_Model], c: _Model) -> str:
+        pinned = [repr(m.policy.id) for m in staying if m.policy.pinned]
+        limit = self._limits.max_loaded
+        if len(pinned) >= limit:
+            return f"pinned models hold every slot (max_loaded {limit}: {', '.join(pinned)})"
+        if len(staying) < limit:  # a slot is free: memory is what is missing
+            used, budget = sum(m.memory_mb for m in staying), self._limits.memory_budget_mb
+            return (
+                f"it needs {c.memory_mb:g} MB and {used:g} MB of the {budget:g} MB budget are held"
+                " by models that cannot be evicted now"
+            )
+        return "every slot is held by models serving requests older than its own"
