@@ -87,6 +87,38 @@ describe('App', () => {
     expect(screen.getByTestId('status-badge')).toHaveTextContent(/^ready$/);
   });
 
+  it('enables only the controls that make sense in the live state', () => {
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    const state = () =>
+      ['btn-start', 'btn-stop', 'btn-restart'].map((id) => !(screen.getByTestId(id) as HTMLButtonElement).disabled);
+    // No status yet: nothing to act on.
+    expect(state()).toEqual([false, false, false]);
+
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+    });
+    expect(state()).toEqual([false, true, true]);
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ status: 'initial', models: [], startedAt: null })));
+    expect(state()).toEqual([true, false, false]);
+  });
+
+  it('connects again, once, after llamaherd closed the socket on purpose', () => {
+    vi.useFakeTimers();
+    try {
+      const { socket, fetchImpl } = fakeServer();
+      render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+      act(() => socket.serverConnect());
+      expect(socket.connectCalls).toBe(1);
+      act(() => socket.serverDisconnect('io server disconnect'));
+      act(() => vi.advanceTimersByTime(5000));
+      expect(socket.connectCalls).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('disconnects on unmount', () => {
     const { socket, fetchImpl } = fakeServer();
     const { unmount } = render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);

@@ -35,7 +35,7 @@ const CONNECTION_CHIP: Record<ConnectionState, { label: string; color: 'success'
   disconnected: { label: 'offline', color: 'error' },
 };
 
-export function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppProps) {
+function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppProps) {
   const socket = useLlamaSocket(url, socketFactory);
   const llama = useLlamaStatus({ socket });
   const logs = useLlamaLogs({ socket, fetchImpl });
@@ -70,7 +70,11 @@ export function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }:
           <Grid container spacing={2}>
             <Grid size={{ xs: 12, md: 5, lg: 4 }}>
               <LlamaStatusCard {...llama}>
-                <LlamaControls onDone={llama.refresh} fetchImpl={fetchImpl} />
+                <LlamaControls
+                  status={llama.isLoading ? null : llama.status}
+                  onDone={llama.refresh}
+                  fetchImpl={fetchImpl}
+                />
               </LlamaStatusCard>
             </Grid>
             <Grid size={{ xs: 12, md: 7, lg: 8 }}>

@@ -4,7 +4,6 @@ import type {
   LlamaControlAction,
   LlamaControlResponse,
   LlamaLogsResponse,
-  LlamaStatus,
 } from '../types/llama';
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
@@ -29,7 +28,7 @@ function isApiErrorBody(body: unknown): body is ApiErrorBody {
 }
 
 /** Fetch JSON from llamaherd (same origin); throws {@link ApiError} on any failure. */
-export async function requestJson<T>(
+async function requestJson<T>(
   path: string,
   init?: RequestInit,
   fetchImpl?: FetchLike,
@@ -75,10 +74,6 @@ export async function requestJson<T>(
 
 export function getHealth(fetchImpl?: FetchLike): Promise<HealthInfo> {
   return requestJson<HealthInfo>('/healthz', undefined, fetchImpl);
-}
-
-export function getStatus(fetchImpl?: FetchLike): Promise<LlamaStatus> {
-  return requestJson<LlamaStatus>('/api/status', undefined, fetchImpl);
 }
 
 export async function getLogs(lines = 200, fetchImpl?: FetchLike): Promise<string[]> {

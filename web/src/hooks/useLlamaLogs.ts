@@ -5,8 +5,8 @@ import type { LlamaSocket } from '../lib/socket';
 import { parseLogPayload } from '../lib/status';
 import { LLAMA_LOG_EVENT, LLAMA_LOG_SUBSCRIBE, LLAMA_LOG_UNSUBSCRIBE } from '../types/llama';
 
-export const DEFAULT_MAX_LOG_LINES = 1000;
-export const DEFAULT_TAIL_LINES = 200;
+const DEFAULT_MAX_LOG_LINES = 1000;
+const DEFAULT_TAIL_LINES = 200;
 
 export interface UseLlamaLogsOptions {
   /** The shared socket (owned by the caller). */

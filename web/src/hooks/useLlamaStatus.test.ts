@@ -1,16 +1,15 @@
 import { act, renderHook } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FakeSocket } from '../test/fakeSocket';
-import { statusData, statusEvent } from '../test/fixtures';
+import { SIGKILL_CRASH, statusEvent } from '../test/fixtures';
 import { useLlamaStatus } from './useLlamaStatus';
 
 const T0 = Date.parse('2025-12-26T11:00:00Z');
 
 function setup() {
   const socket = new FakeSocket();
-  const factory = vi.fn(() => socket);
-  const hook = renderHook(() => useLlamaStatus({ socketFactory: factory }));
-  return { socket, factory, ...hook };
+  const hook = renderHook(() => useLlamaStatus({ socket }));
+  return { socket, ...hook };
 }
 
 describe('useLlamaStatus', () => {
@@ -21,10 +20,9 @@ describe('useLlamaStatus', () => {
     vi.useRealTimers();
   });
 
-  it('connects its own socket and requests the status on connect', () => {
-    const { socket, factory, result } = setup();
-    expect(factory).toHaveBeenCalledTimes(1);
-    expect(socket.connectCalls).toBe(1);
+  it('requests the status on connect, and leaves connecting to the socket owner', () => {
+    const { socket, result } = setup();
+    expect(socket.connectCalls).toBe(0);
     expect(result.current.connected).toBe(false);
     expect(result.current.connection).toBe('connecting');
     expect(socket.emitCount('requestLlamaStatus')).toBe(0);
@@ -42,7 +40,6 @@ describe('useLlamaStatus', () => {
     const { result } = renderHook(() => useLlamaStatus({ socket }));
     expect(socket.emitCount('requestLlamaStatus')).toBe(1);
     expect(result.current.connected).toBe(true);
-    // A shared socket is the caller's to connect.
     expect(socket.connectCalls).toBe(0);
   });
 
@@ -92,6 +89,14 @@ describe('useLlamaStatus', () => {
     expect(result.current.retries).toBe(3);
     expect(result.current.maxRetries).toBe(5);
     expect(result.current.adopted).toBe(false);
+  });
+
+  it('passes on the reason and the dead server\'s last lines', () => {
+    const { socket, result } = setup();
+    act(() => socket.serverEmit('llamaStatus', statusEvent(SIGKILL_CRASH)));
+    expect(result.current.lastError).toBe('llama-server was killed by SIGKILL unexpectedly');
+    expect(result.current.lastExit).toEqual(SIGKILL_CRASH.lastExit);
+    expect(result.current.lastExit?.lines).toHaveLength(3);
   });
 
   it('ignores malformed payloads', () => {
@@ -167,28 +172,30 @@ describe('useLlamaStatus', () => {
     expect(socket.emitCount('requestLlamaStatus')).toBe(3);
   });
 
-  it('reconnects by itself after the server closed the socket on purpose', () => {
-    const { socket } = setup();
+  it('never reconnects the socket itself: that is its owner\'s job', () => {
+    const { socket, result } = setup();
     act(() => socket.serverConnect());
-    expect(socket.connectCalls).toBe(1);
     act(() => socket.serverDisconnect('io server disconnect'));
-    act(() => vi.advanceTimersByTime(1000));
-    expect(socket.connectCalls).toBe(2);
+    expect(result.current.connection).toBe('disconnected');
+    act(() => {
+      socket.active = false;
+      socket.connectError('handshake refused');
+    });
+    act(() => vi.advanceTimersByTime(60_000));
+    expect(socket.connectCalls).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('refresh() asks the server again; applyStatus() takes a status directly', () => {
+  it('refresh() asks the server again, only while connected', () => {
     const { socket, result } = setup();
+    act(() => result.current.refresh());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(0);
     act(() => socket.serverConnect());
     act(() => result.current.refresh());
     expect(socket.emitCount('requestLlamaStatus')).toBe(2);
-
-    act(() => result.current.applyStatus(statusData({ status: 'stopping', uptime: 7 })));
-    expect(result.current.status).toBe('stopping');
-    expect(result.current.uptime).toBe(7);
-    expect(result.current.isLoading).toBe(false);
   });
 
-  it('removes its listeners and disconnects its own socket on unmount', () => {
+  it('removes its listeners on unmount and leaves the socket connected', () => {
     const { socket, unmount } = setup();
     act(() => socket.serverConnect());
     act(() => socket.serverEmit('llamaStatus', statusEvent()));
@@ -197,16 +204,8 @@ describe('useLlamaStatus', () => {
     unmount();
 
     expect(socket.listenerCount()).toBe(0);
-    expect(socket.disconnectCalls).toBe(1);
-    expect(vi.getTimerCount()).toBe(0);
-  });
-
-  it('leaves a shared socket connected on unmount', () => {
-    const socket = new FakeSocket();
-    const { unmount } = renderHook(() => useLlamaStatus({ socket }));
-    act(() => socket.serverConnect());
-    unmount();
-    expect(socket.listenerCount()).toBe(0);
     expect(socket.disconnectCalls).toBe(0);
+    expect(socket.connected).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
   });
 });

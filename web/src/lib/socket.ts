@@ -41,6 +41,48 @@ export const createLlamaSocket: SocketFactory = (url?: string) => {
   return url ? io(url, options) : io(options);
 };
 
+/** After the server closed the socket on purpose (llamaherd shutting down cleanly). */
+export const SERVER_KICK_RECONNECT_MS = 1000;
+/** After the server refused the handshake. */
+export const REJECTED_RECONNECT_MS = 2000;
+
+/**
+ * socket.io reconnects by itself after a lost connection, but not after the server closed
+ * the socket on purpose (`io server disconnect`, as llamaherd does when it shuts down
+ * cleanly) nor after a refused handshake (the socket is left inactive). The dashboard must
+ * come back when llamaherd does, so its owner calls this once: it connects again after a
+ * pause in those two cases, and never after the owner's own `disconnect()`. Returns what
+ * undoes it (removes the listeners, cancels a pending connect).
+ *
+ * Only the socket's owner may call this: a page with two reconnecting listeners would
+ * connect twice.
+ */
+export function keepReconnecting(socket: LlamaSocket): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connectIn = (ms: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      if (!socket.connected) socket.connect();
+    }, ms);
+  };
+  const onConnect = () => clearTimeout(timer);
+  const onDisconnect = (reason?: unknown) => {
+    if (reason === 'io server disconnect') connectIn(SERVER_KICK_RECONNECT_MS);
+  };
+  const onConnectError = () => {
+    if (socket.active === false) connectIn(REJECTED_RECONNECT_MS);
+  };
+  socket.on('connect', onConnect);
+  socket.on('disconnect', onDisconnect);
+  socket.on('connect_error', onConnectError);
+  return () => {
+    clearTimeout(timer);
+    socket.off('connect', onConnect);
+    socket.off('disconnect', onDisconnect);
+    socket.off('connect_error', onConnectError);
+  };
+}
+
 /** The origin llamaherd is reached at, for messages. */
 export function llamaherdOrigin(url?: string): string {
   if (url) {

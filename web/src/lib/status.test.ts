@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { localStartTime, normalizeStatus, parseLogPayload, parseStatusPayload } from './status';
+import type { LlamaServiceStatus } from '../types/llama';
+import { availableActions, localStartTime, parseLogPayload, parseStatusPayload } from './status';
 
 describe('parseStatusPayload', () => {
   it('reads the envelope, with the extra fields', () => {
@@ -53,8 +54,53 @@ describe('parseStatusPayload', () => {
   });
 
   it('repairs odd models', () => {
-    const data = normalizeStatus({ status: 'ready', models: [{ id: 'x' }, null, 'y'] });
-    expect(data?.models).toEqual([{ id: 'x', name: 'x', size: 0, type: '', modified_at: 0 }]);
+    const parsed = parseStatusPayload({ status: 'ready', models: [{ id: 'x' }, null, 'y'] });
+    expect(parsed?.data.models).toEqual([{ id: 'x', name: 'x', size: 0, type: '', modified_at: 0 }]);
+  });
+
+  it("keeps the dead server's output lines of lastExit", () => {
+    const lines = ['llama_model_load: error loading model: invalid magic characters', 'main: exiting'];
+    const parsed = parseStatusPayload({
+      status: 'error',
+      lastError: 'llama-server exited with code 1 while starting: llama_model_load: error loading model',
+      lastExit: { code: 1, signal: null, lines },
+    });
+    expect(parsed?.data.lastExit).toEqual({ code: 1, signal: null, lines });
+  });
+
+  it('leaves lines out for an older server, and repairs odd ones', () => {
+    const old = parseStatusPayload({ status: 'crashed', lastExit: { code: null, signal: 'SIGKILL' } });
+    expect(old?.data.lastExit).toEqual({ code: null, signal: 'SIGKILL' });
+    expect(old?.data.lastExit).not.toHaveProperty('lines');
+
+    const odd = parseStatusPayload({ status: 'crashed', lastExit: { code: 'x', signal: '', lines: [1, 'two'] } });
+    expect(odd?.data.lastExit).toEqual({ code: null, signal: null, lines: ['1', 'two'] });
+    const notAList = parseStatusPayload({ status: 'crashed', lastExit: { code: 2, signal: null, lines: 'a | b' } });
+    expect(notAList?.data.lastExit).toEqual({ code: 2, signal: null });
+  });
+});
+
+describe('availableActions', () => {
+  // One row per state: [state, start, stop, restart]. The reasons are next to the table in status.ts.
+  const TABLE: Array<[LlamaServiceStatus, boolean, boolean, boolean]> = [
+    ['initial', true, false, false],
+    ['checking', false, true, false],
+    ['starting', false, true, true],
+    ['ready', false, true, true],
+    ['crashed', false, true, true],
+    ['stopping', false, false, false],
+    ['error', true, true, true],
+  ];
+
+  it.each(TABLE)('%s: start %s, stop %s, restart %s', (status, start, stop, restart) => {
+    expect(availableActions(status)).toEqual({ start, stop, restart });
+  });
+
+  it('allows nothing before the first status, everything in a state it does not know', () => {
+    expect(availableActions(null)).toEqual({ start: false, stop: false, restart: false });
+    expect(availableActions('hibernating')).toEqual({ start: true, stop: true, restart: true });
+    // Not fooled by the names every object has.
+    expect(availableActions('constructor')).toEqual({ start: true, stop: true, restart: true });
   });
 });
 

@@ -1,4 +1,10 @@
-import type { LlamaModel, LlamaServiceStatus, LlamaStatus } from '../types/llama';
+import type {
+  LlamaControlAction,
+  LlamaExit,
+  LlamaModel,
+  LlamaServiceStatus,
+  LlamaStatus,
+} from '../types/llama';
 
 type Dict = Record<string, unknown>;
 
@@ -21,7 +27,7 @@ function normalizeModel(raw: unknown, index: number): LlamaModel | null {
 }
 
 /** Coerce a `data` object from the server into a well-formed {@link LlamaStatus}. */
-export function normalizeStatus(raw: unknown): LlamaStatus | null {
+function normalizeStatus(raw: unknown): LlamaStatus | null {
   if (!isDict(raw) || typeof raw.status !== 'string') return null;
   const models = Array.isArray(raw.models)
     ? raw.models.map(normalizeModel).filter((m): m is LlamaModel => m !== null)
@@ -41,13 +47,18 @@ export function normalizeStatus(raw: unknown): LlamaStatus | null {
   if ('nextRetryAt' in raw) status.nextRetryAt = strOrNull(raw.nextRetryAt);
   if (typeof raw.restarts === 'number') status.restarts = raw.restarts;
   if (raw.lastExit === null) status.lastExit = null;
-  else if (isDict(raw.lastExit)) {
-    status.lastExit = {
-      code: typeof raw.lastExit.code === 'number' ? raw.lastExit.code : null,
-      signal: strOrNull(raw.lastExit.signal),
-    };
-  }
+  else if (isDict(raw.lastExit)) status.lastExit = normalizeExit(raw.lastExit);
   return status;
+}
+
+function normalizeExit(raw: Dict): LlamaExit {
+  const exit: LlamaExit = {
+    code: typeof raw.code === 'number' ? raw.code : null,
+    signal: strOrNull(raw.signal),
+  };
+  // Older servers send no `lines`: leave the field out rather than invent an empty output.
+  if (Array.isArray(raw.lines)) exit.lines = raw.lines.map((line) => String(line));
+  return exit;
 }
 
 /**
@@ -98,4 +109,54 @@ export function localStartTime(
   }
   if (Number.isFinite(data.uptime)) return receivedAt - Math.max(0, data.uptime) * 1000;
   return null;
+}
+
+/** Which of start, stop and restart make sense in a state. */
+export type ActionAvailability = Readonly<Record<LlamaControlAction, boolean>>;
+
+/**
+ * What each control does in each state, following the supervisor's rules (start is a no-op
+ * while supervision runs; stop always ends in `initial`; restart is stop then a start with a
+ * fresh retry count):
+ *
+ * - `initial`: nothing runs, so only start does anything.
+ * - `checking`: the supervisor is asking the port who is there; stop cancels that. A restart
+ *   would only ask again.
+ * - `starting`: stop abandons the load. Restart is allowed too: in a crash loop the state
+ *   swings between `crashed` and `starting` every few seconds, and a restart button that
+ *   flickered in and out of reach under the pointer would be worse than one that is always
+ *   there; and a load may take up to a minute before it times out, so restart is also how
+ *   to begin again at once, with a fresh retry count, after fixing what failed. Start is a
+ *   no-op here.
+ * - `ready`: stop and restart. Start is a no-op: it is already running.
+ * - `crashed`: stop ends the retry loop; restart retries now with a fresh count instead of
+ *   waiting out the backoff. Start is a no-op while the retry loop runs.
+ * - `stopping`: nothing; the stop ends in `initial` within seconds, and every action would
+ *   only queue behind it.
+ * - `error`: the supervisor gave up; start or restart try again with a fresh retry count,
+ *   stop clears the error back to `initial`.
+ */
+const ACTIONS: Record<LlamaServiceStatus, ActionAvailability> = {
+  initial: { start: true, stop: false, restart: false },
+  checking: { start: false, stop: true, restart: false },
+  starting: { start: false, stop: true, restart: true },
+  ready: { start: false, stop: true, restart: true },
+  crashed: { start: false, stop: true, restart: true },
+  stopping: { start: false, stop: false, restart: false },
+  error: { start: true, stop: true, restart: true },
+};
+
+const NONE: ActionAvailability = { start: false, stop: false, restart: false };
+const ALL: ActionAvailability = { start: true, stop: true, restart: true };
+
+/**
+ * The controls that make sense in `status`. `null` (no status received yet) allows none. A
+ * status this build does not know (a newer server's) allows all: the server still refuses
+ * what it cannot do, and an old page must not lock its user out.
+ */
+export function availableActions(status: string | null): ActionAvailability {
+  if (status === null) return NONE;
+  return Object.prototype.hasOwnProperty.call(ACTIONS, status)
+    ? ACTIONS[status as LlamaServiceStatus]
+    : ALL;
 }

@@ -17,16 +17,6 @@ export type LlamaServiceStatus =
   | 'stopping'
   | 'error';
 
-export const LLAMA_SERVICE_STATUSES: readonly LlamaServiceStatus[] = [
-  'initial',
-  'checking',
-  'starting',
-  'ready',
-  'crashed',
-  'stopping',
-  'error',
-];
-
 /** A model served by llama-server. */
 export interface LlamaModel {
   id: string;
@@ -43,6 +33,10 @@ export interface LlamaModel {
 export interface LlamaStatus {
   status: LlamaServiceStatus;
   models: LlamaModel[];
+  /**
+   * Why llama-server is down, in one sentence, e.g. "llama-server was killed by SIGKILL
+   * unexpectedly". Older servers appended its last output lines joined by " | ".
+   */
   lastError: string | null;
   retries: number;
   /** Seconds, at the time of the event. */
@@ -62,10 +56,19 @@ export interface LlamaStatus {
   lastExit?: LlamaExit | null;
 }
 
-/** How llama-server exited: its return code and/or the signal that ended it. */
+/**
+ * How llama-server last exited: its return code and/or the signal that ended it, and what
+ * it said before it died. The reason itself is `lastError` (one sentence, at most one quoted
+ * line); `lines` are the evidence behind it.
+ */
 export interface LlamaExit {
   code: number | null;
   signal: string | null;
+  /**
+   * The telling lines of the dead server's output (its complaints, else its last lines; up
+   * to 5), oldest first. Absent from servers older than the field.
+   */
+  lines?: string[];
 }
 
 /** Socket.IO `llamaStatus` payload. */

@@ -2,7 +2,8 @@ import { act, fireEvent, render, screen, waitFor } from '@testing-library/react'
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import { jsonResponse, statusData } from '../../test/fixtures';
-import { LlamaControls } from './LlamaControls';
+import type { LlamaServiceStatus } from '../../types/llama';
+import { LlamaControls, type LlamaControlsProps } from './LlamaControls';
 
 /** A fetch whose answer the test releases when it wants. */
 function deferredFetch() {
@@ -18,11 +19,22 @@ function deferredFetch() {
 
 const buttons = () => ['btn-start', 'btn-stop', 'btn-restart'].map((id) => screen.getByTestId(id));
 
+/** Which buttons are enabled, as the table in lib/status.ts writes them. */
+const enabled = () => {
+  const [start, stop, restart] = buttons().map((b) => !(b as HTMLButtonElement).disabled);
+  return { start, stop, restart };
+};
+
+// `error` is the state where every action makes sense.
+function renderControls(props: Partial<LlamaControlsProps> = {}) {
+  return render(<LlamaControls status="error" {...props} />);
+}
+
 describe('LlamaControls', () => {
   it('asks for confirmation before stopping; cancel sends nothing', async () => {
     const user = userEvent.setup();
     const fetchImpl = vi.fn();
-    render(<LlamaControls fetchImpl={fetchImpl} />);
+    renderControls({ fetchImpl });
 
     await user.click(screen.getByTestId('btn-stop'));
     expect(await screen.findByRole('dialog')).toHaveTextContent('Stop llama-server?');
@@ -37,7 +49,7 @@ describe('LlamaControls', () => {
     const user = userEvent.setup();
     const onDone = vi.fn();
     const fetchImpl = vi.fn(async () => jsonResponse({ status: statusData({ status: 'initial' }) }));
-    render(<LlamaControls fetchImpl={fetchImpl} onDone={onDone} />);
+    renderControls({ fetchImpl, onDone });
 
     await user.click(screen.getByTestId('btn-stop'));
     await user.click(await screen.findByTestId('confirm-stop'));
@@ -56,7 +68,7 @@ describe('LlamaControls', () => {
     const user = userEvent.setup();
     const onDone = vi.fn();
     const fetchImpl = vi.fn(async () => jsonResponse({ status: statusData({ status: 'initial' }) }));
-    render(<LlamaControls fetchImpl={fetchImpl} onDone={onDone} />);
+    renderControls({ fetchImpl, onDone });
     await user.click(screen.getByTestId(testId));
     expect(fetchImpl).toHaveBeenCalledWith(url, expect.objectContaining({ method: 'POST' }));
     expect(screen.queryByRole('dialog')).not.toBeInTheDocument();
@@ -69,7 +81,7 @@ describe('LlamaControls', () => {
   it('disables every button while an action runs', async () => {
     const user = userEvent.setup();
     const { fetchImpl, release } = deferredFetch();
-    render(<LlamaControls fetchImpl={fetchImpl} />);
+    renderControls({ fetchImpl });
 
     buttons().forEach((b) => expect(b).toBeEnabled());
     await user.click(screen.getByTestId('btn-restart'));
@@ -87,12 +99,47 @@ describe('LlamaControls', () => {
     expect(screen.getByTestId('action-result')).toHaveTextContent('Restart requested');
   });
 
+  it.each<[LlamaServiceStatus | null, { start: boolean; stop: boolean; restart: boolean }]>([
+    ['ready', { start: false, stop: true, restart: true }],
+    ['initial', { start: true, stop: false, restart: false }],
+    ['stopping', { start: false, stop: false, restart: false }],
+    [null, { start: false, stop: false, restart: false }],
+  ])('in %s enables only what makes sense', (status, expected) => {
+    renderControls({ status });
+    expect(enabled()).toEqual(expected);
+  });
+
+  it('follows the live state, and keeps all disabled while an action runs', async () => {
+    const user = userEvent.setup();
+    const { fetchImpl, release } = deferredFetch();
+    const { rerender } = render(<LlamaControls status="initial" fetchImpl={fetchImpl} />);
+    await user.click(screen.getByTestId('btn-start'));
+    // The state moves on while the request is still in flight: still nothing to click.
+    rerender(<LlamaControls status="ready" fetchImpl={fetchImpl} />);
+    expect(enabled()).toEqual({ start: false, stop: false, restart: false });
+
+    await act(async () => release(jsonResponse({ status: statusData() })));
+    await waitFor(() => expect(enabled()).toEqual({ start: false, stop: true, restart: true }));
+  });
+
+  it('will not confirm a stop once the state no longer allows one', async () => {
+    const user = userEvent.setup();
+    const fetchImpl = vi.fn();
+    const { rerender } = render(<LlamaControls status="ready" fetchImpl={fetchImpl} />);
+    await user.click(screen.getByTestId('btn-stop'));
+    expect(await screen.findByTestId('confirm-stop')).toBeEnabled();
+    rerender(<LlamaControls status="stopping" fetchImpl={fetchImpl} />);
+    expect(screen.getByTestId('confirm-stop')).toBeDisabled();
+    fireEvent.click(screen.getByTestId('confirm-stop'));
+    expect(fetchImpl).not.toHaveBeenCalled();
+  });
+
   it('shows a 409 as an error', async () => {
     const user = userEvent.setup();
     const fetchImpl = vi.fn(async () =>
       jsonResponse({ error: { message: 'a restart is already in progress', type: 'conflict' } }, 409),
     );
-    render(<LlamaControls fetchImpl={fetchImpl} />);
+    renderControls({ fetchImpl });
     await user.click(screen.getByTestId('btn-start'));
     const result = await screen.findByTestId('action-result');
     expect(result).toHaveTextContent('Start failed: another action is running — a restart is already in progress');
@@ -106,7 +153,7 @@ describe('LlamaControls', () => {
       .fn()
       .mockResolvedValueOnce(jsonResponse({ error: { message: 'llama-server binary not found', type: 'config' } }, 500))
       .mockRejectedValueOnce(new TypeError('Failed to fetch'));
-    render(<LlamaControls fetchImpl={fetchImpl} />);
+    renderControls({ fetchImpl });
 
     await user.click(screen.getByTestId('btn-restart'));
     expect(await screen.findByTestId('action-result')).toHaveTextContent(
@@ -124,7 +171,7 @@ describe('LlamaControls', () => {
     const user = userEvent.setup();
     const fetchMock = vi.fn(async () => jsonResponse({ status: statusData() }));
     vi.stubGlobal('fetch', fetchMock);
-    render(<LlamaControls />);
+    renderControls();
     await user.click(screen.getByTestId('btn-start'));
     expect(fetchMock).toHaveBeenCalledWith('/api/llama/start', expect.objectContaining({ method: 'POST' }));
     expect(await screen.findByTestId('action-result')).toHaveTextContent('Start requested');

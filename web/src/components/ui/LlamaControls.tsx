@@ -10,9 +10,20 @@ import Snackbar, { type SnackbarCloseReason } from '@mui/material/Snackbar';
 import Stack from '@mui/material/Stack';
 import { useCallback, useRef, useState, type SyntheticEvent } from 'react';
 import { ApiError, controlLlama, type FetchLike } from '../../api/client';
-import type { LlamaControlAction, LlamaControlResponse, LlamaStatus } from '../../types/llama';
+import { availableActions } from '../../lib/status';
+import type {
+  LlamaControlAction,
+  LlamaControlResponse,
+  LlamaServiceStatus,
+  LlamaStatus,
+} from '../../types/llama';
 
 export interface LlamaControlsProps {
+  /**
+   * The live state, which decides the buttons that make sense (see `availableActions`);
+   * null while it is not known yet, which allows none.
+   */
+  status: LlamaServiceStatus | null;
   /**
    * Called after a successful action with the status it answered with. That status
    * may already be older than the live one, so the page asks the socket again
@@ -60,8 +71,11 @@ function describeError(action: LlamaControlAction, err: unknown): string {
   return `${FAILED[action]}: ${err instanceof Error ? err.message : String(err)}`;
 }
 
-/** Start / stop (confirmed) / restart llama-server through llamaherd's REST API. */
-export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
+/**
+ * Start / stop (confirmed) / restart llama-server through llamaherd's REST API. Only the
+ * actions that make sense in the live state are enabled, and none while one is in flight.
+ */
+export function LlamaControls({ status, onDone, fetchImpl }: LlamaControlsProps) {
   const [pending, setPending] = useState<LlamaControlAction | null>(null);
   const [confirmOpen, setConfirmOpen] = useState(false);
   const [result, setResult] = useState<ActionResult | null>(null);
@@ -93,7 +107,8 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
     setResultOpen(false);
   };
 
-  const disabled = pending !== null;
+  const allowed = availableActions(status);
+  const disabled = (action: LlamaControlAction) => pending !== null || !allowed[action];
   const spinner = (action: LlamaControlAction) =>
     pending === action ? <CircularProgress size={16} color="inherit" /> : undefined;
 
@@ -104,7 +119,7 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
           data-testid="btn-start"
           variant="contained"
           color="success"
-          disabled={disabled}
+          disabled={disabled('start')}
           startIcon={spinner('start')}
           onClick={() => void run('start')}
         >
@@ -114,7 +129,7 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
           data-testid="btn-stop"
           variant="outlined"
           color="error"
-          disabled={disabled}
+          disabled={disabled('stop')}
           startIcon={spinner('stop')}
           onClick={() => setConfirmOpen(true)}
         >
@@ -123,7 +138,7 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
         <Button
           data-testid="btn-restart"
           variant="outlined"
-          disabled={disabled}
+          disabled={disabled('restart')}
           startIcon={spinner('restart')}
           onClick={() => void run('restart')}
         >
@@ -153,6 +168,8 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
             data-testid="confirm-stop"
             color="error"
             variant="contained"
+            // The state may have moved on while the dialog was open (another page stopped it).
+            disabled={disabled('stop')}
             onClick={() => {
               setConfirmOpen(false);
               void run('stop');
@@ -182,5 +199,3 @@ export function LlamaControls({ onDone, fetchImpl }: LlamaControlsProps) {
     </>
   );
 }
-
-export default LlamaControls;

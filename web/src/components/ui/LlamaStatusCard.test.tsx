@@ -1,6 +1,7 @@
-import { render, screen, within } from '@testing-library/react';
+import { render, screen, waitFor, within } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
-import { MODELS } from '../../test/fixtures';
+import { MODELS, SIGKILL_CRASH, SIGKILL_CRASH_OLD_SERVER } from '../../test/fixtures';
 import type { LlamaServiceStatus } from '../../types/llama';
 import { LlamaStatusCard, type LlamaStatusCardProps } from './LlamaStatusCard';
 
@@ -90,6 +91,52 @@ describe('LlamaStatusCard', () => {
     });
     expect(screen.getByTestId('last-exit')).toHaveTextContent('killed by SIGSEGV');
     expect(screen.getByTestId('restarts')).toHaveTextContent('4');
+  });
+
+  it("after kill -9: the reason as the message, the server's last lines folded away", async () => {
+    const user = userEvent.setup();
+    renderCard(SIGKILL_CRASH);
+    expect(screen.getByTestId('error-message')).toHaveTextContent(/^llama-server was killed by SIGKILL unexpectedly$/);
+    expect(screen.getByTestId('last-exit')).toHaveTextContent('killed by SIGKILL');
+
+    const toggle = screen.getByTestId('last-output-toggle');
+    expect(toggle).toHaveTextContent('Last output (3 lines)');
+    expect(toggle).toHaveAttribute('aria-expanded', 'false');
+    expect(screen.queryByTestId('last-output')).not.toBeInTheDocument();
+
+    await user.click(toggle);
+    expect(toggle).toHaveAttribute('aria-expanded', 'true');
+    const output = screen.getByTestId('last-output');
+    expect(output.tagName).toBe('PRE');
+    expect(toggle).toHaveAttribute('aria-controls', output.id);
+    expect(output).toHaveStyle({ fontFamily: 'monospace' });
+    expect(output.textContent).toBe(SIGKILL_CRASH.lastExit?.lines?.join('\n'));
+
+    await user.click(toggle);
+    expect(toggle).toHaveAttribute('aria-expanded', 'false');
+    await waitFor(() => expect(screen.queryByTestId('last-output')).not.toBeInTheDocument());
+  });
+
+  it('shows the last lines in error too, and keeps them under "Last error" while starting again', () => {
+    const lines = ['llama_model_load: error loading model: invalid magic characters'];
+    const lastExit = { code: 1, signal: null, lines };
+    const { unmount } = renderCard({ status: 'error', lastError: 'llama-server exited with code 1', lastExit, retries: 5 });
+    expect(screen.getByTestId('last-output-toggle')).toHaveTextContent('Last output (1 line)');
+    unmount();
+    renderCard({ status: 'starting', lastError: 'llama-server exited with code 1', lastExit, retries: 2 });
+    expect(screen.getByTestId('last-output-toggle')).toBeInTheDocument();
+  });
+
+  it('an older server without lines: its message as sent, and no output block', () => {
+    renderCard(SIGKILL_CRASH_OLD_SERVER);
+    expect(screen.getByTestId('error-message').textContent).toBe(SIGKILL_CRASH_OLD_SERVER.lastError);
+    expect(screen.getByTestId('last-exit')).toHaveTextContent('killed by SIGKILL');
+    expect(screen.queryByTestId('last-output-toggle')).not.toBeInTheDocument();
+  });
+
+  it('no output block once ready again', () => {
+    renderCard({ status: 'ready', lastError: null, lastExit: SIGKILL_CRASH.lastExit ?? null });
+    expect(screen.queryByTestId('last-output-toggle')).not.toBeInTheDocument();
   });
 
   it('uses maxRetries from the server when sent', () => {

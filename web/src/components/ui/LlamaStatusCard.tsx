@@ -26,6 +26,7 @@ import {
   formatShortDateTime,
   formatUptime,
 } from '../../utils/format';
+import { LastOutput } from './LastOutput';
 
 export interface LlamaStatusCardProps {
   status: LlamaServiceStatus;
@@ -64,7 +65,7 @@ const LOOKS: Record<LlamaServiceStatus, StatusLook> = {
 
 const UNKNOWN_LOOK: StatusLook = { color: 'default', label: 'Unknown state', busy: false };
 
-export function statusLook(status: string): StatusLook {
+function statusLook(status: string): StatusLook {
   return Object.prototype.hasOwnProperty.call(LOOKS, status)
     ? LOOKS[status as LlamaServiceStatus]
     : UNKNOWN_LOOK;
@@ -171,6 +172,8 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
   const showProblem = failed || Boolean(lastError);
   const max = typeof maxRetries === 'number' && maxRetries > 0 ? maxRetries : DEFAULT_MAX_RETRIES;
   const showUptime = status === 'ready' || uptime > 0;
+  // Older servers send no lines (their lastError carries them): then there is nothing to fold.
+  const lastLines = lastExit?.lines ?? [];
 
   return (
     <Card variant="outlined" data-testid="status-card" aria-busy={isLoading || look.busy}>
@@ -233,6 +236,7 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
                 {retryIn !== null ? ` — next try in ${retryIn}s` : null}
               </Typography>
             ) : null}
+            {lastLines.length > 0 ? <LastOutput lines={lastLines} /> : null}
           </Alert>
         ) : null}
 
@@ -276,5 +280,3 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
     </Card>
   );
 }
-
-export default LlamaStatusCard;

@@ -111,5 +111,3 @@ export function LogsPanel({ lines, loading = false, error = null, onClear, heigh
     </Card>
   );
 }
-
-export default LogsPanel;

@@ -25,5 +25,3 @@ export function UnreachableBanner({ origin, detail }: UnreachableBannerProps) {
     </Alert>
   );
 }
-
-export default UnreachableBanner;
