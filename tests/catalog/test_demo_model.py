@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -34,13 +37,66 @@ def test_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["demo.gguf"]
 
 
-def test_replaces_an_existing_file(tmp_path: Path) -> None:
+def test_replaces_an_existing_file_only_when_told(tmp_path: Path) -> None:
     path = tmp_path / "demo.gguf"
-    path.write_text("stale")
+    path.write_text("a real model")
 
-    write_demo_model(path)
+    with pytest.raises(ModelFileError) as caught:
+        write_demo_model(path)
+    assert str(caught.value) == (
+        f"{path} already exists (a file of 12 bytes); choose another path, "
+        "or add --force to replace it"
+    )
+    assert path.read_text() == "a real model"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.gguf"]
+
+    write_demo_model(path, overwrite=True)
 
     assert read_gguf_summary(path).name == DEMO_MODEL_NAME
+
+
+def _special_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Things at a path that are not a regular file, and how the refusal names each."""
+    folder = tmp_path / "folder.gguf"
+    folder.mkdir()
+    yield folder, "is a directory"
+    fifo = tmp_path / "fifo.gguf"
+    os.mkfifo(fifo)
+    yield fifo, "is a named pipe (FIFO)"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "sock.gguf"))
+        yield tmp_path / "sock.gguf", "is a socket"
+    link = tmp_path / "link.gguf"
+    link.symlink_to(tmp_path / "target.gguf")
+    yield link, "is a symbolic link"
+    device = tmp_path / "null.gguf"
+    try:  # a node of /dev/null (1, 3), made here: a test must never aim at the real /dev
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        return  # only root may make device nodes
+    yield device, "is a character device"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_never_replaces_anything_but_a_regular_file(tmp_path: Path, overwrite: bool) -> None:
+    for path, what in _special_files(tmp_path):
+        before = os.lstat(path)
+        with pytest.raises(ModelFileError) as caught:
+            if overwrite:
+                write_demo_model(path, overwrite=True)
+            else:
+                write_demo_model(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path} {what}"), message
+        assert "only a regular file can be replaced" in message or "directory" in message
+        after = os.lstat(path)
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_directory_gets_a_file_name_hint(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"give a file path such as .*/demo\.gguf"):
+        write_demo_model(tmp_path)
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
@@ -125,3 +181,41 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
     assert "llamaherd: error: cannot write the demo model to" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def run_demo_model_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llamaherd", "demo-model", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_refuses_an_existing_file_and_force_replaces_it(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF precious")
+
+    refused = run_demo_model_cli(str(path))
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"llamaherd: error: {path} already exists (a file of 13 bytes); choose another path, "
+        "or add --force to replace it\n"
+    )
+    assert path.read_bytes() == b"GGUF precious"
+
+    forced = run_demo_model_cli("--force", str(path))
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout == f"{path}\n"
+    assert read_gguf_summary(path).name == DEMO_MODEL_NAME
+
+
+def test_cli_force_still_refuses_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = run_demo_model_cli("--force", str(fifo))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"llamaherd: error: {fifo} is a named pipe (FIFO)")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

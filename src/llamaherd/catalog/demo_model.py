@@ -12,9 +12,11 @@ megabyte on disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,22 +65,96 @@ class _Vocab:
     eos_id: int
 
 
-def write_demo_model(path: Path, *, seed: int = 0) -> Path:
+def write_demo_model(path: Path, *, seed: int = 0, overwrite: bool = False) -> Path:
     """Write the demo model to `path` and return `path`.
 
     The same seed gives a byte-identical file. The file appears whole or not at all:
-    it is written beside `path` under a temporary name and renamed into place.
+    it is written beside `path` under a temporary name and moved into place.
+
+    Only a path where nothing exists yet is written, unless `overwrite` (the command line's
+    `--force`); even then only a regular file is replaced, never a directory, a device, a
+    FIFO, a socket or a symbolic link: run as root onto /dev/full, a plain replace once turned
+    the device into a file, and a mistyped path could as well name a real model.
     """
     path = Path(path)
+    _check_target(path, overwrite=overwrite)  # before the work, so a refusal comes at once
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _temporary_sibling(path) as tmp:
             _write_gguf(tmp, seed)
-            os.replace(tmp, path)
+            _move_into_place(tmp, path, overwrite=overwrite)
     except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
         reason = exc.strerror or str(exc)
         raise ModelFileError(f"cannot write the demo model to {path}: {reason}") from exc
     return path
+
+
+# os.link's answers on filesystems that have no hard links (FAT, some network and FUSE mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _move_into_place(tmp: Path, path: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        _check_target(path, overwrite=True)  # again: something else may have appeared there
+        os.replace(tmp, path)
+        return
+    try:
+        # A hard link fails if anything at all is at `path`: no window between check and write.
+        os.link(tmp, path)
+    except FileExistsError:
+        _check_target(path, overwrite=False)
+        raise  # it went away again in between; the caller reports the error as it is
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        _check_target(path, overwrite=False)
+        os.replace(tmp, path)
+
+
+def _check_target(path: Path, *, overwrite: bool) -> None:
+    """Raise ModelFileError unless `path` may be written: nothing there, or (with `overwrite`)
+    a regular file."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there (a missing or wrong folder is reported when writing)
+    if stat.S_ISDIR(info.st_mode):
+        raise ModelFileError(
+            f"{path} is a directory; give a file path such as {path / 'demo.gguf'}"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(
+            f"{path} {_what_is(path, info.st_mode)}; demo-model does not replace it, even with "
+            "--force (only a regular file can be replaced). Choose another path"
+        )
+    if not overwrite:
+        raise ModelFileError(
+            f"{path} already exists (a file of {_size(info.st_size)}); choose another path, "
+            "or add --force to replace it"
+        )
+
+
+def _what_is(path: Path, mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return f"is a symbolic link (to {os.readlink(path)})"
+    kinds = (
+        (stat.S_ISCHR, "is a character device"),
+        (stat.S_ISBLK, "is a block device"),
+        (stat.S_ISFIFO, "is a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "is a socket"),
+    )
+    return next((text for test, text in kinds if test(mode)), "is not a regular file")
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} byte{'' if size == 1 else 's'}"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 @contextlib.contextmanager
