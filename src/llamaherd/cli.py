@@ -66,6 +66,11 @@ def _add_demo_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     demo.add_argument("path", type=Path, help="where to write the .gguf file")
     demo.add_argument("--seed", type=int, default=0, help="random seed for the weights")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file already at PATH (never a directory, device, FIFO or socket)",
+    )
     demo.set_defaults(handler=_demo_model)
 
 
@@ -188,7 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo_model(args: argparse.Namespace) -> int:
     from llamaherd.catalog.demo_model import write_demo_model
 
-    path = write_demo_model(args.path, seed=args.seed)
+    path = write_demo_model(args.path, seed=args.seed, overwrite=args.force)
     print(path)
     return EXIT_OK
 
