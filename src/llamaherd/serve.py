@@ -19,7 +19,7 @@ from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
 from llamaherd.config import Settings
 from llamaherd.errors import ConfigError, PortInUseError
-from llamaherd.supervisor.service import LlamaService
+from llamaherd.wiring import build_service
 
 logger = logging.getLogger("llamaherd")
 
@@ -65,7 +65,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 def run_serve(settings: Settings) -> int:
     _check_port_free(settings.app_host, settings.app_port)
-    service = LlamaService.from_config(settings)
+    service = build_service(settings)
     application = create_app(service, loopback_only=is_loopback(settings.app_host))
     config = uvicorn.Config(
         application.asgi,

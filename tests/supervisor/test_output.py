@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import asyncio
 
-from llamaherd.supervisor.output import MAX_LINE_CHARS, LogRing, pump_stream, telling_lines
+from llamaherd.supervisor.output import (
+    MAX_LINE_CHARS,
+    READ_CHUNK_BYTES,
+    LogRing,
+    main_complaint,
+    pump_stream,
+    telling_lines,
+)
 
 
 async def feed(chunks: list[bytes]) -> list[str]:
@@ -53,3 +60,37 @@ def test_crash_evidence_prefers_the_servers_complaints() -> None:
     assert telling_lines(output) == output[1:4]
     quiet = [f"line {n}" for n in range(10)]
     assert telling_lines(quiet) == quiet[-5:]
+
+
+async def test_a_character_split_across_two_reads_is_decoded_whole() -> None:
+    """Issue "Supervisor correctness" #6: the 64 KiB read boundary falls inside "é"."""
+    head = (b"a" * 99 + b"\n") * 655  # 65,500 bytes
+    tail = b"b" * 35 + "é".encode() + b"\n"  # its first byte is byte 65,536 of the stream
+    assert len(head) + 35 + 1 == READ_CHUNK_BYTES
+    lines = await feed([head + tail])
+    assert lines[-1] == "b" * 35 + "é"
+
+
+LOAD_FAILURE = [
+    "llama_model_loader: loaded meta data with 0 key-value pairs",
+    "gguf_init_from_file_impl: invalid magic characters: 'xxxx', expected 'GGUF'",
+    "llama_model_load: error loading model: llama_model_loader: failed to load model from m",
+    "llama_model_load_from_file_impl: failed to load model",
+    "common_init_from_params: failed to load model 'm'",
+    "srv    load_model: failed to load model, 'm'",
+    "srv    operator(): operator(): cleaning up before exit...",
+    "main: exiting due to model loading error",
+]
+
+
+def test_the_cause_outranks_the_generic_failure_lines() -> None:
+    telling = telling_lines(LOAD_FAILURE, limit=2)
+    assert telling == [LOAD_FAILURE[1], LOAD_FAILURE[-1]]  # the cause, then the latest word
+    assert main_complaint(LOAD_FAILURE) == LOAD_FAILURE[1]
+    assert len(telling_lines(LOAD_FAILURE)) == 5
+
+
+def test_routine_output_has_no_complaint() -> None:
+    routine = ["main: model loaded", "srv  update_slots: all slots are idle"]
+    assert main_complaint(routine) is None
+    assert telling_lines(routine) == routine

@@ -92,7 +92,7 @@ async def test_crash_loop_backs_off_1_2_4_8_16_then_error(
     assert state.retries == 5
     assert "Gave up after 5 retries" in (state.last_error or "")
     assert "exited with code 3 while starting" in (state.last_error or "")
-    assert "failed to load model" in (state.last_error or "")  # the child's own stderr
+    assert "failed to read magic" in (state.last_error or "")  # the cause, from its stderr
     assert state.last_exit is not None and state.last_exit.returncode == 3
     assert state.started_at is None and state.pid is None
     crashed = [s.retries for s in recorder.states if s.status is Status.CRASHED]
@@ -329,7 +329,7 @@ async def test_port_held_by_another_program_is_a_clear_error(
     message = state.last_error or ""
     assert f"port {port} on 127.0.0.1 is held by pid {other.pid}" in message
     assert "does not answer like llama-server" in message
-    assert "set llama_server_port to a free port" in message
+    assert "give this server another port" in message
 
 
 def _wait_listening(port: int) -> None:
@@ -352,7 +352,7 @@ async def test_missing_binary_is_an_error_without_retries(
     state = await service.start()
     assert state.status is Status.ERROR
     assert state.retries == 0
-    assert "does not exist" in (state.last_error or "")
+    assert "No such file or directory" in (state.last_error or "")
 
 
 async def test_missing_model_is_an_error_without_retries(

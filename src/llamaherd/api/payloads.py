@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from llamaherd.supervisor.output import telling_lines
 from llamaherd.supervisor.states import ServiceState
 
 STATUS_EVENT = "llamaStatus"
@@ -47,7 +48,12 @@ def status_data(state: ServiceState) -> dict[str, Any]:
         "restarts": state.restarts,
         "lastExit": None
         if last_exit is None
-        else {"code": last_exit.returncode, "signal": last_exit.signal_name},
+        else {
+            "code": last_exit.returncode,
+            "signal": last_exit.signal_name,
+            # What the dead server said that matters: its complaints, else its last lines.
+            "lines": telling_lines(last_exit.last_output),
+        },
     }
 
 

@@ -16,6 +16,9 @@ class ModelOut(BaseModel):
 class LastExitOut(BaseModel):
     code: int | None
     signal: str | None
+    lines: list[str] = Field(
+        description="the telling lines of its output: its complaints, else its last lines"
+    )
 
 
 class StatusOut(BaseModel):

@@ -7,14 +7,34 @@ architecture and no file date, so the GGUF file on disk fills those in when we k
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llamaherd.catalog.gguf import GgufSummary, read_gguf_summary
 from llamaherd.errors import ModelFileError
-from llamaherd.supervisor.states import ModelInfo
 
 logger = logging.getLogger("llamaherd.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model served by llama-server, as the wire contract names its fields."""
+
+    id: str
+    name: str
+    size: int  # bytes
+    type: str  # architecture, e.g. "llama"
+    modified_at: int  # unix seconds
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "type": self.type,
+            "modified_at": self.modified_at,
+        }
 
 
 def _local_file(model_id: str, model_path: Path | None) -> Path | None:

@@ -9,6 +9,7 @@ endless line without a newline cannot grow memory without bound.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import logging
 import re
@@ -71,23 +72,65 @@ def _split_lines(pending: str, chunk: str) -> tuple[list[str], str]:
 
 async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[str], None]) -> None:
     """Copy `stream` line by line into `sink` until end of file."""
+    # Incremental: a multi-byte character split across two reads is decoded whole.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     while True:
         chunk = await stream.read(READ_CHUNK_BYTES)
-        if not chunk:
-            break
-        lines, pending = _split_lines(pending, chunk.decode("utf-8", errors="replace"))
+        lines, pending = _split_lines(pending, decoder.decode(chunk, final=not chunk))
         for line in lines:
             sink(line)
+        if not chunk:
+            break
     if pending:
         sink(pending)
 
 
 _TROUBLE = re.compile(r"error|fail|abort|assert|exception|fatal|panic|cannot|unable", re.I)
+# Complaints that only repeat that something failed, printed after the line that says why
+# (llama-server: "error loading model: <cause>", then "failed to load model", then "exiting
+# due to model loading error"). They are kept, but ranked below any line that names a cause.
+_GENERIC = re.compile(
+    r"failed to load model|exiting due to|model loading error|^\W*(error|fatal)\W*$|"
+    r"failed to initiali[sz]e|unable to load model",
+    re.I,
+)
+# Lines that name a cause outright.
+_CAUSE = re.compile(
+    r"GGML_ASSERT|invalid magic|permission denied|no such file|out of memory|"
+    r"cannot allocate|couldn't bind|address already in use|unknown (model )?architecture|"
+    r"invalid argument|not enough|corrupt|truncated|segmentation",
+    re.I,
+)
+
+
+def _severity(line: str) -> int:
+    if _CAUSE.search(line):
+        return 3
+    if _TROUBLE.search(line):
+        return 1 if _GENERIC.search(line) else 2
+    return 0
 
 
 def telling_lines(output: Sequence[str], limit: int = EVIDENCE_LINES) -> list[str]:
-    """The lines of a dead server's output worth quoting: its complaints if it made any
-    (llama-server logs "failed to load model", GGML_ASSERT...), else simply the last lines."""
-    complaints = [line for line in output if _TROUBLE.search(line)]
-    return (complaints or list(output))[-limit:]
+    """The lines of a dead server's output worth quoting, in the order they were printed.
+
+    Its complaints if it made any, the ones that name a cause (GGML_ASSERT, "invalid magic
+    characters", "Permission denied") before the ones that only say that loading failed;
+    without complaints, simply its last lines."""
+    ranked = [(_severity(line), index) for index, line in enumerate(output)]
+    complaints = [item for item in ranked if item[0] > 0]
+    if not complaints:
+        return list(output)[-limit:]
+    # The most severe first, the latest first among equals; then back into printed order.
+    chosen = sorted(complaints, key=lambda item: (-item[0], -item[1]))[:limit]
+    return [output[index] for _, index in sorted(chosen, key=lambda item: item[1])]
+
+
+def main_complaint(output: Sequence[str]) -> str | None:
+    """The one line that best says why a server died, or None if it made no complaint."""
+    best = max(
+        ((_severity(line), index) for index, line in enumerate(output)),
+        default=(0, -1),
+    )
+    return output[best[1]].strip() if best[0] > 0 else None

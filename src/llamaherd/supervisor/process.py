@@ -77,9 +77,8 @@ class LlamaProcess:
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise BinaryNotFoundError(
-                f"cannot run llama-server binary {argv[0]!r}: {exc.strerror}. "
-                "Set llama_server_binary in the config, or LLAMA_SERVER, to an executable "
-                "llama-server, or run scripts/build-llama-server."
+                f"cannot run llama-server binary {argv[0]!r}: {exc.strerror}; "
+                "give the path of an executable llama-server"
             ) from exc
         assert proc.stdout is not None and proc.stderr is not None
 

@@ -7,45 +7,55 @@ observed state (status, pid, models, retries, the last exit) changes only throug
 One background task supervises: check the port, adopt a running server or spawn one, wait for
 readiness, watch liveness, and on a crash wait out the backoff and start again, until the
 retries are spent and the state is `error`. Manual start, stop and restart are serialised by one
-lock, so two control requests never interleave.
+lock, so two control requests never interleave, and each runs to its end in a task of its own:
+a caller that is cancelled (an HTTP request cut off at shutdown) never leaves a half-stopped
+child behind.
+
+A server found running on the port is adopted and never signalled: llamaherd did not start it,
+so it never kills it. When an adopted server never becomes ready or stops answering while it
+still holds the port, the state is `error`, naming the holder, and nothing is spawned on the
+busy port; when it goes away, llamaherd starts its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from llamaherd.catalog.models import models_from_listing
-from llamaherd.errors import BinaryNotFoundError, ControlConflictError, LlamaherdError
+from llamaherd.catalog.gguf import read_gguf_summary
+from llamaherd.catalog.models import ModelInfo, models_from_listing
+from llamaherd.errors import BinaryNotFoundError, ControlConflictError, ModelFileError
 from llamaherd.supervisor.backoff import readiness_delays_s
 from llamaherd.supervisor.health import Health, HealthProbe
-from llamaherd.supervisor.output import EVIDENCE_LINES, LogRing, telling_lines
+from llamaherd.supervisor.output import EVIDENCE_LINES, LogRing, main_complaint
 from llamaherd.supervisor.policy import SupervisorPolicy
-from llamaherd.supervisor.ports import find_listener
+from llamaherd.supervisor.ports import Listener, find_listener
 from llamaherd.supervisor.process import LlamaProcess, exit_info
 from llamaherd.supervisor.states import (
     ExitInfo,
-    ModelInfo,
+    InvalidTransitionError,
     ServiceState,
     Status,
     check_transition,
 )
-
-if TYPE_CHECKING:
-    from llamaherd.config import Settings
 
 logger = logging.getLogger("llamaherd.supervisor")
 
 StateListener = Callable[[ServiceState], Awaitable[None] | None]
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
+
+# Where start() and wait_settled() return: the supervisor is not going to change by itself.
+SETTLED = frozenset({Status.READY, Status.ERROR, Status.INITIAL})
 
 
 class _Crash(Exception):
@@ -89,21 +99,13 @@ class LlamaService:
         self._listeners: list[StateListener] = []
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._control = asyncio.Lock()
+        self._control_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._proc: LlamaProcess | None = None
         self._probe: HealthProbe | None = None
-        self._settled = asyncio.Event()
-
-    @classmethod
-    def from_config(cls, settings: Settings) -> LlamaService:
-        return cls(
-            host=settings.llama_server_host,
-            port=settings.llama_server_port,
-            model_path=settings.llama_model_path,
-            server_args=settings.llama_server_args,
-            binary=settings.llama_server_binary,
-            policy=settings.supervisor_policy(),
-        )
+        # Set and replaced on every transition: whoever waits for a state change awaits the
+        # current one (a notify-all without a lock).
+        self._changed = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -131,60 +133,80 @@ class LlamaService:
 
     @property
     def control_in_progress(self) -> bool:
-        return self._control.locked()
+        return bool(self._control_tasks)
 
     # ---- control ---------------------------------------------------------------------------
 
     async def start(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
         """Start supervising; idempotent. Returns once ready, or once the supervisor gives up
-        (`error`); with `wait=False`, as soon as supervision has begun.
+        (`error`), or if it is stopped meanwhile; with `wait=False`, as soon as supervision
+        has begun.
 
         With `exclusive`, a start while another control action runs raises
         ControlConflictError instead of waiting its turn.
         """
-        async with self._acquire(exclusive):
-            self._start_locked()
+        await self._control_action(self._start_locked, exclusive)
         return await self.wait_settled() if wait else self.get_state()
 
     async def stop(self, *, exclusive: bool = False) -> ServiceState:
         """Stop supervising; a server we started gets SIGTERM, then SIGKILL after the timeout.
 
         A server that was adopted (found running) is left running: it is not ours to stop.
+        The stop runs to its end even if the caller is cancelled meanwhile.
         """
-        async with self._acquire(exclusive):
-            await self._stop_locked()
+        await self._control_action(self._stop_locked, exclusive)
         return self.get_state()
 
     async def restart(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
         """Stop, then start with a fresh retry count; the way out of `error`."""
-        async with self._acquire(exclusive):
+
+        async def stop_then_start() -> None:
             await self._stop_locked()
-            self._start_locked()
+            await self._start_locked()
+
+        await self._control_action(stop_then_start, exclusive)
         return await self.wait_settled() if wait else self.get_state()
 
     async def wait_settled(self, timeout: float | None = None) -> ServiceState:
-        """Wait until the current start has ended in `ready` or `error` (or was stopped).
+        """Wait until the state is `ready`, `error` or `initial` (never started, or stopped).
 
         On timeout, returns the state as it is then."""
         try:
             async with asyncio.timeout(timeout):
-                await self._settled.wait()
+                while self._state.status not in SETTLED:
+                    await self._changed.wait()
         except TimeoutError:
             pass
         return self.get_state()
 
-    def _acquire(self, exclusive: bool) -> asyncio.Lock:
-        if exclusive and self._control.locked():
+    async def _control_action(
+        self, action: Callable[[], Coroutine[Any, Any, None]], exclusive: bool
+    ) -> None:
+        """Run `action` under the control lock, in a task that outlives a cancelled caller.
+
+        The caller waits for it (shielded): if the caller is cancelled, the action still runs
+        to its end (a stop still SIGKILLs after the timeout and reaches `initial`), and the
+        next action waits for the lock it holds until then."""
+        if exclusive and self._control_tasks:
             raise ControlConflictError(
                 "another start, stop or restart of llama-server is in progress; "
                 "try again when it has finished"
             )
-        return self._control
 
-    def _start_locked(self) -> None:
+        async def locked() -> None:
+            async with self._control:
+                await action()
+
+        task = asyncio.create_task(locked(), name=f"llamaherd-control-{self.port}")
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+        await asyncio.shield(task)
+
+    async def _start_locked(self) -> None:
         if self._task is not None and not self._task.done():
             return
-        self._settled = asyncio.Event()
+        # Synchronously, so a waiter that looks at the state right after start() sees it.
+        self._transition(Status.CHECKING, retries=0)
         self._task = asyncio.create_task(self._supervise(), name=f"llamaherd-supervise-{self.port}")
 
     async def _stop_locked(self) -> None:
@@ -194,19 +216,20 @@ class LlamaService:
             await asyncio.gather(task, return_exceptions=True)
         if self._state.status is Status.INITIAL and self._proc is None:
             return
-        self._transition(Status.STOPPING, next_retry_at=None)
+        self._transition(Status.STOPPING)
         proc, self._proc = self._proc, None
-        if proc is not None:
-            logger.info("Stopping llama-server (pid %d)", proc.pid)
-            code = await proc.terminate(self.policy.stop_timeout_s)
-            logger.info("llama-server stopped (%s)", exit_info(code).describe())
-        elif self._state.adopted:
-            logger.info("Leaving the adopted llama-server on port %d running", self.port)
-        await self._close_probe()
-        self._transition(
-            Status.INITIAL, models=(), pid=None, started_at=None, adopted=False, retries=0
-        )
-        self._settled.set()
+        try:
+            if proc is not None:
+                logger.info("Stopping llama-server (pid %d)", proc.pid)
+                code = await proc.terminate(self.policy.stop_timeout_s)
+                logger.info("llama-server stopped (%s)", exit_info(code).describe())
+            elif self._state.adopted:
+                logger.info("Leaving the adopted llama-server on port %d running", self.port)
+        finally:
+            await self._close_probe()
+            self._transition(
+                Status.INITIAL, models=(), pid=None, started_at=None, adopted=False, retries=0
+            )
 
     # ---- the transition function -----------------------------------------------------------
 
@@ -217,9 +240,11 @@ class LlamaService:
             self._ready_since = time.monotonic()
         elif status is not Status.READY:
             self._ready_since = None
+        if status is not Status.CRASHED:
+            changes["next_retry_at"] = None  # only a crashed server waits for a retry
         self._state = replace(self._state, status=status, **changes)
-        if status in (Status.READY, Status.ERROR):
-            self._settled.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
         snapshot = self.get_state()
         for listener in list(self._listeners):
             self._notify(listener, snapshot)
@@ -243,24 +268,35 @@ class LlamaService:
     # ---- supervision -----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        if self._probe is None:  # kept across a start from `error`; closed by stop()
-            self._probe = HealthProbe(self.base_url, self.policy.health_timeout_ms / 1000)
-        self._transition(Status.CHECKING, retries=0, next_retry_at=None)
         try:
+            if self._probe is None:  # kept across a start from `error`; closed by stop()
+                self._probe = HealthProbe(self.base_url, self.policy.health_timeout_ms / 1000)
             crash = await self._first_life()
             while crash is not None:
                 crash = await self._after_crash(crash)
         except _Fatal as exc:
             logger.error("llama-server: %s", exc)
-            self._transition(
-                Status.ERROR, last_error=str(exc), pid=None, models=(), started_at=None
-            )
+            await self._kill_child()
+            self._give_up(str(exc))
         except Exception as exc:
-            # A bug must not leave callers of start() waiting forever on a dead supervisor.
+            # A bug must not leave a child unwatched, nor callers of start() waiting forever.
             logger.exception("the llama-server supervisor failed")
-            self._state = replace(self._state, last_error=f"internal error: {exc!r}")
-            self._settled.set()
-            raise
+            await self._kill_child()
+            self._give_up(f"internal error: {exc!r}")
+
+    def _give_up(self, message: str, exit: ExitInfo | None = None) -> None:
+        changes: dict[str, Any] = {"last_error": message, "pid": None, "models": ()}
+        if exit is not None:
+            changes["last_exit"] = exit
+        try:
+            self._transition(Status.ERROR, started_at=None, **changes)
+        except InvalidTransitionError:  # pragma: no cover - would be a bug in the table
+            logger.critical("cannot record the error state from %s", self._state.status)
+
+    async def _kill_child(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            await proc.kill()
 
     async def _first_life(self) -> _Crash | None:
         health = await self._probe_once()
@@ -268,13 +304,27 @@ class LlamaService:
             return await self._life(adopt=True)
         if health is Health.REFUSED:
             return await self._life(adopt=False)
-        holder = find_listener(self.port) or "another program"
+        raise _Fatal(await self._port_held(health))
+
+    async def _port_held(self, health: Health) -> str:
+        """Why the port cannot be used: who holds it and what it answered."""
+        holder = await self._holder()
         assert self._probe is not None
-        raise _Fatal(
-            f"port {self.port} on {self.host} is held by {holder}, which does not answer like "
-            f"llama-server ({self._probe.last_detail}). Stop that program, or set "
-            "llama_server_port to a free port."
+        what = {
+            Health.TIMEOUT: "does not answer (hung or stopped?)",
+            Health.READY: "is another llama-server",
+            Health.LOADING: "is another llama-server, still loading",
+        }.get(health, "does not answer like llama-server")
+        return (
+            f"port {self.port} on {self.host} is held by {holder or 'another program'}, which "
+            f"{what} ({self._probe.last_detail}). llamaherd did not start it and will not stop "
+            "it: stop that program (or resume it), or give this server another port, then "
+            "restart."
         )
+
+    async def _holder(self) -> Listener | None:
+        # Walks /proc/*/fd: thousands of entries on a busy machine; keep it off the loop.
+        return await asyncio.to_thread(find_listener, self.port)
 
     async def _after_crash(self, crash: _Crash) -> _Crash | None:
         """Record the crash, then wait out the backoff and start again, or give up."""
@@ -284,22 +334,15 @@ class LlamaService:
         if retries >= max_retries:
             message = (
                 f"{crash.reason}. Gave up after {max_retries} retries; fix the cause, then "
-                "restart (POST /api/llama/restart or `llamaherd restart`)."
+                "restart it."
             )
             logger.error("llama-server: %s", message)
-            self._transition(
-                Status.ERROR,
-                last_error=message,
-                last_exit=crash.exit,
-                pid=None,
-                models=(),
-                started_at=None,
-            )
+            self._give_up(message, crash.exit)
             return None
         retry = retries + 1
         delay = self.policy.backoff.delay_s(retry)
         logger.warning(
-            "llama-server %s; retry %d/%d in %.0f s", crash.reason, retry, max_retries, delay
+            "llama-server %s; retry %d/%d in %s", crash.reason, retry, max_retries, _human(delay)
         )
         self._transition(
             Status.CRASHED,
@@ -313,6 +356,12 @@ class LlamaService:
             next_retry_at=datetime.now(UTC) + timedelta(seconds=delay),
         )
         await self._sleep(delay)
+        # Something may have taken the port meanwhile (the old server's orphan, a server
+        # started by hand): a spawn could not bind, and would only fail with misleading
+        # evidence. Never spawn onto a held port.
+        health = await self._probe_once()
+        if health is not Health.REFUSED:
+            raise _Fatal(await self._port_held(health))
         return await self._life(adopt=False)
 
     async def _life(self, *, adopt: bool) -> _Crash | None:
@@ -331,35 +380,41 @@ class LlamaService:
         return None  # pragma: no cover - _watch only ends by raising
 
     async def _spawn(self) -> LlamaProcess:
-        argv = self._argv()
+        argv = await self._argv()
         logger.info("Starting llama-server: %s", " ".join(argv))
+        # Shielded: a stop() arriving while the process is being created must not lose it.
+        spawning = asyncio.ensure_future(LlamaProcess.spawn(argv, self.output))
         try:
-            proc = await LlamaProcess.spawn(argv, self.output)
+            proc = await asyncio.shield(spawning)
         except BinaryNotFoundError as exc:
             raise _Fatal(str(exc)) from exc
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await (await spawning).kill()
+            raise
         self._proc = proc
-        self._transition(Status.STARTING, pid=proc.pid, adopted=False, next_retry_at=None)
+        self._transition(Status.STARTING, pid=proc.pid, adopted=False)
         return proc
 
-    def _argv(self) -> list[str]:
-        from llamaherd.config import locate_llama_server
-
+    async def _argv(self) -> list[str]:
         if self.model_path is None:
             raise _Fatal(
-                "no llama-server answers on the port and no model is configured to start one; "
-                "set llama_model_path"
-            )
-        if not self.model_path.is_file():
-            raise _Fatal(
-                f"model file {self.model_path} does not exist; set llama_model_path to a .gguf "
-                "file (or make one with `llamaherd demo-model PATH`)"
+                "no llama-server answers on the port and no model file was given to start one"
             )
         try:
-            binary = locate_llama_server(self.binary)
-        except LlamaherdError as exc:
+            # The header, checked before every launch: a file that is not a model costs a
+            # clear error now rather than a crash loop. Off the loop: it reads the disk.
+            await asyncio.to_thread(read_gguf_summary, self.model_path)
+        except ModelFileError as exc:
             raise _Fatal(str(exc)) from exc
+        binary = self.binary or shutil.which("llama-server")
+        if binary is None:
+            raise _Fatal(
+                "no llama-server binary was given and none is on PATH; give the path of an "
+                "executable llama-server"
+            )
         model, port = str(self.model_path), str(self.port)
-        return [str(binary), "-m", model, "--host", self.host, "--port", port, *self.server_args]
+        return [binary, "-m", model, "--host", self.host, "--port", port, *self.server_args]
 
     async def _await_ready(self, proc: LlamaProcess | None, ended: asyncio.Future[Any]) -> None:
         """Poll /health until 200: quickly at first, then every readiness interval.
@@ -380,15 +435,22 @@ class LlamaService:
             if loop.time() >= deadline:
                 break
             await self._race(asyncio.sleep(next(delays)), ended)
-        if proc is not None:
-            await proc.kill()
+        if proc is None:
+            holder = await self._holder()
+            raise _Fatal(
+                f"the llama-server already running on port {self.port} "
+                f"({holder or 'pid unknown'}) did not become ready within {budget_s:g} s "
+                f"({checks} health checks). llamaherd did not start it, so it will not kill "
+                "it: wait for it or stop it, then restart."
+            )
+        await proc.kill()
         raise _Crash(
             f"did not become ready within {budget_s:g} s ({checks} health checks); killed it"
         )
 
     async def _become_ready(self, proc: LlamaProcess | None, *, adopted: bool) -> None:
         models = await self._fetch_models()
-        listener = None if proc else find_listener(self.port)
+        listener = None if proc else await self._holder()
         pid = proc.pid if proc else listener.pid if listener else None
         if adopted:
             logger.info(
@@ -415,7 +477,8 @@ class LlamaService:
         except Exception as exc:
             logger.warning("llama-server is ready but GET /v1/models failed: %s", exc)
             return []
-        return models_from_listing(listing, self.model_path)
+        # Reads the GGUF header of the model file: off the loop.
+        return await asyncio.to_thread(models_from_listing, listing, self.model_path)
 
     async def _watch(self, proc: LlamaProcess | None, ended: asyncio.Future[Any]) -> None:
         """While ready: wait for an exit, probe liveness, reset retries once stable."""
@@ -442,7 +505,14 @@ class LlamaService:
     async def _end_hung(self, proc: LlamaProcess | None, failures: int) -> None:
         reason = f"stopped answering /health ({failures} probes failed in a row)"
         if proc is None:
-            raise _Crash(f"{reason}; it was adopted, so llamaherd will start its own")
+            if await self._probe_once() is Health.REFUSED:
+                raise _Crash(f"the adopted llama-server went away ({reason}); starting our own")
+            holder = await self._holder()
+            raise _Fatal(
+                f"the adopted llama-server on port {self.port} ({holder or 'pid unknown'}) "
+                f"{reason}. llamaherd did not start it, so it will not kill it, and cannot "
+                "start its own while it holds the port: resume or stop it, then restart."
+            )
         code = await proc.kill()
         raise _Crash(f"{reason}; killed it", self._evidence(code))
 
@@ -466,8 +536,8 @@ class LlamaService:
         code = ended.result()
         evidence = self._evidence(code)
         during = "while starting" if self._state.status is not Status.READY else "unexpectedly"
-        tail = " | ".join(telling_lines(evidence.last_output))
-        reason = f"{evidence.describe()} {during}" + (f": {tail}" if tail else "")
+        complaint = main_complaint(evidence.last_output)
+        reason = f"{evidence.describe()} {during}" + (f": {complaint}" if complaint else "")
         raise _Crash(reason, evidence)
 
     def _evidence(self, code: int | None) -> ExitInfo:
@@ -481,3 +551,8 @@ class LlamaService:
         probe, self._probe = self._probe, None
         if probe is not None:
             await probe.aclose()
+
+
+def _human(seconds: float) -> str:
+    """0.1 -> "100 ms", 2.0 -> "2 s": a backoff delay as a person reads it."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:g} s"

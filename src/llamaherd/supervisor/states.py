@@ -20,6 +20,11 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from llamaherd.catalog.models import ModelInfo
+from llamaherd.supervisor.policy import SupervisorPolicy
+
+_DEFAULTS = SupervisorPolicy()
+
 
 class Status(enum.StrEnum):
     INITIAL = "initial"
@@ -53,26 +58,6 @@ def check_transition(old: Status, new: Status) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """One model served by llama-server, as the wire contract names its fields."""
-
-    id: str
-    name: str
-    size: int  # bytes
-    type: str  # architecture, e.g. "llama"
-    modified_at: int  # unix seconds
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "size": self.size,
-            "type": self.type,
-            "modified_at": self.modified_at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class ExitInfo:
     """How a llama-server process ended: the evidence kept next to the restart count."""
 
@@ -98,7 +83,7 @@ class ServiceState:
     models: tuple[ModelInfo, ...] = ()
     last_error: str | None = None
     retries: int = 0
-    max_retries: int = 5
+    max_retries: int = _DEFAULTS.max_retries
     started_at: datetime | None = None  # wall-clock time it became ready, for display only
     uptime: float = 0.0  # seconds, from the monotonic clock
     pid: int | None = None
