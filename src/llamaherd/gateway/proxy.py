@@ -1,0 +1,545 @@
+"""The hot path: relay one request to a llama-server, and its answer back as it arrives.
+
+Why it is built this way:
+- aiohttp upstream, one `ClientSession` (one connection pool) per llama-server base URL, kept
+  for the server's life: a pool per request would pay a TCP handshake on every call, and
+  httpx's pool is several times slower under concurrency.
+- Pure ASGI: `relay` takes `scope, receive, send` and sends ASGI messages itself, with no
+  framework Request/Response objects or middleware between the two sockets.
+- Nothing is buffered: each piece aiohttp reads from the socket is sent on at once with
+  `more_body=True`, and uvicorn writes it out inside `send()`. Bytes pass unchanged (no
+  decompression), so the upstream's Content-Length and Content-Encoding stay true.
+- llama-server stops generating, and frees its slot, only when its socket closes. So a client
+  that leaves (`http.disconnect` from `receive()`, or `send()` raising) makes us close the
+  upstream connection at once, rather than read the answer to its end for nobody.
+- Every wait ends: an upstream read ends when its socket closes (a crashed or killed server; a
+  hung one is killed by the supervisor's liveness probe), a client's wait when it leaves.
+  There is no read timeout by default: a non-streaming answer arrives only when the whole
+  generation is done, which can take minutes on a CPU.
+
+Errors the client sees are OpenAI-shaped: `{"error": {"message", "type", "code"}}`; once an
+event stream has started, one `data: {"error": ...}` event ends it instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from llamaherd.errors import LlamaherdError
+
+# The ASGI shapes, written out here so the gateway depends on no web framework.
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+RawHeaders = Sequence[tuple[bytes, bytes]]
+
+# RFC 9110 section 7.6.1: these describe one connection, not the message, so a proxy drops
+# them (with every "proxy-*" header and any header the Connection header names).
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Also not forwarded upstream: aiohttp writes Host for the upstream and a Content-Length for
+# the body it sends; the client's Expect: 100-continue was already answered by our server.
+NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+# Headers aiohttp would otherwise invent. Without Accept-Encoding a llama-server never
+# compresses for a client that did not ask; Content-Type stays what the client sent, or none.
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# How much of a failed upstream answer is read to quote its error in a started stream.
+ERROR_BODY_LIMIT = 64 * 1024
+DEFAULT_LABEL = "llama-server"
+UPSTREAM_ERROR = "upstream_error"
+# The errors an upstream exchange can fail with. aiohttp's timeouts are TimeoutErrors;
+# OSError covers a reset that reaches us without aiohttp's wrapping.
+UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class BodyTooLarge(LlamaherdError):
+    """The request body is larger than the route accepts (answer 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+class ClientDisconnected(LlamaherdError):
+    """The client left before its request body was read; there is nobody to answer."""
+
+
+class _ClientGone(Exception):
+    """send() failed: the client's socket is gone. Internal; never escapes relay()."""
+
+
+class ChunkObserver(Protocol):
+    """Sees a relayed answer go by, for measurements. Called on the hot path, in order:
+    `on_start` at most once (when the upstream answered), `on_chunk` for every body piece,
+    then `on_end` exactly once. Each must be quick and must not raise."""
+
+    def on_start(self, status: int, headers: RawHeaders) -> None: ...
+
+    def on_chunk(self, data: bytes) -> None: ...
+
+    def on_end(self, error: str | None) -> None:
+        """`error` is None only when the whole answer reached the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """What happened to one relayed request, for the scheduler and the metrics."""
+
+    # The status the client was sent: the upstream's, 502, 200 for a stream the caller had
+    # already started, or None when the client left before anything was sent.
+    status: int | None
+    upstream_status: int | None  # None when the upstream never answered
+    body_bytes: int  # bytes of the upstream's body passed to the client
+    chunks: int  # pieces those bytes arrived in
+    client_disconnected: bool
+    error: str | None  # why the answer was cut short or replaced; None otherwise
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.client_disconnected
+
+
+class Upstreams:
+    """One aiohttp `ClientSession` per upstream base URL, made on first use.
+
+    Settings every session shares, and why:
+    - no connection limit (the scheduler decides how many requests a server gets), and idle
+      connections kept `keepalive_timeout_s`: below llama-server's own 5 s keep-alive, so we
+      never reuse a connection the server is closing;
+    - `trust_env=False`: no proxy from the environment for loopback traffic;
+    - `auto_decompress=False`: bytes pass through as the upstream sent them;
+    - a dummy cookie jar: one client's cookies must never ride along with another's request;
+    - a connect timeout, and no total timeout (a stream lasts as long as the generation).
+      `read_timeout_s` bounds the silence between two reads; it is off by default, see above.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float | None = None,
+        keepalive_timeout_s: float = 4.0,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout_s,
+            sock_connect=connect_timeout_s,
+            sock_read=read_timeout_s,
+        )
+        self._keepalive_timeout_s = keepalive_timeout_s
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def session(self, base_url: str) -> aiohttp.ClientSession:
+        """The session for `base_url`; call it from inside the running event loop."""
+        key = base_url.rstrip("/")
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            session = self._sessions[key] = self._new_session()
+        return session
+
+    async def forget(self, base_url: str) -> None:
+        """Close the session of a server that stopped; requests still running on it fail."""
+        session = self._sessions.pop(base_url.rstrip("/"), None)
+        if session is not None:
+            await session.close()
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_timeout_s)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trust_env=False,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        )
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names that a Connection header marks as hop-by-hop (lowercased)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return tokens
+
+
+def upstream_headers(client_headers: RawHeaders) -> list[tuple[str, str]]:
+    """The client's headers as they go upstream: without hop-by-hop ones, Host and
+    Content-Length (aiohttp writes both for the upstream request)."""
+    drop = _connection_tokens(client_headers)
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in client_headers
+        if (lower := name.lower()) not in NOT_FORWARDED
+        and lower not in drop
+        and not lower.startswith(b"proxy-")
+    ]
+
+
+def downstream_headers(upstream: RawHeaders, *, event_stream: bool) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers as the client gets them: lowercased names (as ASGI
+    asks), without hop-by-hop ones, and `x-accel-buffering: no` on an event stream so that a
+    reverse proxy in front of us (nginx) does not hold its events back."""
+    drop = _connection_tokens(upstream)
+    headers = [
+        (lower, value)
+        for name, value in upstream
+        if (lower := name.lower()) not in HOP_BY_HOP
+        and lower not in drop
+        and not lower.startswith(b"proxy-")
+    ]
+    if event_stream and all(name != b"x-accel-buffering" for name, _ in headers):
+        headers.append((b"x-accel-buffering", b"no"))
+    return headers
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    return content_type is not None and content_type.lower().startswith("text/event-stream")
+
+
+def error_json(message: str, kind: str, code: str | int | None) -> bytes:
+    """`{"error": {"message", "type", "code"}}`, the shape OpenAI clients parse."""
+    error = {"message": message, "type": kind, "code": code}
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+def sse_error_event(message: str, kind: str, code: str | int | None) -> bytes:
+    return b"data: " + error_json(message, kind, code) + b"\n\n"
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    code: str | int | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """A whole OpenAI-style error response; `code` defaults to the status. Pass e.g.
+    `[(b"retry-after", b"5")]` as `headers` for a 429 or 503."""
+    body = error_json(message, kind, status if code is None else code)
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_sse_start(
+    send: Send, *, status: int = 200, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Start an event stream before the upstream answers (to keep a waiting client company
+    with comment lines); hand the rest to `relay(..., started=True)` or `send_sse_error`."""
+    start_headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+
+
+async def send_sse_error(
+    send: Send, message: str, kind: str, *, code: str | int | None = None, end: bool = True
+) -> None:
+    """One `data: {"error": ...}` event on a started event stream, ending it unless `end` is
+    false. The event must begin at an event boundary (after a blank line)."""
+    event = sse_error_event(message, kind, code)
+    await send({"type": "http.response.body", "body": event, "more_body": not end})
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, at most `limit` bytes (else BodyTooLarge, read no further);
+    ClientDisconnected if the client leaves first."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected("the client left before sending its request body")
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLarge(limit)
+    if not message.get("more_body", False):
+        return body  # the usual case: one message, no copy
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client left while sending its request body")
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def describe_failure(exc: BaseException, *, answering: bool) -> str:
+    """What went wrong with the upstream, in words; `answering`: it had begun its answer."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        what = (
+            "refused the connection"
+            if isinstance(exc.os_error, ConnectionRefusedError)
+            else "could not be reached"
+        )
+        return f"{what}: {exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        when = "in the middle of its answer" if answering else "before answering"
+        return f"closed the connection {when}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"did not answer in time: {type(exc).__name__} {exc}".rstrip()
+    return f"failed: {type(exc).__name__}: {exc}"
+
+
+def upstream_error_fields(
+    payload: bytes, status: int, who: str
+) -> tuple[str, str, str | int | None]:
+    """Message, type and code of a non-2xx upstream answer: its own OpenAI-style error when
+    it sent one (llama-server does), else its status and the start of its body."""
+    try:
+        error = json.loads(payload).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        kind = error.get("type")
+        code = error.get("code", status)
+        return (
+            error["message"],
+            kind if isinstance(kind, str) else UPSTREAM_ERROR,
+            code if isinstance(code, str | int) else status,
+        )
+    text = payload[:200].decode("utf-8", "replace")
+    return f"{who} answered HTTP {status}: {text}", UPSTREAM_ERROR, status
+
+
+class _Relay:
+    """The state of one relayed request; `run` is the work that a client disconnect cancels."""
+
+    def __init__(
+        self,
+        send: Send,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        label: str,
+        observer: ChunkObserver | None,
+        started: bool,
+    ) -> None:
+        self.asgi_send = send
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.who = f"{label} at {self.base_url}"
+        self.observer = observer
+        self.started = started
+        self.status: int | None = 200 if started else None
+        self.upstream_status: int | None = None
+        self.event_stream = started
+        self.body_bytes = 0
+        self.chunks = 0
+        self.last_chunk = b""
+        self.error: str | None = None
+        self.client_disconnected = False
+        # Set just before the final send: from then on a disconnect notice is only the
+        # server telling us the response is complete.
+        self.finishing = False
+
+    def outcome(self) -> RelayOutcome:
+        return RelayOutcome(
+            status=self.status,
+            upstream_status=self.upstream_status,
+            body_bytes=self.body_bytes,
+            chunks=self.chunks,
+            client_disconnected=self.client_disconnected,
+            error=self.error,
+        )
+
+    async def send(self, message: Message) -> None:
+        try:
+            await self.asgi_send(message)
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise _ClientGone from exc
+
+    async def run(self, method: str, path_qs: str, headers: RawHeaders, body: bytes) -> None:
+        try:
+            await self._exchange(method, path_qs, headers, body)
+        except _ClientGone:
+            self.client_disconnected = True
+
+    async def _exchange(self, method: str, path_qs: str, headers: RawHeaders, body: bytes) -> None:
+        try:
+            resp = await self.session.request(
+                method,
+                URL(self.base_url + path_qs, encoded=True),
+                headers=upstream_headers(headers),
+                data=body or None,
+                allow_redirects=False,
+            )
+        except UPSTREAM_ERRORS as exc:
+            await self._upstream_failed(describe_failure(exc, answering=False))
+            return
+        self.upstream_status = resp.status
+        try:
+            if self.started:
+                await self._into_started_stream(resp)
+            else:
+                await self._pass_through(resp)
+        except UPSTREAM_ERRORS as exc:
+            resp.close()
+            await self._upstream_failed(describe_failure(exc, answering=True))
+        except BaseException:
+            # The client left (cancelled, or _ClientGone): closing the socket is what makes
+            # llama-server stop generating and free the slot.
+            resp.close()
+            raise
+        else:
+            resp.release()
+
+    async def _pass_through(self, resp: aiohttp.ClientResponse) -> None:
+        self.event_stream = is_event_stream(resp.headers.get("Content-Type"))
+        headers = downstream_headers(resp.raw_headers, event_stream=self.event_stream)
+        if self.observer is not None:
+            self.observer.on_start(resp.status, headers)
+        await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        self.status = resp.status
+        await self._stream_body(resp.content)
+
+    async def _into_started_stream(self, resp: aiohttp.ClientResponse) -> None:
+        """The client already has a 200 event stream: relay a good answer's body, or turn a
+        refusal into one error event."""
+        if not 200 <= resp.status < 300:
+            payload = await _read_limited(resp.content, ERROR_BODY_LIMIT)
+            message, kind, code = upstream_error_fields(payload, resp.status, self.who)
+            self.error = message
+            self.finishing = True
+            await send_sse_error(self.send, message, kind, code=code)
+            return
+        if self.observer is not None:
+            headers = downstream_headers(resp.raw_headers, event_stream=True)
+            self.observer.on_start(resp.status, headers)
+        await self._stream_body(resp.content)
+
+    async def _stream_body(self, content: aiohttp.StreamReader) -> None:
+        send = self.send
+        observer = self.observer
+        while True:
+            # readany() is what iter_any() awaits: whatever has arrived, as soon as it has.
+            data = await content.readany()
+            if not data:
+                self.finishing = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            # Everything buffered was just taken; at EOF this piece is the last, and one
+            # message both carries it and ends the body.
+            last = content.is_eof()
+            self.body_bytes += len(data)
+            self.chunks += 1
+            self.last_chunk = data
+            if observer is not None:
+                observer.on_chunk(data)
+            self.finishing = last
+            await send({"type": "http.response.body", "body": data, "more_body": not last})
+            if last:
+                return
+
+    async def _upstream_failed(self, cause: str) -> None:
+        self.error = f"{self.who} {cause}"
+        if self.status is None:
+            self.status = 502
+            self.finishing = True
+            await send_error(self.send, 502, self.error, UPSTREAM_ERROR, code=502)
+        elif self.event_stream:
+            # End a half-sent event first, so the error is an event of its own.
+            if self.last_chunk and not self.last_chunk.endswith(b"\n\n"):
+                await self.send({"type": "http.response.body", "body": b"\n\n", "more_body": True})
+            self.finishing = True
+            await send_sse_error(self.send, self.error, UPSTREAM_ERROR, code=502)
+        # Else a plain answer was cut short. Ending its body would pass the truncated answer
+        # off as complete; left unfinished, the server closes the connection and the client
+        # sees the answer fail (the one way HTTP/1.1 has to say so).
+
+
+async def _read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (data := await content.readany()):
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts)[:limit]
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects. Only valid once the request body has been read:
+    after that, an ASGI server's receive() has nothing else to say."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def relay(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    session: aiohttp.ClientSession,
+    base_url: str,
+    path_qs: str,
+    method: str,
+    headers: RawHeaders,
+    body: bytes,
+    observer: ChunkObserver | None = None,
+    started: bool = False,
+    label: str = DEFAULT_LABEL,
+) -> RelayOutcome:
+    """Send `method path_qs` with `headers` and `body` to `base_url`, and stream the answer
+    to the client as it arrives. Call it after the request body was read (`read_body`).
+
+    `path_qs` is the path with its query string, as the client sent it ("/v1/x?a=1"): it is
+    not re-encoded. `started`: the caller already sent a 200 event-stream start (see
+    `send_sse_start`), so only the body is relayed, and a non-2xx answer becomes one SSE error
+    event. `label` names the upstream in error messages ("llama-server for model qwen").
+    `scope` is the client's ASGI scope, for the route's sake; the relay needs nothing from it.
+
+    Never raises for an upstream failure or a client that left: see `RelayOutcome`.
+    """
+    state = _Relay(
+        send, session, base_url=base_url, label=label, observer=observer, started=started
+    )
+    work = asyncio.create_task(state.run(method, path_qs, headers, body))
+    watcher = asyncio.create_task(_until_disconnect(receive))
+    try:
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done() and not state.finishing:
+            state.client_disconnected = True
+            work.cancel()
+        await asyncio.wait((work,))
+    finally:
+        watcher.cancel()
+        work.cancel()  # a no-op unless relay() itself is being cancelled
+    if watcher.done() and not watcher.cancelled():
+        watcher.exception()  # retrieved, so asyncio does not log it as forgotten
+    if not work.cancelled():
+        work.result()  # anything but the failures handled above is a bug: let it surface
+    outcome = state.outcome()
+    if observer is not None:
+        end_error = outcome.error
+        if end_error is None and outcome.client_disconnected:
+            end_error = "client disconnected"
+        observer.on_end(end_error)
+    return outcome
