@@ -32,13 +32,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Records every text the status badge shows, so a state held for a split second is not missed.
+# Records every text the status badge, the error message and the last-output toggle show, so
+# a state held for a split second (`crashed` lasts one backoff) is not missed.
 WATCH_BADGE = """() => {
-  window.__badges = [];
+  const watched = {badges: 'status-badge', errors: 'error-message', outputs: 'last-output-toggle'};
+  for (const key of Object.keys(watched)) window['__' + key] = [];
   const seen = () => {
-    const badge = document.querySelector('[data-testid="status-badge"]');
-    const text = badge ? badge.textContent : null;
-    if (text && window.__badges[window.__badges.length - 1] !== text) window.__badges.push(text);
+    for (const [key, id] of Object.entries(watched)) {
+      const element = document.querySelector(`[data-testid="${id}"]`);
+      const text = element ? element.textContent : null;
+      const list = window['__' + key];
+      if (text && list[list.length - 1] !== text) list.push(text);
+    }
   };
   new MutationObserver(seen).observe(document.body,
     {subtree: true, childList: true, characterData: true});
@@ -86,7 +91,18 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 async def snapshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+    # Transitions run to their end first: a fold caught half open is not the state shown.
+    await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True, animations="disabled")
+
+
+async def expect_controls(page: Page, *, start: bool, stop: bool, restart: bool) -> None:
+    """Which control buttons are enabled: the ones that make sense in the state shown."""
+    for name, enabled in (("start", start), ("stop", stop), ("restart", restart)):
+        button = page.get_by_test_id(f"btn-{name}")
+        if enabled:
+            await expect(button).to_be_enabled()
+        else:
+            await expect(button).to_be_disabled()
 
 
 @pytest.mark.real_server
@@ -106,6 +122,7 @@ async def test_ready_crash_recovery_and_controls(
         await expect(row).to_contain_text("428.8 KiB")  # 439,040 bytes
         await expect(row).to_contain_text("llama")
         await expect(page.get_by_test_id("logs-panel")).to_contain_text("listening on")
+        await expect_controls(page, start=False, stop=True, restart=True)
         await snapshot(page, "ready")
 
         # kill -9 of llama-server: crashed, starting, ready, live, without a reload.
@@ -119,6 +136,13 @@ async def test_ready_crash_recovery_and_controls(
         await expect(badge).to_have_text("ready", timeout=20_000)
         seen = await page.evaluate("window.__badges")
         assert seen == ["ready", "crashed", "starting", "ready"]
+        # The reason alone is the message, not the server's routine lines joined by " | "; the
+        # lines sit folded under "Last output".
+        errors = await page.evaluate("window.__errors")
+        assert any("SIGKILL" in error for error in errors), errors
+        assert not any(" | " in error for error in errors), errors
+        outputs = await page.evaluate("window.__outputs")
+        assert any(output.startswith("▸ Last output (") for output in outputs), outputs
         # The new server's start-up reached the logs panel live (llamaLog), without a reload.
         twice = re.compile(r"listening on[\s\S]*listening on")
         await expect(page.get_by_test_id("logs-panel")).to_contain_text(twice)
@@ -128,6 +152,7 @@ async def test_ready_crash_recovery_and_controls(
         await page.get_by_test_id("confirm-stop").click()
         await expect(badge).to_have_text("initial")
         await expect(page.get_by_test_id("model-row")).to_have_count(0)
+        await expect_controls(page, start=True, stop=False, restart=False)
         await page.get_by_test_id("btn-start").click()
         await expect(badge).to_have_text("ready", timeout=20_000)
         await expect(page.get_by_test_id("model-row")).to_have_count(1)
@@ -149,13 +174,28 @@ async def test_starting_and_error_states(
         await page.goto(url)
         badge = page.get_by_test_id("status-badge")
         await expect(badge).to_have_text("initial")
+        await expect_controls(page, start=True, stop=False, restart=False)
         await page.get_by_test_id("btn-start").click()
         await expect(badge).to_have_text("starting")
         await expect(page.get_by_test_id("status-spinner")).to_be_visible()
+        await expect_controls(page, start=False, stop=True, restart=True)
         await snapshot(page, "starting")
         await expect(badge).to_have_text("error", timeout=60_000)
         await expect(page.get_by_test_id("retry-count")).to_contain_text("5/5")
-        await expect(page.get_by_test_id("error-message")).to_contain_text("Gave up after 5")
+        message = page.get_by_test_id("error-message")
+        await expect(message).to_contain_text("Gave up after 5")
+        await expect(message).not_to_contain_text(" | ")
+        await expect_controls(page, start=True, stop=True, restart=True)
+        # The dead server's last lines: folded by default, monospace once opened.
+        toggle = page.get_by_test_id("last-output-toggle")
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(page.get_by_test_id("last-output")).to_have_count(0)
+        await toggle.click()
+        output = page.get_by_test_id("last-output")
+        await expect(output).to_be_visible()
+        await expect(output).not_to_be_empty()
+        font = await output.evaluate("element => getComputedStyle(element).fontFamily")
+        assert "monospace" in font, font
         await snapshot(page, "error")
         console.assert_clean()
 
