@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import socketio
 from fastapi import FastAPI, HTTPException
@@ -18,11 +16,15 @@ from starlette.types import ASGIApp
 
 from llamaherd import __version__
 from llamaherd.api.errors import install_error_handlers
+from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
 from llamaherd.api.hub import EventHub
+from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
+from llamaherd.gateway.herd import Herd, herd_of_one
+from llamaherd.gateway.route import GatewayRoute
 from llamaherd.supervisor.service import LlamaService
 
 logger = logging.getLogger("llamaherd.api")
@@ -42,30 +44,33 @@ class Application:
     asgi: ASGIApp
     hub: EventHub
     api: FastAPI
+    herd: Herd
 
 
 def create_app(
-    service: LlamaService, *, start_service: bool = True, loopback_only: bool = True
+    target: Herd | LlamaService, *, start_service: bool = True, loopback_only: bool = True
 ) -> Application:
-    """The whole app. `loopback_only`: llamaherd listens on loopback, so only loopback Host
-    names are served (see api/guard.py)."""
+    """The whole app, for a herd of models (or the one server a LlamaService supervises).
+
+    `start_service`: load the primary model at start-up, as the seed did with its one model.
+    `loopback_only`: llamaherd listens on loopback, so only loopback Host names are served
+    (see api/guard.py)."""
+    herd = target if isinstance(target, Herd) else herd_of_one(target)
+    service = herd.primary.service  # what llamaStatus and /api/llama/* speak of
     hub = EventHub(service)
-    background: set[asyncio.Task[Any]] = set()
+    feed = ModelsFeed(herd, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        if start_service:
-            # In the background: the API answers at once while llama-server loads.
-            task = asyncio.create_task(service.start(), name="llamaherd-initial-start")
-            background.add(task)
-            task.add_done_callback(background.discard)
+        # Loads run in the background: the API answers at once while llama-server loads.
+        herd.start(preload=[herd.primary.spec.id] if start_service else [])
+        feed.start()
         try:
             yield
         finally:
-            for task in list(background):
-                task.cancel()
-            await service.stop()
+            feed.close()
+            await herd.aclose()
             await hub.aclose()
 
     api = FastAPI(
@@ -76,12 +81,14 @@ def create_app(
     )
     install_error_handlers(api)
     api.include_router(create_router(service))
+    api.include_router(create_gateway_router(herd))
     api.include_router(create_sse_router(service, hub))
     _mount_dashboard(api)
-    sio = create_socketio(service, hub)
+    sio = create_socketio(service, hub, herd)
     combined = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
-    asgi = BrowserGuard(combined, loopback_only=loopback_only)
-    return Application(asgi=asgi, hub=hub, api=api)
+    # Inference first: its paths never touch FastAPI or Socket.IO.
+    asgi = BrowserGuard(GatewayRoute(herd, combined), loopback_only=loopback_only)
+    return Application(asgi=asgi, hub=hub, api=api, herd=herd)
 
 
 def _mount_dashboard(api: FastAPI) -> None:

@@ -10,6 +10,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.views import models_data
 from llamaherd.supervisor.output import telling_lines
 from llamaherd.supervisor.states import ServiceState
 
@@ -18,6 +20,10 @@ STATUS_REQUEST = "requestLlamaStatus"
 LOG_EVENT = "llamaLog"
 LOG_SUBSCRIBE = "subscribeLlamaLogs"
 LOG_UNSUBSCRIBE = "unsubscribeLlamaLogs"
+MODELS_EVENT = "llamaModels"
+MODELS_REQUEST = "requestLlamaModels"
+LOAD_MODEL = "loadModel"
+UNLOAD_MODEL = "unloadModel"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -68,3 +74,8 @@ def log_event(lines: list[str]) -> dict[str, Any]:
 def without_uptime(data: dict[str, Any]) -> dict[str, Any]:
     """What makes two status payloads different: everything but the ticking uptime."""
     return {key: value for key, value in data.items() if key != "uptime"}
+
+
+def models_event(herd: Herd) -> dict[str, Any]:
+    """Every model the gateway serves, loaded or not, with its queue and its server's state."""
+    return {"type": "llama_models", "data": {"models": models_data(herd)}, "timestamp": now_ms()}

@@ -13,19 +13,26 @@ import socketio
 
 from llamaherd.api.hub import EventHub
 from llamaherd.api.payloads import (
+    LOAD_MODEL,
     LOG_EVENT,
     LOG_SUBSCRIBE,
     LOG_UNSUBSCRIBE,
+    MODELS_EVENT,
+    MODELS_REQUEST,
     STATUS_EVENT,
     STATUS_REQUEST,
+    UNLOAD_MODEL,
+    models_event,
     status_event,
 )
+from llamaherd.gateway.control import ModelControlError, control_model
+from llamaherd.gateway.herd import Herd
 from llamaherd.supervisor.service import LlamaService
 
 LOG_ROOM = "llama-logs"
 
 
-def create_socketio(service: LlamaService, hub: EventHub) -> socketio.AsyncServer:
+def create_socketio(service: LlamaService, hub: EventHub, herd: Herd) -> socketio.AsyncServer:
     # Same-origin only by default (cors_allowed_origins unset): a page on another site must
     # not be able to drive a local llama-server through the browser.
     sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
@@ -33,9 +40,32 @@ def create_socketio(service: LlamaService, hub: EventHub) -> socketio.AsyncServe
     async def send_status(sid: str) -> None:
         await sio.emit(STATUS_EVENT, status_event(service.get_state()), to=sid)
 
+    async def send_models(sid: str) -> None:
+        await sio.emit(MODELS_EVENT, models_event(herd), to=sid)
+
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await send_status(sid)
+        await send_models(sid)
+
+    @sio.on(MODELS_REQUEST)  # type: ignore[untyped-decorator]
+    async def request_models(sid: str, *args: Any) -> None:
+        await send_models(sid)
+
+    def on_control(action: str) -> Any:
+        async def handler(sid: str, data: Any = None) -> dict[str, Any]:
+            """`loadModel` / `unloadModel` with `{"id": "coder"}`; the acknowledgement is
+            `{"ok": true, "model": {...}}` or `{"ok": false, "error": "..."}`."""
+            name = data.get("id") if isinstance(data, dict) else data
+            try:
+                return {"ok": True, "model": control_model(herd, action, name)}
+            except ModelControlError as exc:
+                return {"ok": False, "error": str(exc)}
+
+        return handler
+
+    sio.on(LOAD_MODEL, on_control("load"))
+    sio.on(UNLOAD_MODEL, on_control("unload"))
 
     @sio.on(STATUS_REQUEST)  # type: ignore[untyped-decorator]
     async def request_status(sid: str, *args: Any) -> None:

@@ -63,3 +63,38 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class GatewayModelOut(BaseModel):
+    """One model of the gateway, as the `llamaModels` event shows it."""
+
+    id: str
+    aliases: list[str]
+    default: bool
+    state: str = Field(description="its llama-server's status (initial, starting, ready...)")
+    phase: str = Field(description="the scheduler's view: unloaded|loading|ready|unloading|failed")
+    loaded: bool
+    draining: bool = Field(description="being unloaded once its requests in flight end")
+    inFlight: int
+    queued: int
+    maxConcurrency: int
+    lastUsed: int | None = Field(description="unix milliseconds")
+    ttlSeconds: float | None
+    ttlLeft: float | None = Field(description="seconds until an idle unload")
+    pinned: bool
+    port: int
+    pid: int | None
+    retries: int
+    lastError: str | None
+    waitingFor: str | None
+    path: str | None
+    size: int | None = Field(description="bytes, every part of the file")
+    architecture: str | None
+    parameters: int | None
+    quantisation: str | None
+    contextLength: int | None
+    memoryMb: float | None = Field(description="estimated memory once loaded, MiB")
+
+
+class GatewayModelsOut(BaseModel):
+    models: list[GatewayModelOut]

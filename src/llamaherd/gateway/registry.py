@@ -54,8 +54,9 @@ class ModelSpec:
 
     id: str
     """The name clients send as "model"; for a scanned file, its stem."""
-    path: Path
-    """The model file (a split model's first part), passed to llama-server as `-m`."""
+    path: Path | None
+    """The model file (a split model's first part), passed to llama-server as `-m`; None for
+    a server that is only ever found running (adopted), never started by llamaherd."""
     args: tuple[str, ...] = ()
     """Extra llama-server arguments, e.g. ("-ngl", "99", "-c", "8192")."""
     aliases: tuple[str, ...] = ()
@@ -104,10 +105,10 @@ def merge_specs(explicit: Sequence[ModelSpec], scanned: Sequence[ModelSpec]) -> 
     served twice under two names. Dropping a scanned file for a clash of names is logged.
     """
     names = {s.id for s in explicit} | {a for s in explicit for a in s.aliases}
-    files = {_same_file_key(s.path) for s in explicit}
+    files = {_same_file_key(s.path) for s in explicit if s.path is not None}
     merged = list(explicit)
     for spec in scanned:
-        if _same_file_key(spec.path) in files:
+        if spec.path is not None and _same_file_key(spec.path) in files:
             continue
         if spec.id in names:
             logger.warning(

@@ -1,0 +1,45 @@
+"""REST for the gateway's models: their state, and manual load and unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from llamaherd.api.schemas import ErrorOut, GatewayModelOut, GatewayModelsOut
+from llamaherd.gateway.control import ModelControlError, control_model
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.views import models_data
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such model"}
+}
+
+
+def create_gateway_router(herd: Herd) -> APIRouter:
+    router = APIRouter(tags=["models"])
+
+    @router.get("/api/gateway/models", response_model=GatewayModelsOut)
+    async def gateway_models() -> dict[str, Any]:
+        """Every model, loaded or not: the `data` of the `llamaModels` event."""
+        return {"models": models_data(herd)}
+
+    @router.post("/api/models/{model}/load", response_model=GatewayModelOut, responses=NOT_FOUND)
+    async def load(model: str) -> dict[str, Any]:
+        """Load a model now (an id or an alias); evicts others as `max_loaded` requires, but
+        never one that is serving a request: it waits for that request to end."""
+        return _control(herd, "load", model)
+
+    @router.post("/api/models/{model}/unload", response_model=GatewayModelOut, responses=NOT_FOUND)
+    async def unload(model: str) -> dict[str, Any]:
+        """Unload a model once its requests in flight have ended (pinned models too)."""
+        return _control(herd, "unload", model)
+
+    return router
+
+
+def _control(herd: Herd, action: str, model: str) -> dict[str, Any]:
+    try:
+        return control_model(herd, action, model)
+    except ModelControlError as exc:
+        raise HTTPException(404, str(exc)) from None

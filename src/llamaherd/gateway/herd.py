@@ -1,0 +1,314 @@
+"""The herd: every model's supervised server, and the one owner of every scheduling decision.
+
+`Herd` feeds the scheduler each event (a request arrives or ends, a server becomes ready,
+crashes, gives up or stops) and carries out what it decides: it answers waiting requests,
+starts and stops servers. Everything runs on the event loop, and nothing awaits between
+reading the scheduler's state and acting on it, so the scheduler needs no lock: asyncio gives
+llama-swap's "one goroutine owns the state" for free. Effects that take time (a start, a stop)
+run in tasks, and come back as events through the supervisor's state changes, never by polling.
+
+The herd does not know HTTP: a request is a `Ticket` whose decision (dispatch or reject) is
+awaited by the route that holds the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from llamaherd.gateway.proxy import Upstreams
+from llamaherd.gateway.registry import ModelRegistry, ModelSpec
+from llamaherd.gateway.scheduler import (
+    Action,
+    Dispatch,
+    Limits,
+    Load,
+    ModelPolicy,
+    ModelView,
+    Reject,
+    Scheduler,
+    Unload,
+)
+from llamaherd.supervisor.service import LlamaService
+from llamaherd.supervisor.states import ServiceState, Status
+
+logger = logging.getLogger("llamaherd.gateway")
+
+Decision = Dispatch | Reject
+ChangeListener = Callable[[], None]
+PROPS_TIMEOUT_S = 5.0
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's place in the herd, from arrival to its end."""
+
+    id: int
+    model: str
+    arrived: float  # monotonic
+    decision: asyncio.Future[Decision] = field(repr=False)
+    dispatched: bool = False
+    ended: bool = False
+
+
+@dataclass(eq=False)
+class Backend:
+    """One model: what the config says about it and the supervisor that runs its server."""
+
+    spec: ModelSpec
+    service: LlamaService
+    last_status: Status = Status.INITIAL
+
+    @property
+    def base_url(self) -> str:
+        return self.service.base_url
+
+
+class Herd:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        services: Mapping[str, LlamaService],
+        limits: Limits,
+        *,
+        upstreams: Upstreams | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.upstreams = upstreams or Upstreams()
+        self.backends = {spec.id: Backend(spec, services[spec.id]) for spec in registry}
+        self.scheduler = Scheduler((_policy(spec) for spec in registry), limits)
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._tickets: dict[int, Ticket] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[ChangeListener] = []
+        self._unsubscribes: list[Callable[[], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # ---- life ------------------------------------------------------------------------------
+
+    def start(self, preload: Iterable[str] = ()) -> None:
+        """Follow every server's state; load `preload` (ids) at once."""
+        for model, backend in self.backends.items():
+            backend.last_status = backend.service.get_state().status
+            listener = self._state_listener(model)
+            self._unsubscribes.append(backend.service.on_state_change(listener))
+        for model in preload:
+            self.load(model)
+
+    async def aclose(self) -> None:
+        """Stop every server (gracefully, all at once) and close the upstream pools."""
+        self._closed = True
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        if self._timer is not None:
+            self._timer.cancel()
+        for ticket in list(self._tickets.values()):
+            if not ticket.decision.done():
+                ticket.decision.cancel()
+        await asyncio.gather(
+            *(backend.service.stop() for backend in self.backends.values()),
+            return_exceptions=True,
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstreams.aclose()
+
+    def on_change(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call `listener()` after every event that may change what `views()` shows."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    @property
+    def primary(self) -> Backend:
+        """The model `llamaStatus` and `/api/llama/*` speak of: the default model, else the
+        first one configured (the seed's `llama_model_path` comes first)."""
+        default = self.registry.default
+        return self.backends[default.id] if default else next(iter(self.backends.values()))
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def submit(self, model: str) -> Ticket:
+        """A request for `model` (an id, already resolved) arrives; await `ticket.decision`."""
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(next(self._ids), model, self._clock(), loop.create_future())
+        self._tickets[ticket.id] = ticket
+        self._apply(self.scheduler.arrive(ticket.id, model, self._clock()))
+        return ticket
+
+    def end(self, ticket: Ticket) -> None:
+        """The request is over, however it ended (answered, failed, or the client left)."""
+        if ticket.ended:
+            return
+        ticket.ended = True
+        self._tickets.pop(ticket.id, None)
+        now = self._clock()
+        if ticket.dispatched:
+            self._apply(self.scheduler.finish(ticket.id, now))
+        elif not ticket.decision.done():
+            ticket.decision.cancel()
+            self._apply(self.scheduler.cancel(ticket.id, now))
+
+    def position(self, ticket: Ticket) -> int | None:
+        return self.scheduler.position(ticket.id)
+
+    # ---- manual control --------------------------------------------------------------------
+
+    def load(self, model: str) -> None:
+        self._apply(self.scheduler.request_load(model, self._clock()))
+
+    def unload(self, model: str) -> None:
+        self._apply(self.scheduler.request_unload(model, self._clock()))
+
+    # ---- what the herd looks like ----------------------------------------------------------
+
+    def view(self, model: str) -> ModelView:
+        return self.scheduler.view(model)
+
+    def views(self) -> list[tuple[Backend, ModelView, ServiceState]]:
+        return [
+            (backend, self.scheduler.view(model), backend.service.get_state())
+            for model, backend in self.backends.items()
+        ]
+
+    def now(self) -> float:
+        return self._clock()
+
+    # ---- events from the supervisors -------------------------------------------------------
+
+    def _state_listener(self, model: str) -> Callable[[ServiceState], None]:
+        def on_state(state: ServiceState) -> None:
+            self._on_service_state(model, state)
+
+        return on_state
+
+    def _on_service_state(self, model: str, state: ServiceState) -> None:
+        backend = self.backends[model]
+        previous, backend.last_status = backend.last_status, state.status
+        now = self._clock()
+        if state.status is Status.READY and previous is not Status.READY:
+            self._apply(self.scheduler.loaded(model, now))
+            if backend.spec.max_concurrency is None:
+                self._spawn(self._learn_slots(backend), f"props-{model}")
+        elif state.status is Status.CRASHED and previous is not Status.CRASHED:
+            self._apply(self.scheduler.restarting(model, now))
+        elif state.status is Status.ERROR and previous is not Status.ERROR:
+            message = state.last_error or "its llama-server gave up"
+            self._apply(self.scheduler.failed(model, f"model {model}: {message}", now))
+        elif state.status is Status.INITIAL and previous is not Status.INITIAL:
+            self._spawn(self.upstreams.forget(backend.base_url), f"forget-{model}")
+            self._apply(self.scheduler.unloaded(model, now))
+        else:
+            self._changed()
+
+    async def _learn_slots(self, backend: Backend) -> None:
+        """Upstream concurrency defaults to the server's slot count (`total_slots` in /props):
+        more would only queue inside llama-server, where nobody can see or bound it."""
+        session = self.upstreams.session(backend.base_url)
+        try:
+            async with asyncio.timeout(PROPS_TIMEOUT_S):
+                async with session.get(f"{backend.base_url}/props") as answer:
+                    props = await answer.json(content_type=None)
+            slots = int(props["total_slots"])
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "model %s: could not read its slot count from /props: %s", backend.spec.id, exc
+            )
+            return
+        if slots >= 1 and not self._closed:
+            self._apply(self.scheduler.set_max_concurrency(backend.spec.id, slots))
+
+    # ---- carrying out decisions ------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Dispatch | Reject):
+                self._decide(action)
+            elif isinstance(action, Load):
+                backend = self.backends[action.model]
+                logger.info("loading model %s", action.model)
+                self._spawn(backend.service.start(wait=False), f"load-{action.model}")
+            elif isinstance(action, Unload):
+                backend = self.backends[action.model]
+                logger.info("unloading model %s: %s", action.model, action.reason)
+                self._spawn(backend.service.stop(), f"unload-{action.model}")
+        self._arm_timer()
+        self._changed()
+
+    def _decide(self, action: Dispatch | Reject) -> None:
+        ticket = self._tickets.get(action.request_id)
+        if ticket is None or ticket.decision.done():
+            # The client left between the decision and now: give the slot straight back.
+            if isinstance(action, Dispatch):
+                self._apply(self.scheduler.finish(action.request_id, self._clock()))
+            return
+        if isinstance(action, Dispatch):
+            ticket.dispatched = True
+        ticket.decision.set_result(action)
+
+    def _arm_timer(self) -> None:
+        """One timer, for the scheduler's next deadline (a queue timeout, a TTL unload)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.scheduler.next_deadline()
+        if deadline is None or self._closed:
+            return
+        delay = max(0.0, deadline - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._apply(self.scheduler.tick(self._clock()))
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("a herd listener failed")
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(work, name=f"llamaherd-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            exc = task.exception()
+            if exc is not None:
+                logger.error("%s failed", task.get_name(), exc_info=exc)
+
+
+def _policy(spec: ModelSpec) -> ModelPolicy:
+    return ModelPolicy(
+        id=spec.id,
+        max_concurrency=spec.max_concurrency or 1,
+        pinned=spec.pinned,
+        ttl_s=spec.ttl_s,
+        memory_mb=spec.memory_mb or 0.0,
+    )
+
+
+def herd_of_one(service: LlamaService, limits: Limits | None = None) -> Herd:
+    """A herd of the one server `service` supervises: its model file's stem is the model id
+    ("default" when it has none and is only ever adopted)."""
+    path = service.model_path
+    model_id = path.name.removesuffix(".gguf") if path is not None else "default"
+    spec = ModelSpec(id=model_id, path=path)
+    return Herd(ModelRegistry([spec], model_id), {model_id: service}, limits or Limits())

@@ -1,0 +1,305 @@
+"""The inference front door: a pure ASGI app for the OpenAI and llama.cpp paths.
+
+It sits in front of everything else (the REST API, Socket.IO, the dashboard) and answers only
+its own paths, passing every other request on untouched. No framework request objects and no
+middleware stand between the client's socket and the upstream's: the hot path is read the
+body, find the model, wait for the herd's decision, relay.
+
+A streaming request that waits more than a second (queued, or its model loading) gets its
+200 and SSE comment lines every second until the first token: OpenAI clients ignore comments,
+a person with curl sees why it is slow, and proxies in between do not time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from typing import Any
+
+from llamaherd.gateway.herd import Herd, Ticket
+from llamaherd.gateway.proxy import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    relay,
+    send_error,
+    send_sse_error,
+    send_sse_start,
+)
+from llamaherd.gateway.registry import ModelSpec, UnknownModelError
+from llamaherd.gateway.scheduler import Dispatch, Phase, Reject
+from llamaherd.gateway.views import model_listing
+
+logger = logging.getLogger("llamaherd.gateway")
+
+# Routed by the body's "model": OpenAI's and Anthropic's paths, and llama.cpp's own.
+INFERENCE_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/v1/completions",
+        "/completions",
+        "/v1/embeddings",
+        "/embeddings",
+        "/v1/rerank",
+        "/rerank",
+        "/v1/reranking",
+        "/reranking",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/completion",
+        "/embedding",
+        "/tokenize",
+        "/detokenize",
+        "/infill",
+        "/apply-template",
+    }
+)
+UPSTREAM_PREFIX = "/upstream/"
+DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
+HEARTBEAT_S = 1.0
+
+
+class GatewayRoute:
+    def __init__(self, herd: Herd, app: Any, *, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+        self.herd = herd
+        self.app = app  # everything that is not inference
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path in INFERENCE_PATHS:
+                if scope["method"] == "POST":
+                    await self._inference(scope, receive, send)
+                    return
+                await send_error(
+                    send,
+                    405,
+                    f"{path} takes POST",
+                    "invalid_request_error",
+                    headers=[(b"allow", b"POST")],
+                )
+                return
+            if path in ("/v1/models", "/models"):
+                await self._models(scope, send)
+                return
+            if path.startswith(UPSTREAM_PREFIX):
+                await self._upstream(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    # ---- the routes ------------------------------------------------------------------------
+
+    async def _inference(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._body(receive, send)
+        if body is None:
+            return
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await send_error(
+                send, 400, f"the request body is not valid JSON: {exc}", "invalid_request_error"
+            )
+            return
+        if not isinstance(payload, dict):
+            await send_error(
+                send, 400, "the request body must be a JSON object", "invalid_request_error"
+            )
+            return
+        name = payload.get("model")
+        if name is not None and not isinstance(name, str):
+            await send_error(send, 400, '"model" must be a string', "invalid_request_error")
+            return
+        spec = await self._resolve(name, send)
+        if spec is None:
+            return
+        stream = payload.get("stream") is True
+        await self._serve(scope, receive, send, spec, body, stream=stream)
+
+    async def _upstream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/upstream/{model}/{path}`: passed unchanged to that model's own llama-server (its
+        web UI, /slots, /props, /metrics), loading it first if needed. The target is always
+        that server's base URL: the path is appended to it, never parsed as a URL."""
+        rest = scope["path"][len(UPSTREAM_PREFIX) :]
+        name, _, tail = rest.partition("/")
+        spec = await self._resolve(name, send) if name else None
+        if spec is None:
+            if not name:
+                await send_error(send, 404, "use /upstream/{model}/{path}", "not_found_error")
+            return
+        body = await self._body(receive, send)
+        if body is None:
+            return
+        path_qs = "/" + tail + _query(scope)
+        backend = self.herd.backends[spec.id]
+        if self.herd.view(spec.id).phase is Phase.READY:
+            # Not through the queue: a look at /slots must not wait behind inference.
+            await relay(
+                scope,
+                receive,
+                send,
+                session=self.herd.upstreams.session(backend.base_url),
+                base_url=backend.base_url,
+                path_qs=path_qs,
+                method=scope["method"],
+                headers=scope["headers"],
+                body=body,
+                label=f"llama-server for model {spec.id}",
+            )
+            return
+        await self._serve(scope, receive, send, spec, body, stream=False, path_qs=path_qs)
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_error(
+                send,
+                405,
+                "/v1/models takes GET",
+                "invalid_request_error",
+                headers=[(b"allow", b"GET")],
+            )
+            return
+        body = json.dumps(model_listing(self.herd)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    # ---- one request's life ----------------------------------------------------------------
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        spec: ModelSpec,
+        body: bytes,
+        *,
+        stream: bool,
+        path_qs: str | None = None,
+    ) -> None:
+        ticket = self.herd.submit(spec.id)
+        try:
+            waited = await self._wait(ticket, receive, send, stream=stream)
+            if waited is None:
+                return  # the client left while it waited
+            decision, started = waited
+            if isinstance(decision, Reject):
+                await _refuse(send, decision, started=started)
+                return
+            backend = self.herd.backends[spec.id]
+            await relay(
+                scope,
+                receive,
+                send,
+                session=self.herd.upstreams.session(backend.base_url),
+                base_url=backend.base_url,
+                path_qs=path_qs or scope["path"] + _query(scope),
+                method=scope["method"],
+                headers=scope["headers"],
+                body=body,
+                started=started,
+                label=f"llama-server for model {spec.id}",
+            )
+        finally:
+            self.herd.end(ticket)
+
+    async def _wait(
+        self, ticket: Ticket, receive: Receive, send: Send, *, stream: bool
+    ) -> tuple[Dispatch | Reject, bool] | None:
+        """The herd's decision, or None if the client left first; and whether an event stream
+        was started meanwhile (a stream that waited more than a second)."""
+        if ticket.decision.done():  # the usual case on a warm server: no task, no timer
+            return ticket.decision.result(), False
+        gone = asyncio.ensure_future(_disconnected(receive))
+        started = False
+        began = time.monotonic()
+        try:
+            while True:
+                timeout = HEARTBEAT_S if stream else None
+                done, _ = await asyncio.wait(
+                    (ticket.decision, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if ticket.decision in done:
+                    return ticket.decision.result(), started
+                if gone in done:
+                    return None
+                if not started:
+                    await send_sse_start(send)
+                    started = True
+                note = self._waiting_note(ticket, time.monotonic() - began)
+                await send({"type": "http.response.body", "body": note, "more_body": True})
+        except OSError:
+            return None  # the client's socket broke while we wrote to it
+        finally:
+            gone.cancel()
+
+    def _waiting_note(self, ticket: Ticket, waited_s: float) -> bytes:
+        view = self.herd.view(ticket.model)
+        position = self.herd.position(ticket)
+        if view.phase in (Phase.LOADING, Phase.UNLOADED, Phase.FAILED) or view.draining:
+            what = f"loading {ticket.model}, {waited_s:.1f} s"
+        else:
+            what = f"queued, position {position}" if position else f"waiting, {waited_s:.1f} s"
+        return f": llamaherd: {what}\n\n".encode()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    async def _body(self, receive: Receive, send: Send) -> bytes | None:
+        try:
+            return await read_body(receive, self.body_limit)
+        except BodyTooLarge as exc:
+            await send_error(
+                send,
+                413,
+                f"the request body is larger than {exc.limit} bytes",
+                "invalid_request_error",
+            )
+        except ClientDisconnected:
+            pass
+        return None
+
+    async def _resolve(self, name: str | None, send: Send) -> ModelSpec | None:
+        try:
+            return self.herd.registry.resolve(name)
+        except UnknownModelError as exc:
+            status = 404 if exc.name else 400
+            await send_error(
+                send, status, str(exc), "invalid_request_error", code="model_not_found"
+            )
+            return None
+
+
+async def _refuse(send: Send, decision: Reject, *, started: bool) -> None:
+    kind = "rate_limit_error" if decision.status == 429 else "service_unavailable"
+    if started:
+        await send_sse_error(send, decision.message, kind, code=decision.status)
+        return
+    retry = str(max(1, math.ceil(decision.retry_after_s))).encode()
+    await send_error(
+        send, decision.status, decision.message, kind, headers=[(b"retry-after", retry)]
+    )
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _query(scope: Scope) -> str:
+    query: bytes = scope.get("query_string", b"")
+    return "?" + query.decode("latin-1") if query else ""
