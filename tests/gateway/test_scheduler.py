@@ -3,9 +3,12 @@ no event loop, time passed in by hand."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 from hypothesis import settings
@@ -67,8 +70,9 @@ def dispatched(actions: list[Action]) -> list[int]:
     return [a.request_id for a in actions if isinstance(a, Dispatch)]
 
 
-def only(actions: list[Action], kind: type[Reject]) -> Reject:
-    assert len(actions) == 1 and isinstance(actions[0], kind), actions
+def rejected(actions: list[Action]) -> Reject:
+    """The one action, which must be a Reject."""
+    assert len(actions) == 1 and isinstance(actions[0], Reject), actions
     return actions[0]
 
 
@@ -111,12 +115,12 @@ def test_queue_full_gets_429_for_loaded_and_unloaded_models_alike() -> None:
     assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
     s.arrive(2, "a", 1)
     s.arrive(3, "a", 1)
-    reject = only(s.arrive(4, "a", 1), Reject)
+    reject = rejected(s.arrive(4, "a", 1))
     assert (reject.request_id, reject.status, reject.retry_after_s) == (4, 429, 1)
     assert reject.message == "the queue for model 'a' is full (2 waiting); retry later"
     assert s.arrive(5, "b", 1) == [Load("b")]
     s.arrive(6, "b", 1)
-    assert only(s.arrive(7, "b", 1), Reject).status == 429
+    assert rejected(s.arrive(7, "b", 1)).status == 429
     assert s.position(4) is None and s.view("a").queued == 2
 
 
@@ -124,7 +128,7 @@ def test_queue_depth_zero_serves_only_what_can_start_now() -> None:
     s = scheduler("a", queue_depth=0)
     ready(s, "a")
     assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
-    assert only(s.arrive(2, "a", 1), Reject).status == 429
+    assert rejected(s.arrive(2, "a", 1)).status == 429
 
 
 def test_queue_timeout_rejects_with_503_naming_the_model_and_the_wait() -> None:
@@ -134,7 +138,7 @@ def test_queue_timeout_rejects_with_503_naming_the_model_and_the_wait() -> None:
     s.arrive(2, "a", 5)
     assert s.next_deadline() == 35
     assert s.tick(34.9) == []
-    reject = only(s.tick(35), Reject)
+    reject = rejected(s.tick(35))
     assert (reject.request_id, reject.status) == (2, 503)
     assert reject.message == "waited 30 s for model 'a' (ready)"
     assert s.next_deadline() is None
@@ -147,12 +151,12 @@ def test_retry_after_follows_the_mean_service_time() -> None:
     ready(s, "a")
     for rid in range(5):
         s.arrive(rid, "a", 0)
-    assert only(s.arrive(9, "a", 0), Reject).retry_after_s == 1  # nothing finished yet
+    assert rejected(s.arrive(9, "a", 0)).retry_after_s == 1  # nothing finished yet
     s.finish(0, 10)  # 10 s of service; 1 moves up: 4 requests ahead on 2 slots
     s.arrive(5, "a", 10)
-    assert only(s.arrive(10, "a", 10), Reject).retry_after_s == math.ceil(10 * 5 / 2)
+    assert rejected(s.arrive(10, "a", 10)).retry_after_s == math.ceil(10 * 5 / 2)
     s.finish(1, 200)  # the mean rises past the cap
-    assert 1 <= only(s.tick(1001), Reject).retry_after_s == 60
+    assert 1 <= rejected(s.tick(1001)).retry_after_s == 60
 
 
 # ── turns and eviction ──────────────────────────────────────────────────────────────────────
@@ -228,7 +232,7 @@ def test_pinned_models_are_never_evicted_and_the_timeout_says_why() -> None:
     ready(s, "p")
     assert s.arrive(1, "b", 1) == []
     assert s.tick(50) == []  # and no TTL unload either
-    reject = only(s.tick(61), Reject)
+    reject = rejected(s.tick(61))
     assert reject.status == 503
     assert reject.message == (
         "waited 60 s for model 'b' (unloaded); pinned models hold every slot (max_loaded 1: 'p')"
@@ -263,6 +267,15 @@ def test_a_manual_load_evicts_an_idle_model() -> None:
     assert s.unloaded("a", 2) == [Load("b")]
 
 
+def test_candidates_in_one_pass_claim_the_room_being_freed_in_turn_order() -> None:
+    s = scheduler("a", "b", "c", "d", max_loaded=2)
+    ready(s, "a", "b")
+    assert s.arrive(1, "c", 1) == [Unload("a", "evicted for c")]
+    assert s.arrive(2, "d", 2) == [Unload("b", "evicted for d")]  # a's slot is c's already
+    assert s.unloaded("b", 3) == [Load("c")]  # the first slot freed goes to the first turn
+    assert s.unloaded("a", 4) == [Load("d")]
+
+
 def test_max_loaded_counts_a_model_that_is_still_unloading() -> None:
     s = scheduler("a", "b", max_loaded=1)
     ready(s, "a")
@@ -281,9 +294,20 @@ def test_memory_budget_evicts_only_what_it_must() -> None:
     assert s.unloaded("b", 6) == [Load("c")]
 
 
+def test_a_candidate_waits_when_pinned_models_hold_the_memory() -> None:
+    p, b = ModelPolicy("p", pinned=True, memory_mb=600), ModelPolicy("b", memory_mb=500)
+    s = scheduler(p, b, max_loaded=2, memory_budget_mb=1000)
+    ready(s, "p")
+    assert s.arrive(1, "b", 1) == []
+    assert s.view("b").waiting_for == (
+        "it needs 500 MB and 600 MB of the 1000 MB budget are held by models that cannot be"
+        " evicted now"
+    )
+
+
 def test_a_model_bigger_than_the_budget_is_rejected_at_once_and_never_loaded() -> None:
     s = scheduler(ModelPolicy("big", memory_mb=12_000), memory_budget_mb=8000)
-    reject = only(s.arrive(1, "big", 0), Reject)
+    reject = rejected(s.arrive(1, "big", 0))
     assert reject.status == 503 and reject.retry_after_s == 60
     assert "12000 MB" in reject.message and "8000 MB" in reject.message
     assert "cannot fit" in reject.message
@@ -300,7 +324,7 @@ def test_a_measured_memory_replaces_the_estimate() -> None:
     assert s.set_memory("a", 3500) == []
     assert s.view("a").memory_mb == 3500
     assert s.arrive(1, "b", 1) == [Unload("a", "evicted for b")]
-    reject = only(s.set_memory("b", 5000), Reject)  # too big: its waiters cannot be served
+    reject = rejected(s.set_memory("b", 5000))  # too big: its waiters cannot be served
     assert (reject.request_id, reject.status) == (1, 503) and "cannot fit" in reject.message
     assert s.unloaded("a", 2) == []  # and it is never loaded
 
@@ -385,31 +409,49 @@ def test_invalid_settings_are_refused() -> None:
 
 
 def test_two_busy_streams_alternate_and_neither_starves() -> None:
-    """A request for each model every second; the owner answers three actions a second."""
-    s = scheduler(ModelPolicy("a", max_concurrency=2), "b", max_loaded=1, queue_depth=1000)
-    todo, served, arrived = deque[Action](), list[tuple[int, str]](), dict[int, int]()
-    waits = []
-    for now in range(300):
-        for rid, model in ((2 * now, "a"), (2 * now + 1, "b")):
-            arrived[rid] = now
-            todo += s.arrive(rid, model, now)
-        for _ in range(3):
-            match todo.popleft() if todo else None:
+    """a gets a request every second and, with 2 s per request, is never idle on its own; b gets
+    one every 12 s. Loads and unloads take half a second. b must still get turns (it would wait
+    for ever if only idle models were evicted), and a must get them back."""
+    s = scheduler(
+        ModelPolicy("a", max_concurrency=4), "b",
+        max_loaded=1, queue_depth=1000, queue_timeout_s=60,
+    )  # fmt: skip
+    takes = {"a": 2.0, "b": 0.5}
+    answers: list[tuple[float, int, Callable[[float], list[Action]]]] = []  # the owner's to-do
+    order = itertools.count()
+    arrived: dict[int, float] = {}
+    waits: dict[str, list[float]] = {"a": [], "b": []}
+    served: list[str] = []
+
+    def later(when: float, answer: Callable[[float], list[Action]]) -> None:
+        heapq.heappush(answers, (when, next(order), answer))
+
+    def carry_out(actions: list[Action], now: float) -> None:
+        for action in actions:
+            match action:
                 case Dispatch(rid, model):
-                    served.append((now, model))
-                    waits.append(now - arrived[rid])
-                    todo += s.finish(rid, now)
+                    waits[model].append(now - arrived[rid])
+                    served.append(model)
+                    later(now + takes[model], partial(s.finish, rid))
                 case Load(model):
-                    todo += s.loaded(model, now)
+                    later(now + 0.5, partial(s.loaded, model))
                 case Unload(model, _):
-                    todo += s.unloaded(model, now)
+                    later(now + 0.5, partial(s.unloaded, model))
                 case Reject() as reject:
                     pytest.fail(f"nothing should be rejected: {reject}")
-    switches = sum(1 for x, y in itertools.pairwise(served) if x[1] != y[1])
-    assert switches >= 20 and max(waits) <= 10 and len(served) >= 590
-    for start in range(0, 300, 50):
-        window = {model for now, model in served if start <= now < start + 50}
-        assert window == {"a", "b"}, f"a model starved in [{start}, {start + 50})"
+
+    for step in range(4 * 600):  # ten minutes in quarter seconds
+        now = step / 4
+        while answers and answers[0][0] <= now:
+            carry_out(heapq.heappop(answers)[2](now), now)
+        for rid, model, every in ((2 * step, "a", 4), (2 * step + 1, "b", 48)):
+            if step % every == 0:
+                arrived[rid] = now
+                carry_out(s.arrive(rid, model, now), now)
+    switches = sum(1 for x, y in itertools.pairwise(served) if x != y)
+    assert switches >= 80  # about one turn each per request for b
+    assert max(waits["a"]) <= 10 and max(waits["b"]) <= 10
+    assert len(waits["a"]) >= 595 and len(waits["b"]) == 50
 
 
 # ── random sequences of events ──────────────────────────────────────────────────────────────
