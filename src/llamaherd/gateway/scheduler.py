@@ -178,7 +178,9 @@ class _Model:
 
 
 class Scheduler:
-    """The single owner of routing state. Unknown model ids raise KeyError."""
+    """The state behind every routing decision. Unknown model ids raise KeyError; `now` is
+    monotonic seconds and must not go backwards. A late loaded() or restarting() that no longer
+    fits the model's phase (after failed(), say) changes nothing."""
 
     def __init__(self, models: Iterable[ModelPolicy], limits: Limits) -> None:
         self._limits = limits
@@ -281,12 +283,16 @@ class Scheduler:
         return self._decide(now)
 
     def set_max_concurrency(self, model: str, n: int) -> list[Action]:
+        """The server's real slot count (from /props). Requests already in flight above a
+        lowered limit end normally; nothing new is dispatched until they do."""
         if n < 1:
             raise ValueError(f"max concurrency must be at least 1, got {n}")
         self._models[model].concurrency = n
         return self._decide(self._now)
 
     def set_memory(self, model: str, mb: float) -> list[Action]:
+        """A measured size replaces the estimate. No server is stopped merely because it turned
+        out bigger: candidates see the new size and evict by the usual rules."""
         if mb < 0:
             raise ValueError(f"memory must not be negative, got {mb}")
         self._models[model].memory_mb = mb
