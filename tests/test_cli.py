@@ -8,7 +8,9 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,13 @@ from llamaherd.remote import DEFAULT_URL, drop_overlap, parse_sse, service_url
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
 from tests.api.conftest import serve_app
-from tests.conftest import RecordingSleep, ServiceFactory, StateRecorder, free_port
+from tests.conftest import (
+    RecordingSleep,
+    ServiceFactory,
+    StateRecorder,
+    free_port,
+    wait_http_ready,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,6 +178,62 @@ async def test_stop_start_restart(
         new_pid = service.get_state().pid
         assert restarted.startswith(f"llama-server: ready, pid {new_pid}, uptime ")
         assert new_pid not in (None, first_pid)
+
+
+@pytest.fixture
+async def external(
+    spawn_external: Callable[..., subprocess.Popen[bytes]],
+    fake_binary: Path,
+    model_file: Path,
+    port: int,
+) -> subprocess.Popen[bytes]:
+    """A llama-server started outside llamaherd, on the port the service will use."""
+    proc = spawn_external([str(fake_binary), "--port", str(port), "-m", str(model_file)])
+    await asyncio.to_thread(wait_http_ready, port)
+    return proc
+
+
+async def test_stop_of_an_adopted_server_says_it_is_left_running(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    external: subprocess.Popen[bytes],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service) as url:
+        state = await service.wait_settled(20)
+        assert state.adopted and state.pid == external.pid
+
+        assert await run_cli("stop", "--url", url) == 0
+        out = capsys.readouterr().out
+
+        assert service.get_state().status is Status.INITIAL
+    assert out == (
+        f"llama-server: still running, pid {external.pid}: it was adopted (not started by "
+        "llamaherd), so llamaherd stopped supervising it and left it running\n"
+    )
+    assert external.poll() is None
+
+
+@pytest.mark.parametrize("action", ["start", "restart"])
+async def test_wait_0_says_the_action_began_and_where_it_is_now(
+    make_service: ServiceFactory,
+    fake_binary: Path,
+    model_file: Path,
+    action: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = make_service(
+        binary=fake_binary, model_path=model_file, server_args=["--fake-load-s", "5"]
+    )
+    async with serve_app(service, start_service=False) as url:
+        assert await run_cli(action, "--wait", "0", "--url", url) == 0
+        out = capsys.readouterr().out
+    assert out.startswith(f"llama-server: {action} requested; now "), out
+    assert "not running" not in out
+    now = out.removeprefix(f"llama-server: {action} requested; now ").split(",")[0].strip()
+    assert now in ("checking", "starting"), out
 
 
 async def test_start_ending_in_error_exits_1(

@@ -19,7 +19,13 @@ from typing import Any
 from llamaherd import __version__
 from llamaherd.config import DEFAULT_CONFIG_NAME, load_config
 from llamaherd.errors import LlamaherdError
-from llamaherd.remote import DEFAULT_URL, RemoteClient, follow_logs, service_url
+from llamaherd.remote import (
+    DEFAULT_URL,
+    REQUEST_TIMEOUT_S,
+    RemoteClient,
+    follow_logs,
+    service_url,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -31,6 +37,8 @@ DEFAULT_LOG_LINES = 50
 MAX_LOG_LINES = 100_000  # the API's own limit
 # The API's name for "never started, or stopped" reads oddly after `llamaherd stop`.
 STATUS_NOTES = {"initial": "not running", "error": "gave up; 'llamaherd restart' tries again"}
+# Right after a start or restart was accepted, `initial` is the moment before its first step.
+REQUESTED_NOTES = STATUS_NOTES | {"initial": "about to start"}
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -131,7 +139,15 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             description=f"{text[0].upper()}{text[1:]}. Prints the resulting status; exits 1 "
             "if it is error or another start/stop/restart is running.",
         )
-        if action != "stop":  # the API's stop always answers once llama-server has exited
+        if action == "stop":  # the API's stop answers once llama-server has exited
+            control.add_argument(
+                "--wait",
+                type=_bounded(float, 1, MAX_WAIT_S),
+                default=DEFAULT_WAIT_S,
+                metavar="SECONDS",
+                help=f"wait up to this long for llama-server to stop (default: {DEFAULT_WAIT_S:g})",
+            )
+        else:
             control.add_argument(
                 "--wait",
                 type=_bounded(float, 0, MAX_WAIT_S),
@@ -210,10 +226,34 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
+    action, wait = args.action, args.wait
     with _client(args) as client:
-        status = client.control(args.action, getattr(args, "wait", None))
-    print(status_line(status))
+        # The stop's answer is the state after it, where `adopted` is already gone: ask first.
+        before = client.status(timeout=min(wait, REQUEST_TIMEOUT_S)) if action == "stop" else None
+        status = client.control(action, wait)
+        if action != "stop" and wait == 0 and status.get("status") == "initial":
+            # Answered before the supervisor took its first step: ask once more where it is.
+            status = client.status()
+    print(control_line(action, status, before=before, wait=wait))
     return EXIT_ERROR if status.get("status") == "error" else EXIT_OK
+
+
+def control_line(
+    action: str,
+    status: dict[str, Any],
+    *,
+    before: dict[str, Any] | None = None,
+    wait: float | None = None,
+) -> str:
+    """The line start/stop/restart print: what the action did, then the state it left."""
+    if action == "stop" and before and before.get("adopted") and status.get("status") == "initial":
+        return (
+            f"llama-server: still running, pid {before.get('pid')}: it was adopted (not started "
+            "by llamaherd), so llamaherd stopped supervising it and left it running"
+        )
+    if action != "stop" and wait == 0:
+        return status_line(status, lead=f"{action} requested", notes=REQUESTED_NOTES)
+    return status_line(status)
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -269,9 +309,9 @@ def human_duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def _status_word(status: dict[str, Any]) -> str:
+def _status_word(status: dict[str, Any], notes: dict[str, str] = STATUS_NOTES) -> str:
     word = str(status.get("status", "unknown"))
-    note = STATUS_NOTES.get(word)
+    note = notes.get(word)
     return f"{word} ({note})" if note else word
 
 
@@ -280,9 +320,13 @@ def _uptime(status: dict[str, Any]) -> str:
     return human_duration(int(status.get("uptime") or 0)) if status.get("startedAt") else "-"
 
 
-def status_line(status: dict[str, Any]) -> str:
-    """One line for start/stop/restart: the state, and what matters about it."""
-    parts = [f"llama-server: {_status_word(status)}"]
+def status_line(
+    status: dict[str, Any], *, lead: str | None = None, notes: dict[str, str] = STATUS_NOTES
+) -> str:
+    """One line for start/stop/restart: the state, and what matters about it; with `lead`,
+    what was just done comes first ("restart requested; now starting, pid 42")."""
+    word = _status_word(status, notes)
+    parts = [f"llama-server: {lead}; now {word}" if lead else f"llama-server: {word}"]
     if status.get("pid") is not None:
         adopted = " (adopted)" if status.get("adopted") else ""
         parts.append(f"pid {status['pid']}{adopted}")
@@ -360,9 +404,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(getattr(args, "verbose", False))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        # A closed pipe (`llamaherd status | head -1`) shows here, not as a traceback at exit.
+        sys.stdout.flush()
     except LlamaherdError as exc:
         print(f"llamaherd: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader stopped reading: it has what it wanted.
+        _discard_stdout()
+        return EXIT_OK
+    return code

@@ -4,6 +4,12 @@ It speaks the REST API (status, logs, start/stop/restart) and reads `/api/events
 Server-Sent-Events stream. Every failure ends as a LlamaherdError with a one-line message:
 ServiceUnreachableError when nothing answers, ControlConflictError for a 409, LlamaherdError
 with the server's own message for any other error answer.
+
+Every answer is checked against the API's own response schemas (api/schemas.py) before the
+command line reads it. An answer llamaherd would not send (a 404, JSON of another shape, an
+HTML page) costs one more request, `GET /healthz`, to say what answers instead: "is not
+llamaherd (it looks like llama-server)" rather than llama-server's "File Not Found". Only the
+unexpected answer pays for that round trip.
 """
 
 from __future__ import annotations
@@ -11,15 +17,20 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import reprlib
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from llamaherd import __version__
 from llamaherd.api.payloads import LOG_EVENT
+from llamaherd.api.schemas import ControlOut, LogsOut, StatusOut
 from llamaherd.config import load_config
 from llamaherd.errors import (
     ConfigError,
@@ -32,8 +43,11 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 REQUEST_TIMEOUT_S = 10.0
 # A start/restart answers after up to `wait` seconds; the margin covers the request itself.
 ANSWER_MARGIN_S = 30.0
-# Stop answers once llama-server has exited: SIGTERM, then SIGKILL after stop_timeout_s.
-STOP_TIMEOUT_S = 120.0
+# Stop answers once llama-server has exited (SIGTERM, then SIGKILL after stop_timeout_s); the
+# API takes no wait for it, so the client bounds its own wait (the CLI's `stop --wait`).
+DEFAULT_STOP_WAIT_S = 60.0
+# The one extra request that finds out what answers when the answer was not llamaherd's.
+IDENTIFY_TIMEOUT_S = 5.0
 # The server sends a keep-alive every 15 s; four missed ones mean the connection is dead.
 STREAM_READ_TIMEOUT_S = 60.0
 # Lines written just before the tail was fetched may arrive again in the first log event.
@@ -45,7 +59,11 @@ Action = Literal["start", "stop", "restart"]
 Event = tuple[str, dict[str, Any]]
 
 # Wildcard listen addresses are not addresses one can connect to; loopback reaches them.
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+# Quoting a wrong value in a message: short, whatever the server sent.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 40
 
 
 def service_url(url: str | None, config_path: Path) -> str:
@@ -96,21 +114,44 @@ class RemoteClient:
     def close(self) -> None:
         self._http.close()
 
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/api/status")
+    def status(self, *, timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        return self._call("GET", "/api/status", schema=StatusOut, timeout=timeout)
 
     def logs(self, lines: int) -> list[str]:
-        answer = self._call("GET", "/api/llama/logs", params={"lines": lines})
-        return [str(line) for line in answer.get("lines", [])]
+        answer = self._call("GET", "/api/llama/logs", schema=LogsOut, params={"lines": lines})
+        return list(answer["lines"])
 
     def control(self, action: Action, wait: float | None = None) -> dict[str, Any]:
-        """POST start, stop or restart; returns the status the server answers with."""
-        params = {} if wait is None else {"wait": wait}
-        timeout = STOP_TIMEOUT_S if action == "stop" else (wait or 0) + ANSWER_MARGIN_S
-        answer = self._call("POST", f"/api/llama/{action}", params=params, timeout=timeout)
-        status = answer.get("status")
-        if not isinstance(status, dict):
-            raise LlamaherdError(f"{self.base_url} answered {action} without a status")
+        """POST start, stop or restart; returns the status the server answers with.
+
+        start and restart pass `wait` to the server, which answers within it; stop has no such
+        parameter, so `wait` (default DEFAULT_STOP_WAIT_S) bounds how long this waits for it.
+        """
+        if action == "stop":
+            params: dict[str, Any] = {}
+            answer_s = DEFAULT_STOP_WAIT_S if wait is None else wait
+            unanswered = (
+                f"llamaherd at {self.base_url} did not answer the stop within {answer_s:g} s; "
+                "llama-server may still be stopping: 'llamaherd status' shows where it is, "
+                "and --wait SECONDS waits longer"
+            )
+        else:
+            params = {} if wait is None else {"wait": wait}
+            answer_s = (wait or 0) + ANSWER_MARGIN_S
+            unanswered = (
+                f"llamaherd at {self.base_url} did not answer the {action} within "
+                f"{answer_s:g} s although it answers within --wait {wait or 0:g} s when well; "
+                "'llamaherd status' shows where llama-server is"
+            )
+        answer = self._call(
+            "POST",
+            f"/api/llama/{action}",
+            schema=ControlOut,
+            params=params,
+            timeout=answer_s,
+            unanswered=unanswered,
+        )
+        status: dict[str, Any] = answer["status"]
         return status
 
     @contextlib.contextmanager
@@ -120,14 +161,14 @@ class RemoteClient:
         with self._reaching(), self._http.stream("GET", "/api/events", timeout=timeout) as answer:
             if answer.status_code != 200:
                 answer.read()
-                self._checked(answer)
+                self._checked(answer, schema=None)
             yield self._decoded(parse_sse(answer.iter_lines()))
 
     def _decoded(self, frames: Iterator[tuple[str, str]]) -> Iterator[Event]:
         # Reading the stream can fail at any moment; the same one-line error applies.
         with self._reaching():
             for name, data in frames:
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, RecursionError):
                     payload = json.loads(data)
                     # An event we cannot read must not end a follow; skip it.
                     if isinstance(payload, dict):
@@ -138,29 +179,77 @@ class RemoteClient:
         method: str,
         path: str,
         *,
+        schema: type[BaseModel],
         params: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float = REQUEST_TIMEOUT_S,
+        unanswered: str | None = None,
     ) -> dict[str, Any]:
+        """The answer's JSON object, checked against `schema`; `unanswered` is the message for
+        a connection that was accepted but never answered within `timeout`."""
         with self._reaching():
-            answer = self._http.request(
-                method, path, params=params, timeout=timeout or REQUEST_TIMEOUT_S
-            )
-        return self._checked(answer)
+            try:
+                answer = self._http.request(
+                    method,
+                    path,
+                    params=params,
+                    timeout=httpx.Timeout(REQUEST_TIMEOUT_S, read=timeout),
+                )
+            except httpx.ReadTimeout:
+                raise LlamaherdError(
+                    unanswered
+                    or f"{self.base_url} accepted the connection but did not answer "
+                    f"{method} {path} within {timeout:g} s; check --url, or restart "
+                    "'llamaherd serve' if it hangs"
+                ) from None
+        return self._checked(answer, schema=schema)
 
-    def _checked(self, answer: httpx.Response) -> dict[str, Any]:
-        """The JSON object of a 2xx answer; an error answer raises with the server's message."""
+    def _checked(self, answer: httpx.Response, *, schema: type[BaseModel] | None) -> dict[str, Any]:
+        """The JSON object of a 2xx answer in llamaherd's shape; an error answer raises with the
+        server's message; anything else raises saying what answers instead of llamaherd."""
         body = _json_object(answer)
         if answer.is_success and body is not None:
-            return body
+            problem = None if schema is None else _schema_problem(schema, body)
+            if problem is None:
+                return body
+            raise self._unexpected(answer, problem)
         message = _error_message(body)
-        if message is None:
-            raise LlamaherdError(
-                f"{self.base_url} answered HTTP {answer.status_code} {answer.reason_phrase}, "
-                "not like llamaherd; check --url"
-            )
+        # llamaherd answers 404 only for a path it does not have, which this client never asks
+        # for; llama-server and most other servers answer 404 to every path of llamaherd's.
+        if message is None or answer.status_code == 404:
+            reason = f"HTTP {answer.status_code} {answer.reason_phrase}"
+            raise self._unexpected(answer, f"{reason}: {message}" if message else reason)
         if answer.status_code == 409:
             raise ControlConflictError(message)
         raise LlamaherdError(message)
+
+    def _unexpected(self, answer: httpx.Response, detail: str) -> LlamaherdError:
+        """The error for an answer llamaherd does not send, after asking what answered it."""
+        identity = self._identify()
+        if identity.version is None:
+            return LlamaherdError(
+                f"{self.base_url} is not llamaherd ({identity.evidence}); point --url at "
+                f"llamaherd's address (default {DEFAULT_URL})"
+            )
+        asked = f"{answer.request.method} {answer.request.url.path}"
+        if identity.version == __version__:
+            why = "so something between them (a proxy?) changed the answer"
+            said = f"it says it is llamaherd {identity.version} like this command, {why}"
+        else:
+            said = (
+                f"it says it is llamaherd {identity.version}, this command is llamaherd "
+                f"{__version__}: use the same version of both"
+            )
+        return LlamaherdError(
+            f"{self.base_url} answered {asked} with something llamaherd does not send "
+            f"({detail}); {said}"
+        )
+
+    def _identify(self) -> Identity:
+        try:
+            answer = self._http.get("/healthz", timeout=IDENTIFY_TIMEOUT_S)
+        except httpx.TransportError as exc:
+            return Identity(None, f"its /healthz did not answer: {_reason(exc)}")
+        return identify(answer)
 
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
@@ -173,19 +262,79 @@ class RemoteClient:
             ) from None
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What answered: llamaherd (its `version`), or something else (`evidence` says what)."""
+
+    version: str | None
+    evidence: str = ""
+
+
+def identify(healthz: httpx.Response) -> Identity:
+    """Decide, from the answer to `GET /healthz`, whether llamaherd answers, else what does."""
+    body = _json_object(healthz)
+    if healthz.is_success and body is not None and body.get("name") == "llamaherd":
+        return Identity(version=str(body.get("version", "?")))
+    if _looks_like_llama_server(healthz, body):
+        return Identity(None, "it looks like llama-server")
+    server = _printable(healthz.headers.get("server", ""))
+    if server:
+        return Identity(None, f"it answers as {server}")
+    return Identity(
+        None, f"its /healthz answered HTTP {healthz.status_code} {healthz.reason_phrase}"
+    )
+
+
+def _looks_like_llama_server(answer: httpx.Response, body: dict[str, Any] | None) -> bool:
+    # llama-server answers a path it does not have with an OpenAI-style error that carries a
+    # code (llamaherd's carry none), and every path with 503 "Loading model" while it loads.
+    if answer.headers.get("server", "").startswith("llama.cpp"):
+        return True
+    error = (body or {}).get("error")
+    if not isinstance(error, dict) or "code" not in error:
+        return False
+    return (error.get("type"), error.get("message")) in {
+        ("not_found_error", "File Not Found"),
+        ("unavailable_error", "Loading model"),
+    }
+
+
+def _printable(text: str, limit: int = 60) -> str:
+    return "".join(c for c in text if c.isprintable())[:limit].strip()
+
+
+def _schema_problem(schema: type[BaseModel], body: dict[str, Any]) -> str | None:
+    """None if `body` is what llamaherd sends as `schema`, else the first thing that is not.
+
+    Strict: the command line reads the JSON as it came, so a type must not be merely coercible
+    (a "5" where llamaherd sends 5)."""
+    try:
+        schema.model_validate(body, strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "the answer"
+        msg = error["msg"][:1].lower() + error["msg"][1:]
+        got = "" if error["type"] == "missing" else f", got {_SHORT.repr(error.get('input'))}"
+        return f"{where}: {msg}{got}"
+    return None
+
+
 def _json_object(answer: httpx.Response) -> dict[str, Any] | None:
     try:
         body = answer.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not text, or nested to no end
         return None
     return body if isinstance(body, dict) else None
 
 
 def _error_message(body: dict[str, Any] | None) -> str | None:
+    """The message of an error in llamaherd's shape, {"error": {"message", "type"}}; None for
+    any other. llama-server's OpenAI-style errors look alike but carry a "code"."""
     error = (body or {}).get("error")
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return None
+    if not isinstance(error, dict) or "code" in error:
+        return None
+    message, kind = error.get("message"), error.get("type")
+    return message if isinstance(message, str) and isinstance(kind, str) else None
 
 
 def _reason(exc: httpx.TransportError) -> str:
@@ -265,5 +414,6 @@ def follow_logs(
 def _log_batches(events: Iterator[Event]) -> Iterator[list[str]]:
     for name, payload in events:
         data = payload.get("data")
-        if name == LOG_EVENT and isinstance(data, dict):
-            yield [str(line) for line in data.get("lines", [])]
+        lines = data.get("lines") if isinstance(data, dict) else None
+        if name == LOG_EVENT and isinstance(lines, list):
+            yield [str(line) for line in lines]

@@ -1,0 +1,348 @@
+"""The client commands against things that are not a well llamaherd: a server that answers
+JSON llamaherd never sends, llama-server itself, another web server, a server that never
+answers. Each ends as one line on stderr and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llamaherd import __version__
+from llamaherd.cli import DEFAULT_WAIT_S, build_parser, main
+from llamaherd.remote import DEFAULT_URL, Identity, identify
+from tests.conftest import free_port, wait_http_ready
+
+pytestmark = pytest.mark.timeout(60)
+
+LLAMAHERD_HEALTHZ = (200, {"status": "ok", "name": "llamaherd", "version": "9.9.9"})
+GOOD_STATUS = {
+    "status": "ready",
+    "models": [],
+    "lastError": None,
+    "retries": 0,
+    "uptime": 5,
+    "startedAt": "2026-01-01T00:00:00.000Z",
+    "maxRetries": 5,
+    "pid": 42,
+    "adopted": False,
+    "nextRetryAt": None,
+    "restarts": 0,
+    "lastExit": None,
+}
+
+Routes = dict[str, tuple[int, Any]]
+HANG = object()  # as a body: never answer (until the test ends)
+
+
+@pytest.fixture
+def odd_server() -> Iterator[Callable[[Routes], str]]:
+    """A tiny HTTP server answering each path with a fixed (status, JSON body); 404 otherwise."""
+    servers: list[ThreadingHTTPServer] = []
+    done = threading.Event()
+
+    def start(routes: Routes) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self._answer()
+
+            def _answer(self) -> None:
+                status, body = routes.get(self.path.split("?")[0], (404, {"detail": "nope"}))
+                if body is HANG:
+                    done.wait(30)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def version_string(self) -> str:
+                return "OddServer/1.0"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    done.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    assert err.startswith("llamaherd: error: "), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err.removeprefix("llamaherd: error: ").rstrip("\n")
+
+
+# ---- JSON that llamaherd never sends --------------------------------------------------------
+
+
+def test_status_with_a_wrong_type_is_one_line(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server(
+        {"/api/status": (200, GOOD_STATUS | {"uptime": "abc"}), "/healthz": LLAMAHERD_HEALTHZ}
+    )
+    for argv in (["status"], ["status", "--json"]):
+        code, out, err = run(capsys, *argv, "--url", url)
+        assert (code, out) == (1, "")
+        assert one_error_line(err) == (
+            f"{url} answered GET /api/status with something llamaherd does not send "
+            "(uptime: input should be a valid integer, got 'abc'); it says it is llamaherd "
+            f"9.9.9, this command is llamaherd {__version__}: use the same version of both"
+        )
+
+
+def test_logs_with_a_wrong_type_is_one_line(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server({"/api/llama/logs": (200, {"lines": 7}), "/healthz": LLAMAHERD_HEALTHZ})
+    code, out, err = run(capsys, "logs", "--url", url)
+    assert (code, out) == (1, "")
+    message = one_error_line(err)
+    assert message.startswith(f"{url} answered GET /api/llama/logs with something llamaherd")
+    assert "(lines: input should be a valid list, got 7)" in message
+
+
+def test_a_control_answer_without_a_status_is_one_line(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server(
+        {
+            "/api/llama/start": (200, {"status": {"status": 5}}),
+            "/api/status": (200, GOOD_STATUS),
+            "/healthz": LLAMAHERD_HEALTHZ,
+        }
+    )
+    code, out, err = run(capsys, "start", "--url", url)
+    assert (code, out) == (1, "")
+    assert "answered POST /api/llama/start with something llamaherd does not send" in err
+    one_error_line(err)
+
+
+def test_odd_json_from_something_else_says_it_is_not_llamaherd(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server({"/api/status": (200, {"hello": "world"})})  # /healthz: 404
+    code, out, err = run(capsys, "status", "--url", url)
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == (
+        f"{url} is not llamaherd (it answers as OddServer/1.0); point --url at llamaherd's "
+        f"address (default {DEFAULT_URL})"
+    )
+
+
+# ---- llama-server, or some other program, at --url ------------------------------------------
+
+
+def wait_listening(port: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on port {port} within {timeout_s} s")
+
+
+@pytest.fixture(params=["loading", "ready"])
+def llama_server_url(
+    request: pytest.FixtureRequest,
+    spawn_external: Callable[..., object],
+    fake_binary: Path,
+    model_file: Path,
+    port: int,
+) -> str:
+    """The fake llama-server, started outside llamaherd, as a user might mistake it for it:
+    still loading (503 "Loading model" on every path), or ready (404 "File Not Found")."""
+    load_s = "600" if request.param == "loading" else "0"
+    argv = [str(fake_binary), "--port", str(port), "-m", str(model_file), "--fake-load-s", load_s]
+    spawn_external(argv)
+    if request.param == "loading":
+        wait_listening(port)
+    else:
+        wait_http_ready(port)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["start"], ["stop"], ["restart", "--wait", "0"], ["logs"], ["logs", "-f"]],
+)
+def test_pointed_at_llama_server_says_so(
+    argv: list[str], llama_server_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = llama_server_url
+    code, out, err = run(capsys, *argv, "--url", url)
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == (
+        f"{url} is not llamaherd (it looks like llama-server); point --url at llamaherd's "
+        f"address (default {DEFAULT_URL})"
+    )
+
+
+def test_pointed_at_another_web_server_names_it(
+    spawn_external: Callable[..., object],
+    fake_binary: Path,
+    port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spawn_external([str(fake_binary), "--port", str(port), "--fake-wrong-service"])
+    wait_listening(port)
+    url = f"http://127.0.0.1:{port}"
+    code, _, err = run(capsys, "status", "--url", url)
+    assert code == 1
+    assert one_error_line(err).startswith(
+        f"{url} is not llamaherd (it answers as nginx/1.24.0 (Ubuntu)); point --url at"
+    )
+
+
+# ---- a server that never answers ------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A port that accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_stop_that_is_never_answered_is_bounded(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stop's wait is bounded by --wait (60 s by default, like start and restart)."""
+    assert build_parser().parse_args(["stop"]).wait == DEFAULT_WAIT_S == 60
+    url = odd_server({"/api/status": (200, GOOD_STATUS), "/api/llama/stop": (200, HANG)})
+    started = time.monotonic()
+    code, out, err = run(capsys, "stop", "--wait", "1", "--url", url)
+    elapsed = time.monotonic() - started
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == (
+        f"llamaherd at {url} did not answer the stop within 1 s; llama-server may still be "
+        "stopping: 'llamaherd status' shows where it is, and --wait SECONDS waits longer"
+    )
+    assert elapsed < 10
+
+
+def test_stop_against_a_silent_port_is_bounded(
+    silent_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    code, out, err = run(capsys, "stop", "--wait", "1", "--url", silent_url)
+    assert time.monotonic() - started < 10
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == (
+        f"{silent_url} accepted the connection but did not answer GET /api/status within 1 s; "
+        "check --url, or restart 'llamaherd serve' if it hangs"
+    )
+
+
+def test_restart_against_a_silent_server_says_what_it_waited_for(
+    silent_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("llamaherd.remote.ANSWER_MARGIN_S", 0.5)
+    code, _, err = run(capsys, "restart", "--wait", "0.5", "--url", silent_url)
+    assert code == 1
+    assert one_error_line(err) == (
+        f"llamaherd at {silent_url} did not answer the restart within 1 s although it answers "
+        "within --wait 0.5 s when well; 'llamaherd status' shows where llama-server is"
+    )
+
+
+def test_a_free_port_is_still_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run(capsys, "stop", "--url", url)
+    assert code == 1
+    assert "cannot reach llamaherd at" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expected"),
+    [
+        (200, {"status": "ok", "name": "llamaherd", "version": "1.2.3"}, {}, Identity("1.2.3")),
+        (
+            404,
+            {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}},
+            {"server": "whatever"},
+            Identity(None, "it looks like llama-server"),
+        ),
+        (
+            503,
+            {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
+            {},
+            Identity(None, "it looks like llama-server"),
+        ),
+        (
+            200,
+            {"status": "ok"},
+            {"server": "llama.cpp"},
+            Identity(None, "it looks like llama-server"),
+        ),
+        (
+            404,
+            None,
+            {"server": "nginx\x1b[31m/1.24"},
+            Identity(None, "it answers as nginx[31m/1.24"),
+        ),
+        (
+            200,
+            {"status": "ok", "name": "other"},
+            {},
+            Identity(None, "its /healthz answered HTTP 200 OK"),
+        ),
+    ],
+)
+def test_identify(status: int, body: object, headers: dict[str, str], expected: Identity) -> None:
+    answer = httpx.Response(status, json=body, headers=headers)
+    assert identify(answer) == expected
+
+
+def test_a_closed_stdout_is_no_traceback(odd_server: Callable[[Routes], str]) -> None:
+    """`llamaherd status | head -0`: the reader is gone before anything is written."""
+    url = odd_server({"/api/status": (200, GOOD_STATUS)})
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "llamaherd", "status", "--url", url],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
