@@ -21,7 +21,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 from llamaherd.catalog.gguf import read_gguf_summary
@@ -69,6 +77,20 @@ FilePath = Annotated[Path, AfterValidator(_no_nul)]
 Argument = Annotated[str, AfterValidator(_no_nul)]
 
 
+class ModelEntry(BaseModel):
+    """One entry of `models`: how to serve one model file (see the README's Models section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    path: FilePath
+    args: tuple[Argument, ...] = ()
+    aliases: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    ttl_s: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    pinned: StrictBool = False
+    max_concurrency: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
+    port: Port | None = None
+
+
 class Settings(BaseModel):
     """Everything llamaherd can be told. Keys are the JSON config's keys."""
 
@@ -97,6 +119,14 @@ class Settings(BaseModel):
     # llamaherd's own HTTP service.
     app_host: Host = "127.0.0.1"
     app_port: Port = 3000
+    # The gateway: which models, how many at once, how long requests may wait.
+    models: dict[Annotated[str, Field(min_length=1)], ModelEntry] = {}
+    models_dir: FilePath | None = None
+    default_model: str | None = None
+    max_loaded: Annotated[int, Field(ge=1, le=256)] = 1
+    memory_budget_mb: Annotated[float, Field(gt=0)] | None = None
+    queue_depth: Annotated[int, Field(ge=0, le=1_000_000)] = 64
+    queue_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
 
     def supervisor_policy(self) -> SupervisorPolicy:
         # Every policy number has a config key of the same name (a new one without a key
@@ -139,6 +169,12 @@ _FIXES = {
     "llama_server_args": 'use a list of strings, e.g. ["--threads", "4"]',
     "llama_model_path": 'use a path to a .gguf file, e.g. "./models/model.gguf"',
     "llama_server_binary": 'use the path of an executable llama-server, e.g. "/opt/llama-server"',
+    "models": 'use an object of model ids, e.g. {"coder": {"path": "./models/coder.gguf"}}',
+    "models_dir": 'use the path of a folder of .gguf files, e.g. "./models"',
+    "max_loaded": "use a whole number of models from 1 to 256",
+    "queue_depth": "use a whole number of waiting requests per model, e.g. 64",
+    "queue_timeout_s": "use a number of seconds from 0.001 to 86400, e.g. 120",
+    "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
 } | {name: _policy_fix(name) for name in POLICY_BOUNDS}
 
 # What a wrong value looked like, kept short: the value may be a megabyte of nested lists.
@@ -244,21 +280,30 @@ def _validation_message(exc: ValidationError, source: str) -> str:
     """One line: the source once, then each wrong key with what it got and the fix."""
     problems = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"][:1]) or "config"
+        depth = 3 if error["loc"][:1] == ("models",) else 1  # models.<id>.<key>
+        key = ".".join(str(part) for part in error["loc"][:depth]) or "config"
         value = error.get("input")
         got = _SHORT.repr(str(value) if isinstance(value, Path) else value)
         msg = error["msg"][:1].lower() + error["msg"][1:]
-        fix = _FIXES.get(key, "")
+        fix = _FIXES.get(key, _FIXES.get(key.split(".")[0], "") if depth == 1 else "")
         problems.append(f"{key}: {msg} (got {got})" + (f"; {fix}" if fix else ""))
     return f"{source}: " + "; ".join(problems)
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
-    changes: dict[str, Path] = {}
-    for key in ("llama_model_path", "llama_server_binary"):
+    """Relative paths are the config file's folder's, wherever llamaherd was started."""
+    changes: dict[str, Any] = {}
+    for key in ("llama_model_path", "llama_server_binary", "models_dir"):
         value = getattr(settings, key)
         if value is not None and not value.is_absolute():
             changes[key] = (base / value).resolve()
+    if any(not entry.path.is_absolute() for entry in settings.models.values()):
+        changes["models"] = {
+            name: entry
+            if entry.path.is_absolute()
+            else entry.model_copy(update={"path": (base / entry.path).resolve()})
+            for name, entry in settings.models.items()
+        }
     return settings.model_copy(update=changes) if changes else settings
 
 

@@ -19,7 +19,7 @@ from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
 from llamaherd.config import Settings
 from llamaherd.errors import ConfigError, PortInUseError
-from llamaherd.wiring import build_service
+from llamaherd.wiring import build_herd
 
 logger = logging.getLogger("llamaherd")
 
@@ -65,8 +65,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 def run_serve(settings: Settings) -> int:
     _check_port_free(settings.app_host, settings.app_port)
-    service = build_service(settings)
-    application = create_app(service, loopback_only=is_loopback(settings.app_host))
+    herd = build_herd(settings)
+    application = create_app(herd, loopback_only=is_loopback(settings.app_host))
     config = uvicorn.Config(
         application.asgi,
         host=settings.app_host,
@@ -79,10 +79,13 @@ def run_serve(settings: Settings) -> int:
     )
     server = _Server(config, application)
     logger.info(
-        "llamaherd on http://%s:%d supervising llama-server on %s",
+        "llamaherd on http://%s:%d serving %s",
         settings.app_host,
         settings.app_port,
-        service.base_url,
+        ", ".join(
+            f"{model} (llama-server on {backend.base_url})"
+            for model, backend in herd.backends.items()
+        ),
     )
     server.run()
     return 0 if server.started else 1

@@ -7,7 +7,14 @@ before a service exists, so the supervisor never reads the environment.
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from llamaherd.config import Settings, locate_llama_server
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.registry import ModelRegistry, ModelSpec
+from llamaherd.gateway.scheduler import Limits
+from llamaherd.model_specs import build_registry
 from llamaherd.supervisor.service import LlamaService
 
 
@@ -23,3 +30,63 @@ def build_service(settings: Settings) -> LlamaService:
         binary=locate_llama_server(settings.llama_server_binary),
         policy=settings.supervisor_policy(),
     )
+
+
+def build_herd(settings: Settings, *, source: str = "config") -> Herd:
+    """Every configured model, each with its own supervised llama-server, and the scheduler
+    that shares them out. Raises ConfigError or BinaryNotFoundError."""
+    registry = build_registry(settings, source=source)
+    binary = locate_llama_server(settings.llama_server_binary)
+    ports = _assign_ports(registry, settings)
+    services = {spec.id: _service(settings, spec, ports[spec.id], binary) for spec in registry}
+    limits = Limits(
+        max_loaded=settings.max_loaded,
+        memory_budget_mb=settings.memory_budget_mb,
+        queue_depth=settings.queue_depth,
+        queue_timeout_s=settings.queue_timeout_s,
+    )
+    return Herd(registry, services, limits)
+
+
+def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> LlamaService:
+    return LlamaService(
+        host=settings.llama_server_host,
+        port=port,
+        model_path=spec.path,
+        # --metrics: llama-server's own counters, readable at /upstream/{model}/metrics.
+        server_args=(*spec.server_args, *_unless_given(spec.server_args, "--metrics")),
+        binary=binary,
+        policy=settings.supervisor_policy(),
+    )
+
+
+def _unless_given(args: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    return () if flag in args else (flag,)
+
+
+def _assign_ports(registry: ModelRegistry, settings: Settings) -> dict[str, int]:
+    """The seed's model (and a model without a file) keeps llama_server_port; a model with a
+    `port` keeps it; every other model gets a port that is free now, chosen by the OS."""
+    taken = {settings.llama_server_port, settings.app_port}
+    ports: dict[str, int] = {}
+    for spec in registry:
+        if spec.port is not None:
+            ports[spec.id] = spec.port
+        elif spec.path is None:
+            ports[spec.id] = settings.llama_server_port
+    taken |= set(ports.values())
+    for spec in registry:
+        if spec.id not in ports:
+            ports[spec.id] = _free_port(settings.llama_server_host, taken)
+            taken.add(ports[spec.id])
+    return ports
+
+
+def _free_port(host: str, taken: set[int]) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        with socket.socket(family) as sock:
+            sock.bind((host if host != "localhost" else "127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port

@@ -42,4 +42,4 @@ def _control(herd: Herd, action: str, model: str) -> dict[str, Any]:
     try:
         return control_model(herd, action, model)
     except ModelControlError as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise HTTPException(exc.status, str(exc)) from None

@@ -55,7 +55,8 @@ def status_data(state: ServiceState) -> dict[str, Any]:
         "lastExit": None
         if last_exit is None
         else {
-            "code": last_exit.returncode,
+            # A death by signal has no exit code (asyncio's -9 is its way of saying SIGKILL).
+            "code": None if last_exit.signal_name else last_exit.returncode,
             "signal": last_exit.signal_name,
             # What the dead server said that matters: its complaints, else its last lines.
             "lines": telling_lines(last_exit.last_output),

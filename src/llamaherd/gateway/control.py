@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamaherd.errors import LlamaherdError
+from llamaherd.errors import ConfigError, LlamaherdError
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import UnknownModelError
 from llamaherd.gateway.views import models_data
 
 
 class ModelControlError(LlamaherdError):
-    """A load or unload named no model, or one that is not served."""
+    """A load or unload named no model, one that is not served (`status` 404), or one that
+    cannot fit the memory budget (409)."""
+
+    def __init__(self, message: str, status: int = 404) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def control_model(herd: Herd, action: str, name: object) -> dict[str, Any]:
@@ -24,7 +29,10 @@ def control_model(herd: Herd, action: str, name: object) -> dict[str, Any]:
     except UnknownModelError as exc:
         raise ModelControlError(str(exc)) from None
     if action == "load":
-        herd.load(spec.id)
+        try:
+            herd.load(spec.id)
+        except ConfigError as exc:  # too large for memory_budget_mb on its own
+            raise ModelControlError(str(exc), status=409) from None
     else:
         herd.unload(spec.id)
     return next(entry for entry in models_data(herd) if entry["id"] == spec.id)

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from llamaherd.errors import ConfigError
 from llamaherd.gateway.proxy import Upstreams
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import (
@@ -105,7 +106,10 @@ class Herd:
             listener = self._state_listener(model)
             self._unsubscribes.append(backend.service.on_state_change(listener))
         for model in preload:
-            self.load(model)
+            try:
+                self.load(model)
+            except ConfigError as exc:  # it cannot fit the memory budget: say so, serve on
+                logger.error("not loading model %s at start: %s", model, exc)
 
     async def aclose(self) -> None:
         """Stop every server (gracefully, all at once) and close the upstream pools."""

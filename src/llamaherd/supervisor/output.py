@@ -30,9 +30,11 @@ class LogRing:
     def __init__(self, capacity: int = 2000) -> None:
         self._lines: collections.deque[str] = collections.deque(maxlen=capacity)
         self._listeners: list[LineListener] = []
+        self.appended = 0  # lines ever appended: a position that survives the ring's wrap
 
     def append(self, line: str) -> None:
         self._lines.append(line)
+        self.appended += 1
         for listener in list(self._listeners):
             try:
                 listener(line)
@@ -43,6 +45,10 @@ class LogRing:
         if n <= 0:
             return []
         return list(self._lines)[-n:]
+
+    def since(self, position: int, limit: int) -> list[str]:
+        """The last `limit` lines of those appended after `position` (an `appended` value)."""
+        return self.tail(min(limit, self.appended - position))
 
     def subscribe(self, listener: LineListener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -86,7 +92,11 @@ async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[str], None])
         sink(pending)
 
 
-_TROUBLE = re.compile(r"error|fail|abort|assert|exception|fatal|panic|cannot|unable", re.I)
+# Whole words only: "error" inside a file name (".../error_cases/model.gguf") is no complaint.
+_TROUBLE = re.compile(
+    r"\b(errors?|fail(s|ed|ure)?|abort(ed)?|assert(ion)?|exception|fatal|panic|cannot|unable)\b",
+    re.I,
+)
 # Complaints that only repeat that something failed, printed after the line that says why
 # (llama-server: "error loading model: <cause>", then "failed to load model", then "exiting
 # due to model loading error"). They are kept, but ranked below any line that names a cause.

@@ -102,6 +102,7 @@ class LlamaService:
         self._control_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._proc: LlamaProcess | None = None
+        self._output_mark = 0  # where the current process's output begins in the ring
         self._probe: HealthProbe | None = None
         # Set and replaced on every transition: whoever waits for a state change awaits the
         # current one (a notify-all without a lock).
@@ -285,9 +286,13 @@ class LlamaService:
             self._give_up(f"internal error: {exc!r}")
 
     def _give_up(self, message: str, exit: ExitInfo | None = None) -> None:
-        changes: dict[str, Any] = {"last_error": message, "pid": None, "models": ()}
-        if exit is not None:
-            changes["last_exit"] = exit
+        # No exit: the evidence of an older crash would sit beside an unrelated reason.
+        changes: dict[str, Any] = {
+            "last_error": message,
+            "pid": None,
+            "models": (),
+            "last_exit": exit,
+        }
         try:
             self._transition(Status.ERROR, started_at=None, **changes)
         except InvalidTransitionError:  # pragma: no cover - would be a bug in the table
@@ -336,14 +341,12 @@ class LlamaService:
                 f"{crash.reason}. Gave up after {max_retries} retries; fix the cause, then "
                 "restart it."
             )
-            logger.error("llama-server: %s", message)
+            logger.error("%s", message)
             self._give_up(message, crash.exit)
             return None
         retry = retries + 1
         delay = self.policy.backoff.delay_s(retry)
-        logger.warning(
-            "llama-server %s; retry %d/%d in %s", crash.reason, retry, max_retries, _human(delay)
-        )
+        logger.warning("%s; retry %d/%d in %s", crash.reason, retry, max_retries, _human(delay))
         self._transition(
             Status.CRASHED,
             retries=retry,
@@ -383,6 +386,7 @@ class LlamaService:
         argv = await self._argv()
         logger.info("Starting llama-server: %s", " ".join(argv))
         # Shielded: a stop() arriving while the process is being created must not lose it.
+        self._output_mark = self.output.appended
         spawning = asyncio.ensure_future(LlamaProcess.spawn(argv, self.output))
         try:
             proc = await asyncio.shield(spawning)
@@ -445,7 +449,8 @@ class LlamaService:
             )
         await proc.kill()
         raise _Crash(
-            f"did not become ready within {budget_s:g} s ({checks} health checks); killed it"
+            f"llama-server did not become ready within {budget_s:g} s ({checks} health "
+            "checks); killed it"
         )
 
     async def _become_ready(self, proc: LlamaProcess | None, *, adopted: bool) -> None:
@@ -503,16 +508,17 @@ class LlamaService:
                 await self._end_hung(proc, failures)
 
     async def _end_hung(self, proc: LlamaProcess | None, failures: int) -> None:
-        reason = f"stopped answering /health ({failures} probes failed in a row)"
+        silence = f"stopped answering /health ({failures} probes failed in a row)"
         if proc is None:
             if await self._probe_once() is Health.REFUSED:
-                raise _Crash(f"the adopted llama-server went away ({reason}); starting our own")
+                raise _Crash(f"the adopted llama-server went away ({silence}); starting our own")
             holder = await self._holder()
             raise _Fatal(
                 f"the adopted llama-server on port {self.port} ({holder or 'pid unknown'}) "
-                f"{reason}. llamaherd did not start it, so it will not kill it, and cannot "
+                f"{silence}. llamaherd did not start it, so it will not kill it, and cannot "
                 "start its own while it holds the port: resume or stop it, then restart."
             )
+        reason = f"llama-server {silence}"
         code = await proc.kill()
         raise _Crash(f"{reason}; killed it", self._evidence(code))
 
@@ -537,11 +543,14 @@ class LlamaService:
         evidence = self._evidence(code)
         during = "while starting" if self._state.status is not Status.READY else "unexpectedly"
         complaint = main_complaint(evidence.last_output)
-        reason = f"{evidence.describe()} {during}" + (f": {complaint}" if complaint else "")
+        reason = f"llama-server {evidence.describe()} {during}" + (
+            f": {complaint}" if complaint else ""
+        )
         raise _Crash(reason, evidence)
 
     def _evidence(self, code: int | None) -> ExitInfo:
-        return exit_info(code, self.output.tail(EVIDENCE_LINES * 4))
+        # This run's output only: the ring also holds the runs before it.
+        return exit_info(code, self.output.since(self._output_mark, EVIDENCE_LINES * 4))
 
     async def _probe_once(self) -> Health:
         assert self._probe is not None
