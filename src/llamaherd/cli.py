@@ -77,7 +77,8 @@ def _add_demo_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument(
         "--force",
         action="store_true",
-        help="replace a file already at PATH (never a directory, device, FIFO or socket)",
+        help="replace a regular file already at PATH (never a directory, link, device, FIFO "
+        "or socket)",
     )
     demo.set_defaults(handler=_demo_model)
 
