@@ -75,6 +75,10 @@ def run_serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # "auto" takes uvloop and httptools, which llamaherd depends on (where they exist):
+        # the event loop and the HTTP parser are most of the gateway's cost per request.
+        loop="auto",
+        http="auto",
         timeout_graceful_shutdown=5,
     )
     server = _Server(config, application)

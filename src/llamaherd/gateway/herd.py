@@ -34,6 +34,7 @@ from llamaherd.gateway.scheduler import (
     Load,
     ModelPolicy,
     ModelView,
+    Phase,
     Reject,
     Scheduler,
     Unload,
@@ -203,6 +204,10 @@ class Herd:
         previous, backend.last_status = backend.last_status, state.status
         now = self._clock()
         if state.status is Status.READY and previous is not Status.READY:
+            if self.scheduler.view(model).phase is not Phase.LOADING:
+                # Started behind the scheduler's back (/api/llama/start, an adopted server
+                # found again): it takes its turn like a manual load, which finds it ready.
+                self._apply(self.scheduler.request_load(model, now))
             self._apply(self.scheduler.loaded(model, now))
             if backend.spec.max_concurrency is None:
                 self._spawn(self._learn_slots(backend), f"props-{model}")
@@ -241,15 +246,38 @@ class Herd:
             if isinstance(action, Dispatch | Reject):
                 self._decide(action)
             elif isinstance(action, Load):
-                backend = self.backends[action.model]
-                logger.info("loading model %s", action.model)
-                self._spawn(backend.service.start(wait=False), f"load-{action.model}")
+                self._load(self.backends[action.model])
             elif isinstance(action, Unload):
-                backend = self.backends[action.model]
-                logger.info("unloading model %s: %s", action.model, action.reason)
-                self._spawn(backend.service.stop(), f"unload-{action.model}")
+                self._unload(self.backends[action.model], action.reason)
         self._arm_timer()
         self._changed()
+
+    def _load(self, backend: Backend) -> None:
+        model = backend.spec.id
+        if backend.service.get_state().status is Status.READY:
+            # Already up (started by hand): no state change will come to say so.
+            asyncio.get_running_loop().call_soon(self._report, model, Status.READY)
+            return
+        logger.info("loading model %s", model)
+        self._spawn(backend.service.start(wait=False), f"load-{model}")
+
+    def _unload(self, backend: Backend, reason: str) -> None:
+        model = backend.spec.id
+        if backend.service.get_state().status is Status.INITIAL:
+            asyncio.get_running_loop().call_soon(self._report, model, Status.INITIAL)
+            return
+        logger.info("unloading model %s: %s", model, reason)
+        self._spawn(backend.service.stop(), f"unload-{model}")
+
+    def _report(self, model: str, status: Status) -> None:
+        """Tell the scheduler what a server already is, when asking for it changed nothing."""
+        if self._closed or self.backends[model].service.get_state().status is not status:
+            return  # it moved on meanwhile; that change reaches the scheduler by itself
+        now = self._clock()
+        if status is Status.READY:
+            self._apply(self.scheduler.loaded(model, now))
+        else:
+            self._apply(self.scheduler.unloaded(model, now))
 
     def _decide(self, action: Dispatch | Reject) -> None:
         ticket = self._tickets.get(action.request_id)
