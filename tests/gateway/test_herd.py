@@ -1,0 +1,138 @@
+"""The herd, the scheduler's one owner, with fake llama-servers: events in, effects out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.registry import ModelRegistry, ModelSpec
+from llamaherd.gateway.scheduler import Dispatch, Limits, Phase, Reject
+from llamaherd.supervisor.service import LlamaService
+from llamaherd.supervisor.states import Status
+from tests.conftest import FAST_POLICY, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+HerdFactory = Callable[..., Herd]
+
+
+@pytest.fixture
+async def make_herd(fake_binary: Path, model_file: Path) -> AsyncIterator[HerdFactory]:
+    herds: list[Herd] = []
+
+    def factory(ids: tuple[str, ...] = ("a", "b"), **limits: object) -> Herd:
+        specs = [ModelSpec(id=model, path=model_file, max_concurrency=1) for model in ids]
+        services = {
+            spec.id: LlamaService(
+                port=free_port(), model_path=model_file, binary=fake_binary, policy=FAST_POLICY
+            )
+            for spec in specs
+        }
+        herd = Herd(ModelRegistry(specs, ids[0]), services, Limits(**limits))  # type: ignore[arg-type]
+        herds.append(herd)
+        herd.start()
+        return herd
+
+    yield factory
+    for herd in herds:
+        await herd.aclose()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_requests_load_their_model_and_evict_the_other(make_herd: HerdFactory) -> None:
+    herd = make_herd()
+    first = herd.submit("a")
+    assert isinstance(await first.decision, Dispatch)
+    assert herd.backends["a"].service.get_state().status is Status.READY
+    herd.end(first)
+
+    second = herd.submit("b")
+    assert isinstance(await second.decision, Dispatch)
+    assert herd.view("a").phase is Phase.UNLOADED
+    assert herd.backends["a"].service.get_state().status is Status.INITIAL
+    herd.end(second)
+
+
+async def test_a_server_started_behind_the_schedulers_back_serves_at_once(
+    make_herd: HerdFactory,
+) -> None:
+    herd = make_herd(ids=("a",))
+    await herd.backends["a"].service.start()  # what POST /api/llama/start does
+
+    await until(lambda: herd.view("a").phase is Phase.READY)
+    ticket = herd.submit("a")
+    assert isinstance(ticket.decision.result(), Dispatch)  # no wait for a load
+    herd.end(ticket)
+
+
+async def test_unloading_a_model_whose_server_is_already_stopped_completes(
+    make_herd: HerdFactory,
+) -> None:
+    herd = make_herd(ids=("a",))
+    herd.load("a")
+    await until(lambda: herd.view("a").phase is Phase.READY)
+    await herd.backends["a"].service.stop()  # what POST /api/llama/stop does
+    await until(lambda: herd.view("a").phase is Phase.UNLOADED)
+
+    herd.load("a")
+    await until(lambda: herd.view("a").phase is Phase.READY)
+    herd.unload("a")
+    await until(lambda: herd.view("a").phase is Phase.UNLOADED)
+
+
+async def test_a_client_that_leaves_while_queued_frees_its_place(make_herd: HerdFactory) -> None:
+    herd = make_herd(ids=("a",), queue_depth=1)
+    busy = herd.submit("a")
+    assert isinstance(await busy.decision, Dispatch)
+    queued = herd.submit("a")
+    assert herd.position(queued) == 1
+    overflow = herd.submit("a")
+    assert isinstance(await overflow.decision, Reject) and overflow.decision.result().status == 429
+    herd.end(overflow)
+
+    herd.end(queued)  # the client left
+    assert herd.view("a").queued == 0
+    again = herd.submit("a")
+    assert herd.position(again) == 1
+    herd.end(busy)
+    assert isinstance(await again.decision, Dispatch)
+    herd.end(again)
+
+
+async def test_queue_timeout_rejects_with_503(make_herd: HerdFactory) -> None:
+    herd = make_herd(ids=("a",), queue_timeout_s=1.5)
+    busy = herd.submit("a")
+    assert isinstance(await busy.decision, Dispatch)
+    waiting = herd.submit("a")
+    decision = await waiting.decision
+    assert isinstance(decision, Reject)
+    assert decision.status == 503
+    assert decision.retry_after_s >= 1
+    herd.end(waiting)
+    herd.end(busy)
+
+
+async def test_views_follow_changes(make_herd: HerdFactory) -> None:
+    herd = make_herd(ids=("a",))
+    changes = 0
+
+    def count() -> None:
+        nonlocal changes
+        changes += 1
+
+    herd.on_change(count)
+    ticket = herd.submit("a")
+    await ticket.decision
+    herd.end(ticket)
+    assert changes >= 3  # queued, loading..., dispatched, ended
+    backend, view, state = herd.views()[0]
+    assert backend.spec.id == "a" and view.phase is Phase.READY and state.status is Status.READY
