@@ -93,7 +93,9 @@ class GatewayModelOut(BaseModel):
     parameters: int | None
     quantisation: str | None
     contextLength: int | None
-    memoryMb: float | None = Field(description="estimated memory once loaded, MiB")
+    memoryMb: float | None = Field(
+        description="MiB: estimated (file plus KV cache), then measured (resident) once loaded"
+    )
 
 
 class GatewayModelsOut(BaseModel):

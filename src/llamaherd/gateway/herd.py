@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import psutil
 
 from llamaherd.errors import ConfigError
 from llamaherd.gateway.proxy import Upstreams
@@ -211,6 +212,8 @@ class Herd:
             self._apply(self.scheduler.loaded(model, now))
             if backend.spec.max_concurrency is None:
                 self._spawn(self._learn_slots(backend), f"props-{model}")
+            if state.pid is not None:
+                self._spawn(self._measure_memory(backend, state.pid), f"memory-{model}")
         elif state.status is Status.CRASHED and previous is not Status.CRASHED:
             self._apply(self.scheduler.restarting(model, now))
         elif state.status is Status.ERROR and previous is not Status.ERROR:
@@ -238,6 +241,19 @@ class Herd:
             return
         if slots >= 1 and not self._closed:
             self._apply(self.scheduler.set_max_concurrency(backend.spec.id, slots))
+
+    async def _measure_memory(self, backend: Backend, pid: int) -> None:
+        """Once loaded, the server's measured resident memory replaces the estimate the memory
+        budget was planned with (file size plus KV cache)."""
+        try:
+            rss = await asyncio.to_thread(_resident_bytes, pid)
+        except (psutil.Error, OSError) as exc:
+            logger.debug(
+                "model %s: cannot read the memory of pid %d: %s", backend.spec.id, pid, exc
+            )
+            return
+        if not self._closed and backend.service.get_state().pid == pid:
+            self._apply(self.scheduler.set_memory(backend.spec.id, rss / 2**20))
 
     # ---- carrying out decisions ------------------------------------------------------------
 
@@ -335,6 +351,10 @@ def _policy(spec: ModelSpec) -> ModelPolicy:
         ttl_s=spec.ttl_s,
         memory_mb=spec.memory_mb or 0.0,
     )
+
+
+def _resident_bytes(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
 
 
 def herd_of_one(service: LlamaService, limits: Limits | None = None) -> Herd:

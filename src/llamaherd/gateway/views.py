@@ -71,7 +71,8 @@ def _facts(herd: Herd, backend: Backend, view: ModelView, state: ServiceState) -
         "parameters": meta.parameter_count if meta else None,
         "quantisation": meta.quantisation if meta else None,
         "contextLength": meta.context_length if meta else None,
-        "memoryMb": None if spec.memory_mb is None else round(spec.memory_mb, 1),
+        # The estimate (file plus KV cache) until loaded, then the measured resident memory.
+        "memoryMb": round(view.memory_mb, 1) if view.memory_mb else None,
     }
 
 
