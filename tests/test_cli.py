@@ -1,25 +1,41 @@
-"""The remote commands (status, start, stop, restart, logs) against the real app over uvicorn,
-with the fake llama-server behind it. The CLI is synchronous, so it runs in a thread while the
-server runs in the test's event loop."""
+"""The remote commands (status, start, stop, restart, logs, models, load, unload) against the
+real app over uvicorn, with the fake llama-server behind it. The CLI is synchronous, so it
+runs in a thread while the server runs in the test's event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llamaherd.cli import human_duration, human_size, main, render_status, status_line
-from llamaherd.remote import DEFAULT_URL, drop_overlap, parse_sse, service_url
+from llamaherd.api.app import create_app
+from llamaherd.cli import (
+    human_duration,
+    human_size,
+    main,
+    model_outcome_line,
+    render_models,
+    render_status,
+    status_line,
+)
+from llamaherd.config import settings_from_mapping
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.scheduler import Phase
+from llamaherd.remote import DEFAULT_URL, ModelWait, drop_overlap, parse_sse, service_url
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
-from tests.api.conftest import serve_app
+from llamaherd.wiring import build_herd
+from tests.api.conftest import serve_app, serve_application
 from tests.conftest import (
     RecordingSleep,
     ServiceFactory,
@@ -30,7 +46,9 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.timeout(60)
 
-COMMANDS = ("serve", "demo-model", "status", "start", "stop", "restart", "logs")
+COMMANDS = (
+    "serve", "demo-model", "status", "start", "stop", "restart", "logs", "models", "load", "unload",
+)  # fmt: skip
 
 
 async def run_cli(*argv: str) -> int:
@@ -373,13 +391,264 @@ def test_parse_sse_and_drop_overlap() -> None:
     assert drop_overlap([], ["d"]) == ["d"]
 
 
+# ---- models, load, unload -------------------------------------------------------------------
+
+# The supervisor's numbers the fake llama-server needs to be quick (see FAST_POLICY).
+FAST_CONFIG = {
+    "readiness_interval_ms": 50,
+    "readiness_max_attempts": 100,
+    "health_timeout_ms": 1000,
+    "stop_timeout_s": 2.0,
+    "stable_after_s": 3600.0,
+}
+
+
+@contextlib.asynccontextmanager
+async def serve_herd(
+    tmp_path: Path, binary: Path, model_file: Path, **config: Any
+) -> AsyncIterator[tuple[str, Herd]]:
+    """llamaherd serving a herd: `chat` (the seed's model, the default, loaded at start),
+    `coder` (alias `c`), and the models of `config["models"]`; one loaded at a time unless
+    `config` says otherwise. Every model file is a copy of `model_file`."""
+    chat = tmp_path / "chat.gguf"
+    coder = tmp_path / "coder.gguf"
+    for copy in (chat, coder):
+        shutil.copyfile(model_file, copy)
+    models = {"coder": {"path": str(coder), "aliases": ["c"]}}
+    for name, entry in config.pop("models", {}).items():
+        path = tmp_path / f"{name}.gguf"
+        shutil.copyfile(model_file, path)
+        models[name] = {"path": str(path), **entry}
+    settings = settings_from_mapping(
+        {
+            "llama_server_binary": str(binary),
+            "llama_server_port": free_port(),
+            "llama_model_path": str(chat),
+            "models": models,
+            "max_loaded": 1,
+            **FAST_CONFIG,
+            **config,
+        }
+    )
+    herd = build_herd(settings)
+    async with serve_application(create_app(herd)) as url:
+        yield url, herd
+    # The app's shutdown stopped every llama-server it started.
+    assert [b.service.get_state().pid for b in herd.backends.values()] == [None] * (len(models) + 1)
+
+
+async def cli_output(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await run_cli(*argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_models_table_and_json(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serve_herd(tmp_path, fake_binary, model_file, models={}) as (url, herd):
+        await herd.primary.service.wait_settled(20)
+        code, table, _ = await cli_output(capsys, "models", "--url", url)
+        assert code == 0
+        code, out, _ = await cli_output(capsys, "models", "--json", "--url", url)
+        assert code == 0
+        chat_pid = herd.backends["chat"].service.get_state().pid
+        ports = {model: backend.service.port for model, backend in herd.backends.items()}
+
+    models = json.loads(out)
+    assert [(m["id"], m["default"], m["phase"], m["pid"]) for m in models] == [
+        ("chat", True, "ready", chat_pid),
+        ("coder", False, "unloaded", None),
+    ]
+    assert models[1]["aliases"] == ["c"]
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "MODEL", "STATE", "IN", "FLIGHT", "QUEUED", "LAST", "USED", "TTL", "LEFT", "SIZE",
+        "QUANT", "PORT", "PID",
+    ]  # fmt: skip
+    assert lines[1].startswith("* chat ")
+    assert lines[1].split()[1:4] == ["chat", "ready", "0/1"]
+    assert lines[1].split()[-2:] == [str(ports["chat"]), str(chat_pid)]
+    assert lines[2].startswith("  coder ")
+    assert lines[2].split() == [
+        "coder", "unloaded", "0/1", "0", "-", "-", "2.0", "KiB", "-", str(ports["coder"]), "-",
+    ]  # fmt: skip
+    assert lines[3:] == ["    aliases: c"]
+
+
+async def test_load_evicts_the_other_then_unload(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serve_herd(tmp_path, fake_binary, model_file) as (url, herd):
+        await herd.primary.service.wait_settled(20)
+        code, out, err = await cli_output(capsys, "load", "c", "--url", url)  # by its alias
+        coder = herd.backends["coder"].service.get_state()
+        assert (code, err) == (0, "")
+        assert (
+            out == f"coder: ready on port {herd.backends['coder'].service.port} (pid {coder.pid})\n"
+        )
+        assert coder.status is Status.READY
+        # max_loaded 1: the default model made room.
+        assert herd.view("chat").phase is Phase.UNLOADED
+        assert herd.backends["chat"].service.get_state().pid is None
+
+        code, out, _ = await cli_output(capsys, "unload", "coder", "--url", url)
+        assert (code, out) == (0, "coder: unloaded\n")
+        assert herd.view("coder").phase is Phase.UNLOADED
+        assert herd.backends["coder"].service.get_state().status is Status.INITIAL
+
+        # Already there: said at once, whatever --wait.
+        code, out, _ = await cli_output(capsys, "unload", "coder", "--wait", "0", "--url", url)
+        assert (code, out) == (0, "coder: unloaded\n")
+
+
+@pytest.mark.parametrize("action", ["load", "unload"])
+async def test_unknown_model_is_one_line_with_the_models_there_are(
+    tmp_path: Path,
+    fake_binary: Path,
+    model_file: Path,
+    action: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with serve_herd(tmp_path, fake_binary, model_file) as (url, _):
+        code, out, err = await cli_output(capsys, action, "nope", "--url", url)
+    assert (code, out) == (1, "")
+    assert err == (
+        "llamaherd: error: The model 'nope' does not exist. Available models: chat, coder\n"
+    )
+
+
+async def test_load_wait_0_says_it_began(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serve_herd(tmp_path, fake_binary, model_file) as (url, herd):
+        await herd.primary.service.wait_settled(20)
+        code, out, _ = await cli_output(capsys, "load", "coder", "--wait", "0", "--url", url)
+    # The answer comes before `chat` has made room.
+    assert (code, out) == (0, "coder: load requested; now unloaded (waiting for room)\n")
+
+
+async def test_load_not_ready_within_wait_exits_1(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = {"slow": {"args": ["--fake-load-s", "30"]}}
+    async with serve_herd(tmp_path, fake_binary, model_file, models=slow, max_loaded=3) as (
+        url,
+        herd,
+    ):
+        code, out, _ = await cli_output(capsys, "load", "slow", "--wait", "0.3", "--url", url)
+        assert herd.view("slow").phase is Phase.LOADING
+    assert (code, out) == (1, "slow: not ready after 0.3 s, still loading\n")
+
+
+async def test_a_failed_load_exits_1_and_a_new_one_is_not_taken_for_it(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flaky` fails its first launch only. Its second load must wait for `chat` to make room,
+    and meanwhile still shows the first one's `failed`: the CLI waits for the new outcome."""
+    flaky = {
+        "flaky": {
+            "args": ["--fake-fail-first", "1", "--fake-state-file", str(tmp_path / "launches")]
+        }
+    }
+    async with serve_herd(tmp_path, fake_binary, model_file, models=flaky, max_retries=0) as (
+        url,
+        herd,
+    ):
+        code, out, _ = await cli_output(capsys, "load", "flaky", "--url", url)
+        assert code == 1
+        assert out.startswith("flaky: failed: llama-server exited with code 1 while starting"), out
+        assert out.count("\n") == 1
+
+        code, _, _ = await cli_output(capsys, "load", "chat", "--url", url)
+        assert code == 0
+        code, out, _ = await cli_output(capsys, "load", "flaky", "--url", url)
+        pid = herd.backends["flaky"].service.get_state().pid
+        assert (code, out.split(" (pid")[0]) == (
+            0,
+            f"flaky: ready on port {herd.backends['flaky'].service.port}",
+        )
+        assert out.endswith(f"(pid {pid})\n")
+
+
+def test_models_rendering() -> None:
+    now_ms = 1_800_000_000_000
+    entry = {
+        "id": "coder", "aliases": ["c", "code"], "default": False, "state": "ready",
+        "phase": "ready", "loaded": True, "draining": False, "inFlight": 2, "queued": 3,
+        "maxConcurrency": 4, "lastUsed": now_ms - 12_400, "ttlSeconds": 300.0, "ttlLeft": 287.6,
+        "pinned": False, "port": 41234, "pid": 4242, "retries": 0, "lastError": None,
+        "waitingFor": None, "path": "/m/coder.gguf", "size": int(4.5 * 1024**3),
+        "architecture": "llama", "parameters": 7_000_000_000, "quantisation": "Q4_K_M",
+        "contextLength": 8192, "memoryMb": 5000.0,
+    }  # fmt: skip
+    waiting = entry | {
+        "id": "big", "aliases": [], "default": True, "state": "error", "phase": "failed",
+        "loaded": False, "inFlight": 0, "queued": 1, "lastUsed": None, "ttlLeft": None,
+        "pid": None, "size": None, "quantisation": None, "retries": 5,
+        "lastError": "llama-server exited with code 1\n  out of memory",
+        "waitingFor": "every slot is held",
+    }  # fmt: skip
+    table = render_models([entry, waiting], now_ms=now_ms).splitlines()
+    assert table == [
+        "  MODEL  STATE   IN FLIGHT  QUEUED  LAST USED  TTL LEFT  SIZE     QUANT   PORT   PID",
+        "  coder  ready   2/4        3       12s ago    4m 48s    4.5 GiB  Q4_K_M  41234  4242",
+        "    aliases: c, code",
+        "* big    failed  0/4        1       -          -         -        -       41234  -",
+        "    waiting: every slot is held",
+        "    last error: llama-server exited with code 1 | out of memory",
+    ]
+    assert render_models([]) == "no models"
+    assert (
+        render_models([entry | {"draining": True}], now_ms=now_ms).splitlines()[1].split()[1]
+        == "draining"
+    )
+    restarting = entry | {"phase": "loading", "state": "crashed", "retries": 2}
+    assert "loading (retry 2)" in render_models([restarting], now_ms=now_ms)
+    # In error the count is the last run's: a new load has not started its first step yet.
+    assert "retry" not in render_models([restarting | {"state": "error"}], now_ms=now_ms)
+
+
+@pytest.mark.parametrize(
+    ("action", "outcome", "changes", "wait", "line"),
+    [
+        ("load", "done", {}, 60, "coder: ready on port 41234 (pid 4242)"),
+        ("load", "done", {"pid": None}, 60, "coder: ready on port 41234"),
+        ("unload", "done", {"phase": "unloaded"}, 60, "coder: unloaded"),
+        ("unload", "done", {"phase": "failed", "lastError": "exited\nboom"}, 60,
+         "coder: not loaded (its last load failed: exited | boom)"),
+        ("load", "failed", {"phase": "failed", "lastError": "exited with code 1"}, 60,
+         "coder: failed: exited with code 1"),
+        ("load", "pending", {"phase": "loading"}, 60, "coder: not ready after 60 s, still loading"),
+        ("load", "pending", {"phase": "unloaded", "waitingFor": "pinned models hold every slot"},
+         2.5, "coder: not ready after 2.5 s, still unloaded; pinned models hold every slot"),
+        ("unload", "pending", {"draining": True}, 60,
+         "coder: not unloaded after 60 s, still draining"),
+        ("unload", "pending", {"draining": True}, 0, "coder: unload requested; now draining"),
+        ("load", "pending", {"phase": "failed"}, 0,
+         "coder: load requested; now failed (its last load failed; the new one is waiting for "
+         "room)"),
+    ],
+)  # fmt: skip
+def test_model_outcome_lines(
+    action: str, outcome: Any, changes: dict[str, Any], wait: float, line: str
+) -> None:
+    entry = {
+        "id": "coder", "phase": "ready", "draining": False, "port": 41234, "pid": 4242,
+        "lastError": None, "waitingFor": None, "retries": 0, "state": "ready",
+    }  # fmt: skip
+    result = ModelWait(outcome, entry | changes)
+    assert model_outcome_line(action, result, wait=wait) == line
+
+
 # ---- errors and help ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["status", "--json"], ["start"], ["stop"], ["restart"], ["logs"], ["logs", "-f"]],
-)
+    [["status"], ["status", "--json"], ["start"], ["stop"], ["restart"], ["logs"], ["logs", "-f"],
+     ["models"], ["models", "--json"], ["load", "coder"], ["unload", "coder"]],
+)  # fmt: skip
 async def test_unreachable_service_is_one_line_and_exit_1(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

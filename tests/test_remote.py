@@ -21,13 +21,21 @@ import pytest
 
 from llamaherd import __version__
 from llamaherd.cli import DEFAULT_WAIT_S, build_parser, main
-from llamaherd.remote import DEFAULT_URL, Identity, identify
+from llamaherd.errors import LlamaherdError
+from llamaherd.remote import (
+    DEFAULT_URL,
+    Identity,
+    RemoteClient,
+    identify,
+    model_settled,
+    wait_for_model,
+)
 from tests.conftest import free_port, wait_http_ready
 
 pytestmark = pytest.mark.timeout(60)
 
 LLAMAHERD_HEALTHZ = (200, {"status": "ok", "name": "llamaherd", "version": "9.9.9"})
-GOOD_STATUS = {
+GOOD_STATUS: dict[str, Any] = {
     "status": "ready",
     "models": [],
     "lastError": None,
@@ -40,6 +48,21 @@ GOOD_STATUS = {
     "nextRetryAt": None,
     "restarts": 0,
     "lastExit": None,
+}
+
+MODEL: dict[str, Any] = {
+    "id": "coder", "aliases": ["c"], "default": False, "state": "initial", "phase": "unloaded",
+    "loaded": False, "draining": False, "inFlight": 0, "queued": 0, "maxConcurrency": 1,
+    "lastUsed": None, "ttlSeconds": None, "ttlLeft": None, "pinned": False, "port": 41234,
+    "pid": None, "retries": 0, "lastError": None, "waitingFor": None, "path": "/m/coder.gguf",
+    "size": 2048, "architecture": None, "parameters": None, "quantisation": None,
+    "contextLength": None, "memoryMb": 0.0,
+}  # fmt: skip
+UNKNOWN_MODEL = {
+    "error": {
+        "message": "The model 'x' does not exist. Available models: coder",
+        "type": "not_found",
+    }
 }
 
 Routes = dict[str, tuple[int, Any]]
@@ -149,6 +172,75 @@ def test_a_control_answer_without_a_status_is_one_line(
     one_error_line(err)
 
 
+def test_a_models_list_with_a_wrong_type_is_one_line(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server(
+        {
+            "/api/gateway/models": (200, {"models": [MODEL | {"inFlight": "2"}]}),
+            "/healthz": LLAMAHERD_HEALTHZ,
+        }
+    )
+    for argv in (["models"], ["models", "--json"]):
+        code, out, err = run(capsys, *argv, "--url", url)
+        assert (code, out) == (1, "")
+        message = one_error_line(err)
+        assert message.startswith(f"{url} answered GET /api/gateway/models with something")
+        assert "(models.0.inFlight: input should be a valid integer, got '2')" in message
+
+
+def test_a_load_answer_that_is_no_model_is_one_line(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = odd_server(
+        {"/api/models/coder/load": (200, {"status": "ok"}), "/healthz": LLAMAHERD_HEALTHZ}
+    )
+    code, out, err = run(capsys, "load", "coder", "--url", url)
+    assert (code, out) == (1, "")
+    assert "answered POST /api/models/coder/load with something llamaherd does not send (id: " in (
+        one_error_line(err)
+    )
+
+
+def test_unknown_model_from_something_else_says_it_is_not_llamaherd(
+    odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 404 shaped like llamaherd's "no such model" is only believed from llamaherd."""
+    url = odd_server({"/api/models/x/load": (404, UNKNOWN_MODEL)})  # /healthz: 404
+    code, out, err = run(capsys, "load", "x", "--url", url)
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == (
+        f"{url} is not llamaherd (it answers as OddServer/1.0); point --url at llamaherd's "
+        f"address (default {DEFAULT_URL})"
+    )
+    url = odd_server({"/api/models/x/load": (404, UNKNOWN_MODEL), "/healthz": LLAMAHERD_HEALTHZ})
+    code, out, err = run(capsys, "load", "x", "--url", url)
+    assert (code, out) == (1, "")
+    assert one_error_line(err) == "The model 'x' does not exist. Available models: coder"
+
+
+@pytest.mark.parametrize("argv", [["models"], ["load", "coder"], ["unload", "coder"]])
+def test_a_llamaherd_without_the_gateway_says_to_use_one_version(
+    argv: list[str], odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older llamaherd answers its 404 for a path it does not have, not for a model."""
+    no_path = {"error": {"message": "Not Found", "type": "not_found"}}
+    routes = {
+        "/api/gateway/models": (404, no_path),
+        "/api/models/coder/load": (404, no_path),
+        "/api/models/coder/unload": (404, no_path),
+        "/healthz": LLAMAHERD_HEALTHZ,
+    }
+    code, out, err = run(capsys, *argv, "--url", odd_server(routes))
+    assert (code, out) == (1, "")
+    message = one_error_line(err)
+    assert "with something llamaherd does not send (HTTP 404 Not Found: Not Found)" in message
+    assert message.endswith(
+        f"it says it is llamaherd 9.9.9, this command is llamaherd {__version__}: use the same "
+        "version of both"
+    )
+
+
 def test_odd_json_from_something_else_says_it_is_not_llamaherd(
     odd_server: Callable[[Routes], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,8 +289,9 @@ def llama_server_url(
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["start"], ["stop"], ["restart", "--wait", "0"], ["logs"], ["logs", "-f"]],
-)
+    [["status"], ["start"], ["stop"], ["restart", "--wait", "0"], ["logs"], ["logs", "-f"],
+     ["models"], ["load", "coder"], ["unload", "coder", "--wait", "0"]],
+)  # fmt: skip
 def test_pointed_at_llama_server_says_so(
     argv: list[str], llama_server_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -346,3 +439,111 @@ def test_a_closed_stdout_is_no_traceback(odd_server: Callable[[Routes], str]) ->
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+# ---- waiting for a load or an unload --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "changes", "stale", "expected"),
+    [
+        ("load", {"phase": "ready"}, False, "done"),
+        ("load", {"phase": "ready", "draining": True}, False, None),  # evicted: loads again later
+        ("load", {"phase": "loading"}, False, None),
+        ("load", {"phase": "unloaded"}, False, None),  # waiting for room
+        ("load", {"phase": "failed"}, False, "failed"),
+        ("load", {"phase": "failed"}, True, None),  # the last load's, while the new one waits
+        ("unload", {"phase": "unloaded"}, False, "done"),
+        ("unload", {"phase": "failed"}, False, "done"),  # no server, no room held
+        ("unload", {"phase": "ready", "draining": True}, False, None),
+        ("unload", {"phase": "unloading"}, False, None),
+    ],
+)
+def test_model_settled(
+    action: Any, changes: dict[str, Any], stale: bool, expected: str | None
+) -> None:
+    assert model_settled(action, MODEL | changes, stale_failure=stale) == expected
+
+
+class ScriptedModels:
+    """llamaherd's /api/gateway/models answering each poll with the next of `phases`, on a
+    clock that only sleeping moves."""
+
+    def __init__(self, phases: list[str | None]) -> None:
+        self.phases = phases
+        self.polls = 0
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("GET", "/api/gateway/models")
+        phase = self.phases[min(self.polls, len(self.phases) - 1)]
+        self.polls += 1
+        models = [] if phase is None else [MODEL | {"phase": phase}]
+        return httpx.Response(200, json={"models": [MODEL | {"id": "other"}, *models]})
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def wait(self, action: Any, first_phase: str, wait_s: float = 60) -> Any:
+        transport = httpx.MockTransport(self.handler)
+        with RemoteClient("http://llamaherd.test", transport=transport) as client:
+            return wait_for_model(
+                client,
+                action,
+                MODEL | {"phase": first_phase},
+                wait_s,
+                clock=lambda: self.now,
+                sleep=self.sleep,
+            )
+
+
+def test_a_load_that_failed_before_waits_for_its_new_outcome() -> None:
+    script = ScriptedModels(["failed", "unloaded", "loading", "ready"])
+    result = script.wait("load", "failed")
+    assert (result.outcome, result.entry["phase"], script.polls) == ("done", "ready", 4)
+    # Quick at first, then less often.
+    assert script.sleeps == [0.05, 0.1, 0.2, 0.4]
+
+
+def test_a_new_load_that_fails_again_is_seen() -> None:
+    script = ScriptedModels(["failed", "loading", "failed"])
+    assert script.wait("load", "failed").outcome == "failed"
+    assert script.polls == 3
+
+
+def test_the_wait_ends_at_its_deadline() -> None:
+    script = ScriptedModels(["loading"])
+    result = script.wait("load", "loading", wait_s=3)
+    assert (result.outcome, result.entry["phase"]) == ("pending", "loading")
+    assert sum(script.sleeps) == pytest.approx(3)
+    assert max(script.sleeps) == 0.5
+    # Already there, or --wait 0: no poll at all.
+    script = ScriptedModels(["ready"])
+    assert script.wait("unload", "unloaded").outcome == "done"
+    assert script.wait("load", "loading", wait_s=0).outcome == "pending"
+    assert script.polls == 0
+
+
+def test_a_model_that_vanishes_while_waited_for_is_one_error() -> None:
+    script = ScriptedModels([None])
+    with pytest.raises(LlamaherdError, match="no longer lists model 'coder'"):
+        script.wait("unload", "unloading")
+
+
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [("coder", "/api/models/coder/load"), ("..", "/api/models/%2E%2E/load"),
+     ("a/b c", "/api/models/a%2Fb%20c/load"), ("qwen2.5", "/api/models/qwen2.5/load")],
+)  # fmt: skip
+def test_the_model_is_one_segment_of_the_path(model: str, path: str) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json=MODEL)
+
+    with RemoteClient("http://llamaherd.test", transport=httpx.MockTransport(handler)) as client:
+        assert client.control_model("load", model) == MODEL
+    assert seen == [path]

@@ -1,8 +1,8 @@
 """The `llamaherd` command line. Each subcommand is a small function; errors of ours end as one
 line on stderr and a non-zero exit, never a traceback.
 
-`serve` and `demo-model` work locally; `status`, `start`, `stop`, `restart` and `logs` talk to a
-running `llamaherd serve` over its REST API (see llamaherd.remote).
+`serve` and `demo-model` work locally; `status`, `start`, `stop`, `restart`, `logs`, `models`,
+`load` and `unload` talk to a running `llamaherd serve` over its REST API (see llamaherd.remote).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from llamaherd.errors import LlamaherdError
 from llamaherd.remote import (
     DEFAULT_URL,
     REQUEST_TIMEOUT_S,
+    ModelWait,
     RemoteClient,
     follow_logs,
     service_url,
+    wait_for_model,
 )
 
 EXIT_OK = 0
@@ -39,6 +42,13 @@ MAX_LOG_LINES = 100_000  # the API's own limit
 STATUS_NOTES = {"initial": "not running", "error": "gave up; 'llamaherd restart' tries again"}
 # Right after a start or restart was accepted, `initial` is the moment before its first step.
 REQUESTED_NOTES = STATUS_NOTES | {"initial": "about to start"}
+# Right after a load was accepted, a model not yet loading waits for room: for another model to
+# be unloaded, or for this one to finish unloading first.
+LOAD_REQUESTED_NOTES = {
+    "unloaded": "waiting for room",
+    "failed": "its last load failed; the new one is waiting for room",
+    "unloading": "it loads again once unloaded",
+}
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,6 +193,51 @@ def _add_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs.set_defaults(handler=_logs)
 
 
+def _model_name(text: str) -> str:
+    """An argparse type: a model id or alias, which is never empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("name a model: an id or alias from 'llamaherd models'")
+    return text
+
+
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = sub.add_parser(
+        "models",
+        parents=[_remote_options()],
+        help="list the gateway's models: state, requests, last use, size, port, pid",
+        description="Ask a running llamaherd about every model it serves, loaded or not. * marks "
+        "the default model (the one a request that names none gets); aliases, why a model "
+        "waits and its last error follow on indented lines.",
+    )
+    models.add_argument(
+        "--json", action="store_true", help="print the models list of /api/gateway/models"
+    )
+    models.set_defaults(handler=_models)
+    helps = {
+        "load": "load a model now (others are unloaded as max_loaded and the memory budget "
+        "require) and wait until it is ready",
+        "unload": "unload a model once its requests in flight have ended, and wait until it is "
+        "unloaded",
+    }
+    for action, text in helps.items():
+        control = sub.add_parser(
+            action,
+            parents=[_remote_options()],
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Prints one line with the outcome; exits "
+            "1 if the model is unknown, failed, or did not get there within --wait.",
+        )
+        control.add_argument("model", type=_model_name, metavar="MODEL", help="a model id or alias")
+        control.add_argument(
+            "--wait",
+            type=_bounded(float, 0, MAX_WAIT_S),
+            default=DEFAULT_WAIT_S,
+            metavar="SECONDS",
+            help=f"wait up to this long for it; 0 answers at once (default: {DEFAULT_WAIT_S:g})",
+        )
+        control.set_defaults(handler=_model_control, action=action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llamaherd",
@@ -190,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llamaherd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_demo_model, _add_status, _add_control, _add_logs):
+    for add in (_add_serve, _add_demo_model, _add_status, _add_control, _add_logs, _add_models):
         add(sub)
     return parser
 
@@ -255,6 +310,115 @@ def control_line(
     if action != "stop" and wait == 0:
         return status_line(status, lead=f"{action} requested", notes=REQUESTED_NOTES)
     return status_line(status)
+
+
+def _models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.gateway_models()
+    print(json.dumps(models, indent=2) if args.json else render_models(models))
+    return EXIT_OK
+
+
+def _model_control(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entry = client.control_model(args.action, args.model)
+        result = wait_for_model(client, args.action, entry, args.wait)
+    print(model_outcome_line(args.action, result, wait=args.wait))
+    if result.outcome == "done" or (result.outcome == "pending" and args.wait == 0):
+        return EXIT_OK
+    return EXIT_ERROR
+
+
+def model_outcome_line(action: str, result: ModelWait, *, wait: float) -> str:
+    """The one line load and unload print: the outcome, or where the model is when the wait
+    ended ("coder: ready on port 41234 (pid 4242)", "coder: failed: ...")."""
+    entry = result.entry
+    model = entry["id"]
+    if result.outcome == "failed":
+        return f"{model}: failed: {_one_line(entry.get('lastError') or 'its llama-server gave up')}"
+    if result.outcome == "done" and action == "load":
+        pid = f" (pid {entry['pid']})" if entry.get("pid") is not None else ""
+        return f"{model}: ready on port {entry['port']}{pid}"
+    if result.outcome == "done" and entry.get("phase") == "failed":
+        why = f": {_one_line(entry['lastError'])}" if entry.get("lastError") else ""
+        return f"{model}: not loaded (its last load failed{why})"
+    if result.outcome == "done":
+        return f"{model}: unloaded"
+    # Why it cannot get a server yet, as the scheduler says it: "pinned models hold every slot".
+    waiting = f"; {entry['waitingFor']}" if entry.get("waitingFor") else ""
+    if wait == 0:
+        notes = LOAD_REQUESTED_NOTES if action == "load" else {}
+        return f"{model}: {action} requested; now {model_state(entry, notes)}{waiting}"
+    goal = "ready" if action == "load" else "unloaded"
+    return f"{model}: not {goal} after {wait:g} s, still {model_state(entry)}{waiting}"
+
+
+def model_state(entry: dict[str, Any], notes: dict[str, str] | None = None) -> str:
+    """The word for where a model is: the scheduler's phase, "draining" while it is to be
+    unloaded once its requests end, and the retry while its llama-server restarts."""
+    phase = str(entry.get("phase", "unknown"))
+    if phase == "ready" and entry.get("draining"):
+        return "draining"
+    # In `error` the count is the last run's, until the new load's first step resets it.
+    if phase == "loading" and entry.get("retries") and entry.get("state") != "error":
+        return f"loading (retry {entry['retries']})"
+    note = (notes or {}).get(phase)
+    return f"{phase} ({note})" if note else phase
+
+
+def _one_line(text: str) -> str:
+    # lastError may quote several lines of llama-server's output.
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def render_models(models: list[dict[str, Any]], *, now_ms: int | None = None) -> str:
+    """The table of `llamaherd models`: a row per model, then its aliases, why it waits and
+    its last error on indented lines. `now_ms` (unix ms) is when "last used" counts from."""
+    if not models:
+        return "no models"
+    now = time.time() * 1000 if now_ms is None else now_ms
+    header = ("MODEL", "STATE", "IN FLIGHT", "QUEUED", "LAST USED", "TTL LEFT", "SIZE", "QUANT",
+              "PORT", "PID")  # fmt: skip
+    rows = [header, *(_model_row(entry, now) for entry in models)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    marks = [" ", *("*" if entry.get("default") else " " for entry in models)]
+    lines: list[str] = []
+    for index, (mark, row) in enumerate(zip(marks, rows, strict=True)):
+        cells = "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True))
+        lines.append(f"{mark} {cells}".rstrip())
+        if index:
+            lines += [f"    {label}: {text}" for label, text in _model_notes(models[index - 1])]
+    return "\n".join(lines)
+
+
+def _model_row(entry: dict[str, Any], now_ms: float) -> tuple[str, ...]:
+    last_used = entry.get("lastUsed")
+    ago = "-" if last_used is None else f"{human_duration(int((now_ms - last_used) / 1000))} ago"
+    ttl_left = entry.get("ttlLeft")
+    size = entry.get("size")
+    return (
+        str(entry["id"]),
+        model_state(entry),
+        f"{entry.get('inFlight', 0)}/{entry.get('maxConcurrency', '?')}",
+        str(entry.get("queued", 0)),
+        ago,
+        "-" if ttl_left is None else human_duration(round(ttl_left)),
+        "-" if size is None else human_size(int(size)),
+        str(entry.get("quantisation") or "-"),
+        str(entry.get("port", "-")),
+        "-" if entry.get("pid") is None else str(entry["pid"]),
+    )
+
+
+def _model_notes(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    notes = []
+    if entry.get("aliases"):
+        notes.append(("aliases", ", ".join(entry["aliases"])))
+    if entry.get("waitingFor"):
+        notes.append(("waiting", str(entry["waitingFor"])))
+    if entry.get("lastError"):
+        notes.append(("last error", _one_line(entry["lastError"])))
+    return notes
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """A small synchronous client of a running `llamaherd serve`, for the command line.
 
-It speaks the REST API (status, logs, start/stop/restart) and reads `/api/events`, the
-Server-Sent-Events stream. Every failure ends as a LlamaherdError with a one-line message:
-ServiceUnreachableError when nothing answers, ControlConflictError for a 409, LlamaherdError
-with the server's own message for any other error answer.
+It speaks the REST API (status, logs, start/stop/restart, the gateway's models and their
+load/unload) and reads `/api/events`, the Server-Sent-Events stream. Every failure ends as a
+LlamaherdError with a one-line message: ServiceUnreachableError when nothing answers,
+ControlConflictError for a 409, LlamaherdError with the server's own message for any other
+error answer (an unknown model's 404 among them: its message lists the models there are).
 
 Every answer is checked against the API's own response schemas (api/schemas.py) before the
 command line reads it. An answer llamaherd would not send (a 404, JSON of another shape, an
@@ -19,18 +20,25 @@ import json
 import re
 import reprlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from llamaherd import __version__
 from llamaherd.api.payloads import LOG_EVENT
-from llamaherd.api.schemas import ControlOut, LogsOut, StatusOut
+from llamaherd.api.schemas import (
+    ControlOut,
+    GatewayModelOut,
+    GatewayModelsOut,
+    LogsOut,
+    StatusOut,
+)
 from llamaherd.config import load_config
 from llamaherd.errors import (
     ConfigError,
@@ -55,7 +63,16 @@ OVERLAP_WINDOW_S = 1.0
 # Compared against that batch: more lines than a short -n gives, so a match is real evidence.
 OVERLAP_CONTEXT_LINES = 200
 
+# How often a load/unload is checked on while the CLI waits for it: soon at first (a small
+# model is ready in about 0.1 s), then at doubling intervals up to twice a second.
+MODEL_POLL_INITIAL_S = 0.05
+MODEL_POLL_MAX_S = 0.5
+# The message of the 404 for a path the app does not have (Starlette's), as opposed to the
+# 404 of a path it has about a model it does not serve.
+NO_SUCH_PATH = "Not Found"
+
 Action = Literal["start", "stop", "restart"]
+ModelAction = Literal["load", "unload"]
 Event = tuple[str, dict[str, Any]]
 
 # Wildcard listen addresses are not addresses one can connect to; loopback reaches them.
@@ -154,6 +171,22 @@ class RemoteClient:
         status: dict[str, Any] = answer["status"]
         return status
 
+    def gateway_models(self) -> list[dict[str, Any]]:
+        """Every model of the gateway, loaded or not (`GET /api/gateway/models`)."""
+        answer = self._call("GET", "/api/gateway/models", schema=GatewayModelsOut)
+        return list(answer["models"])
+
+    def control_model(self, action: ModelAction, model: str) -> dict[str, Any]:
+        """POST load or unload for `model` (an id or an alias): the model's entry as the server
+        answers at once, before the load or unload is done. An unknown model raises
+        LlamaherdError with the server's message, which lists the models it has."""
+        return self._call(
+            "POST",
+            f"/api/models/{_path_segment(model)}/{action}",
+            schema=GatewayModelOut,
+            answers_404=True,
+        )
+
     @contextlib.contextmanager
     def events(self) -> Iterator[Iterator[Event]]:
         """The open `/api/events` stream, as (event name, payload) pairs."""
@@ -183,9 +216,11 @@ class RemoteClient:
         params: dict[str, Any] | None = None,
         timeout: float = REQUEST_TIMEOUT_S,
         unanswered: str | None = None,
+        answers_404: bool = False,
     ) -> dict[str, Any]:
         """The answer's JSON object, checked against `schema`; `unanswered` is the message for
-        a connection that was accepted but never answered within `timeout`."""
+        a connection that was accepted but never answered within `timeout`; `answers_404`: the
+        path names something (a model) that llamaherd may answer 404 for, with its message."""
         with self._reaching():
             try:
                 answer = self._http.request(
@@ -201,9 +236,11 @@ class RemoteClient:
                     f"{method} {path} within {timeout:g} s; check --url, or restart "
                     "'llamaherd serve' if it hangs"
                 ) from None
-        return self._checked(answer, schema=schema)
+        return self._checked(answer, schema=schema, answers_404=answers_404)
 
-    def _checked(self, answer: httpx.Response, *, schema: type[BaseModel] | None) -> dict[str, Any]:
+    def _checked(
+        self, answer: httpx.Response, *, schema: type[BaseModel] | None, answers_404: bool = False
+    ) -> dict[str, Any]:
         """The JSON object of a 2xx answer in llamaherd's shape; an error answer raises with the
         server's message; anything else raises saying what answers instead of llamaherd."""
         body = _json_object(answer)
@@ -213,18 +250,28 @@ class RemoteClient:
                 return body
             raise self._unexpected(answer, problem)
         message = _error_message(body)
-        # llamaherd answers 404 only for a path it does not have, which this client never asks
-        # for; llama-server and most other servers answer 404 to every path of llamaherd's.
+        reason = f"HTTP {answer.status_code} {answer.reason_phrase}"
+        if answer.status_code == 404 and answers_404 and message not in (None, NO_SUCH_PATH):
+            # "The model 'x' does not exist. Available models: ...": but only llamaherd's word
+            # is worth repeating, and another server's 404 can look alike; ask which it is.
+            identity = self._identify()
+            if identity.version is not None:
+                raise LlamaherdError(message)
+            raise self._unexpected(answer, f"{reason}: {message}", identity)
+        # Otherwise llamaherd answers 404 only for a path it does not have, which this client
+        # never asks for; llama-server and most other servers answer 404 to every path of ours.
         if message is None or answer.status_code == 404:
-            reason = f"HTTP {answer.status_code} {answer.reason_phrase}"
             raise self._unexpected(answer, f"{reason}: {message}" if message else reason)
         if answer.status_code == 409:
             raise ControlConflictError(message)
         raise LlamaherdError(message)
 
-    def _unexpected(self, answer: httpx.Response, detail: str) -> LlamaherdError:
-        """The error for an answer llamaherd does not send, after asking what answered it."""
-        identity = self._identify()
+    def _unexpected(
+        self, answer: httpx.Response, detail: str, identity: Identity | None = None
+    ) -> LlamaherdError:
+        """The error for an answer llamaherd does not send, after asking what answered it
+        (unless `identity` already says)."""
+        identity = identity or self._identify()
         if identity.version is None:
             return LlamaherdError(
                 f"{self.base_url} is not llamaherd ({identity.evidence}); point --url at "
@@ -297,6 +344,13 @@ def _looks_like_llama_server(answer: httpx.Response, body: dict[str, Any] | None
         ("not_found_error", "File Not Found"),
         ("unavailable_error", "Loading model"),
     }
+
+
+def _path_segment(text: str) -> str:
+    """`text` as one segment of a URL path: "/" escaped, and "." or ".." escaped too, since
+    clients would otherwise resolve them as the current or the parent folder."""
+    segment = quote(text, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _printable(text: str, limit: int = 60) -> str:
@@ -417,3 +471,75 @@ def _log_batches(events: Iterator[Event]) -> Iterator[list[str]]:
         lines = data.get("lines") if isinstance(data, dict) else None
         if name == LOG_EVENT and isinstance(lines, list):
             yield [str(line) for line in lines]
+
+
+@dataclass(frozen=True)
+class ModelWait:
+    """How a wait for a load or unload ended: `outcome` "done" (the model is ready, or not
+    loaded), "failed" (its llama-server gave up), or "pending" (the time ran out first);
+    `entry` is the model as last seen."""
+
+    outcome: Literal["done", "failed", "pending"]
+    entry: dict[str, Any]
+
+
+def model_settled(
+    action: ModelAction, entry: dict[str, Any], *, stale_failure: bool = False
+) -> Literal["done", "failed"] | None:
+    """Whether a load or unload of the model `entry` describes is over, and how.
+
+    A load is done when the model is ready and not about to be unloaded (draining: evicted or
+    idle, it will be loaded again afterwards). Its failure counts unless `stale_failure`: a
+    model that had failed before keeps that phase while its new load waits for room. An unload
+    is done once the model is unloaded, or failed: a failed model has no server and holds no
+    room, which is what an unload is for."""
+    phase = entry.get("phase")
+    if action == "unload":
+        return "done" if phase in ("unloaded", "failed") else None
+    if phase == "ready" and not entry.get("draining"):
+        return "done"
+    if phase == "failed" and not stale_failure:
+        return "failed"
+    return None
+
+
+def wait_for_model(
+    client: RemoteClient,
+    action: ModelAction,
+    entry: dict[str, Any],
+    wait_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ModelWait:
+    """Follow the model of `entry` (the answer to its load or unload) until that is over, or
+    `wait_s` seconds have passed.
+
+    Polls `GET /api/gateway/models`, quickly at first, rather than following the llamaModels
+    events on `/api/events`: the API's load and unload answer at once (they take no wait), and
+    a blocking read of that stream could not be held to this deadline; a poll can."""
+    model = entry["id"]
+    stale_failure = action == "load" and entry.get("phase") == "failed"
+    deadline = clock() + wait_s
+    delay = MODEL_POLL_INITIAL_S
+    while True:
+        settled = model_settled(action, entry, stale_failure=stale_failure)
+        if settled is not None:
+            return ModelWait(settled, entry)
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return ModelWait("pending", entry)
+        sleep(min(delay, remaining))
+        delay = min(delay * 2, MODEL_POLL_MAX_S)
+        entry = _find_model(client, model)
+        stale_failure = stale_failure and entry.get("phase") == "failed"
+
+
+def _find_model(client: RemoteClient, model: str) -> dict[str, Any]:
+    for entry in client.gateway_models():
+        if entry["id"] == model:
+            return entry
+    raise LlamaherdError(
+        f"llamaherd at {client.base_url} no longer lists model {model!r}; was it restarted "
+        "with another config? 'llamaherd models' lists what it has"
+    )
