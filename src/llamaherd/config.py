@@ -91,6 +91,28 @@ class ModelEntry(BaseModel):
     port: Port | None = None
 
 
+class CrashLoopRule(BaseModel):
+    """`alerts.crash_loop`: this many crashes of one model within `within_s` is a crash loop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    crashes: Annotated[StrictInt, Field(ge=2, le=1000)] = 3
+    within_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 300.0
+
+
+class AlertSettings(BaseModel):
+    """`alerts`: where to say that a model failed, crash-loops, or recovered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    webhooks: tuple[Annotated[str, Field(pattern=r"^https?://")], ...] = ()
+    command: tuple[Argument, ...] = ()  # an argument list, run without a shell
+    crash_loop: CrashLoopRule = CrashLoopRule()
+    min_interval_s: Annotated[float, Field(ge=0, le=86400)] = 300.0  # per model and event
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0  # one delivery attempt
+    retries: Annotated[StrictInt, Field(ge=0, le=20)] = 3
+
+
 class Settings(BaseModel):
     """Everything llamaherd can be told. Keys are the JSON config's keys."""
 
@@ -127,6 +149,15 @@ class Settings(BaseModel):
     memory_budget_mb: Annotated[float, Field(gt=0)] | None = None
     queue_depth: Annotated[int, Field(ge=0, le=1_000_000)] = 64
     queue_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    # Observability: measurements, history, log files, alerts.
+    metrics_enabled: StrictBool = True
+    history_enabled: StrictBool = True
+    state_dir: FilePath | None = None  # default: $XDG_STATE_HOME/llamaherd or ~/.local/state/…
+    history_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    history_requests_kept: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
+    log_file_max_bytes: Annotated[int, Field(ge=0, le=2**40)] = 10 * 1024 * 1024  # 0: no files
+    log_file_count: Annotated[int, Field(ge=1, le=1000)] = 5
+    alerts: AlertSettings = AlertSettings()
 
     def supervisor_policy(self) -> SupervisorPolicy:
         # Every policy number has a config key of the same name (a new one without a key
@@ -280,7 +311,10 @@ def _validation_message(exc: ValidationError, source: str) -> str:
     """One line: the source once, then each wrong key with what it got and the fix."""
     problems = []
     for error in exc.errors():
-        depth = 3 if error["loc"][:1] == ("models",) else 1  # models.<id>.<key>
+        # models.<id>.<key>, alerts.crash_loop.<key>: the nested key, not just its parent.
+        depth = {"models": 3, "alerts": len(error["loc"])}.get(
+            str(error["loc"][:1][0]) if error["loc"] else "", 1
+        )
         key = ".".join(str(part) for part in error["loc"][:depth]) or "config"
         value = error.get("input")
         got = _SHORT.repr(str(value) if isinstance(value, Path) else value)
@@ -293,7 +327,7 @@ def _validation_message(exc: ValidationError, source: str) -> str:
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     """Relative paths are the config file's folder's, wherever llamaherd was started."""
     changes: dict[str, Any] = {}
-    for key in ("llama_model_path", "llama_server_binary", "models_dir"):
+    for key in ("llama_model_path", "llama_server_binary", "models_dir", "state_dir"):
         value = getattr(settings, key)
         if value is not None and not value.is_absolute():
             changes[key] = (base / value).resolve()
@@ -326,6 +360,16 @@ def check_settings_files(settings: Settings, *, source: str = "config") -> None:
         locate_llama_server(settings.llama_server_binary)
     except BinaryNotFoundError as exc:
         raise ConfigError(f"{source}: llama_server_binary: {exc}") from None
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where llamaherd keeps its history and log files: `state_dir` from the config, else
+    `$XDG_STATE_HOME/llamaherd`, else `~/.local/state/llamaherd`."""
+    if settings.state_dir is not None:
+        return settings.state_dir
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
+    return base / "llamaherd"
 
 
 def cache_dir() -> Path:

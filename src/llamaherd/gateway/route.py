@@ -17,11 +17,13 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from llamaherd.gateway.herd import Herd, Ticket
 from llamaherd.gateway.proxy import (
     BodyTooLarge,
+    ChunkObserver,
     ClientDisconnected,
     Receive,
     Scope,
@@ -62,15 +64,39 @@ INFERENCE_PATHS = frozenset(
     }
 )
 UPSTREAM_PREFIX = "/upstream/"
+
+
+class RequestObserver(ChunkObserver, Protocol):
+    """Measures one inference request (metrics/meter.py's RequestMeter): the relay reports its
+    chunks; the route reports the dispatch, a refusal, or a client that left while waiting."""
+
+    def dispatched(self) -> None: ...
+
+    def refused(self, status: int, message: str) -> None: ...
+
+    def abandoned(self) -> None: ...
+
+
+# (model id, endpoint path, stream?) -> the observer of that request; injected by the app, so
+# the gateway knows nothing of what is measured or where it goes.
+ObserverFactory = Callable[[str, str, bool], RequestObserver]
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
 HEARTBEAT_S = 1.0
 
 
 class GatewayRoute:
-    def __init__(self, herd: Herd, app: Any, *, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+    def __init__(
+        self,
+        herd: Herd,
+        app: Any,
+        *,
+        body_limit: int = DEFAULT_BODY_LIMIT,
+        observe: ObserverFactory | None = None,
+    ) -> None:
         self.herd = herd
         self.app = app  # everything that is not inference
         self.body_limit = body_limit
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -192,15 +218,22 @@ class GatewayRoute:
         stream: bool,
         path_qs: str | None = None,
     ) -> None:
+        observer = self.observe(spec.id, scope["path"], stream) if self.observe else None
         ticket = self.herd.submit(spec.id)
         try:
             waited = await self._wait(ticket, receive, send, stream=stream)
             if waited is None:
+                if observer is not None:
+                    observer.abandoned()
                 return  # the client left while it waited
             decision, started = waited
             if isinstance(decision, Reject):
+                if observer is not None:
+                    observer.refused(decision.status, decision.message)
                 await _refuse(send, decision, started=started)
                 return
+            if observer is not None:
+                observer.dispatched()
             backend = self.herd.backends[spec.id]
             await relay(
                 scope,
@@ -213,6 +246,7 @@ class GatewayRoute:
                 headers=scope["headers"],
                 body=body,
                 started=started,
+                observer=observer,
                 label=f"llama-server for model {spec.id}",
             )
         finally:
