@@ -24,13 +24,17 @@ def create_gateway_router(herd: Herd) -> APIRouter:
         """Every model, loaded or not: the `data` of the `llamaModels` event."""
         return {"models": models_data(herd)}
 
-    @router.post("/api/models/{model}/load", response_model=GatewayModelOut, responses=NOT_FOUND)
+    @router.post(
+        "/api/models/{model:path}/load", response_model=GatewayModelOut, responses=NOT_FOUND
+    )
     async def load(model: str) -> dict[str, Any]:
         """Load a model now (an id or an alias); evicts others as `max_loaded` requires, but
         never one that is serving a request: it waits for that request to end."""
         return _control(herd, "load", model)
 
-    @router.post("/api/models/{model}/unload", response_model=GatewayModelOut, responses=NOT_FOUND)
+    @router.post(
+        "/api/models/{model:path}/unload", response_model=GatewayModelOut, responses=NOT_FOUND
+    )
     async def unload(model: str) -> dict[str, Any]:
         """Unload a model once its requests in flight have ended (pinned models too)."""
         return _control(herd, "unload", model)
