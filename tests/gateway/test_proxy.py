@@ -235,12 +235,27 @@ async def wait_slot_idle(base_url: str, timeout_s: float = 10) -> float:
 
 
 async def wait_slot_busy(base_url: str, timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s), httpx.AsyncClient(trust_env=False) as http:
-        while True:
-            slots = (await http.get(f"{base_url}/slots", timeout=5)).json()
-            if any(slot["is_processing"] for slot in slots):
-                return
-            await asyncio.sleep(0.02)
+    slots: Any = None
+    try:
+        async with asyncio.timeout(timeout_s), httpx.AsyncClient(trust_env=False) as http:
+            while True:
+                slots = (await http.get(f"{base_url}/slots", timeout=5)).json()
+                if any(slot["is_processing"] for slot in slots):
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"no slot became busy within {timeout_s} s: {slots}") from None
+
+
+async def read_until(pieces: AsyncIterator[bytes], marker: bytes) -> bytes:
+    """Read a streamed body until `marker` has arrived. Unlike breaking out of an `async for`,
+    this leaves the iterator alive: a generator abandoned mid-way is closed when collected, and
+    httpx then closes the connection, which would make the client leave before the test says."""
+    received = b""
+    async with asyncio.timeout(10):
+        while marker not in received:
+            received += await anext(pieces)
+    return received
 
 
 def sse_events(body: bytes) -> list[bytes]:
@@ -463,9 +478,8 @@ async def test_client_leaving_mid_stream_frees_the_upstream_slot(fake: Callable[
     async with gateway(upstream.url) as (url, app), client(url) as http:
         payload = chat(100_000, stream=True)
         async with http.stream("POST", "/v1/chat/completions", json=payload) as r:
-            async for piece in r.aiter_raw():
-                if b'"content":" The"' in piece:
-                    break
+            pieces = r.aiter_raw()
+            await read_until(pieces, b'"content":" The"')
             await wait_slot_busy(upstream.url)
         # Leaving the block closed the connection mid-body.
         outcome, observer = await app.next_result()
@@ -780,25 +794,18 @@ async def test_one_session_per_base_url_until_forgotten() -> None:
 
 @pytest.fixture
 def real_server(real_binary: Path, demo_model: Path, spawn_external: Spawn) -> Iterator[str]:
+    """The real llama-server with the demo model, one slot, /slots and /metrics on. The
+    model's 2,048-token training context is raised to 32,768 so that a generation left alone
+    runs for tens of seconds: long enough to see whether a departed client stopped it."""
     port = free_port()
-    spawn_external(
-        [
-            str(real_binary),
-            "-m",
-            str(demo_model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-c",
-            "32768",
-            "-np",
-            "1",
-            "--slots",
-        ]
-    )
+    argv = [str(real_binary), "-m", str(demo_model), "--host", "127.0.0.1", "--port", str(port)]
+    context = ["-c", "32768", "--override-kv", "llama.context_length=int:32768"]
+    spawn_external([*argv, *context, "-np", "1", "--slots", "--metrics"])
     wait_http_ready(port, 60)
     yield f"http://127.0.0.1:{port}"
+
+
+LONG = 30_000  # tokens: 30 s or more of generation for this model on a small CPU
 
 
 def real_chat(n: int, *, stream: bool) -> dict[str, Any]:
@@ -806,9 +813,19 @@ def real_chat(n: int, *, stream: bool) -> dict[str, Any]:
     return chat(n, stream=stream, ignore_eos=True)
 
 
+async def tokens_predicted(base_url: str) -> float:
+    """llama-server's count of tokens generated so far, cancelled generations included."""
+    async with httpx.AsyncClient(trust_env=False) as http:
+        text = (await http.get(f"{base_url}/metrics", timeout=5)).text
+    for line in text.splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"no tokens_predicted_total in {text!r}")
+
+
 @pytest.mark.real_server
 async def test_real_server_stream_arrives_chunk_by_chunk(real_server: str) -> None:
-    tokens = 3000
+    tokens = 1500
     arrivals: list[tuple[float, bytes]] = []
     async with gateway(real_server) as (url, app), client(url) as http:
         began = time.monotonic()
@@ -822,7 +839,8 @@ async def test_real_server_stream_arrives_chunk_by_chunk(real_server: str) -> No
     body = b"".join(piece for _, piece in arrivals)
     events = sse_events(body)
     assert events[-1] == b"data: [DONE]"
-    assert json.loads(events[-2].removeprefix(b"data: "))["usage"]["completion_tokens"] == tokens
+    # llama-server's last chunk carries the timings (usage only with stream_options).
+    assert json.loads(events[-2].removeprefix(b"data: "))["timings"]["predicted_n"] == tokens
     first = next(t for t, piece in arrivals if b'"content":' in piece)
     done = next(t for t, piece in arrivals if b"[DONE]" in piece)
     # The first token arrived in the first half of the generation, not at its end.
@@ -832,39 +850,50 @@ async def test_real_server_stream_arrives_chunk_by_chunk(real_server: str) -> No
 
 
 @pytest.mark.real_server
-async def test_real_server_slot_freed_when_the_client_leaves_a_stream(real_server: str) -> None:
+async def test_real_server_stops_generating_when_the_client_leaves_a_stream(
+    real_server: str,
+) -> None:
     async with gateway(real_server) as (url, app), client(url) as http:
-        payload = real_chat(30_000, stream=True)
+        payload = real_chat(LONG, stream=True)
         async with http.stream("POST", "/v1/chat/completions", json=payload) as r:
-            async for piece in r.aiter_raw():
-                if b'"content":' in piece:
-                    break
+            pieces = r.aiter_raw()
+            await read_until(pieces, b'"content":')
             await wait_slot_busy(real_server)
         outcome, _ = await app.next_result()
         took = await wait_slot_idle(real_server)
+        generated = await tokens_predicted(real_server)
         # The slot is free for the next request, which completes in full.
         answer = await http.post("/v1/chat/completions", json=real_chat(5, stream=False))
 
     assert outcome.client_disconnected and outcome.status == 200
     assert took < 5
+    assert generated < LONG / 3
     assert answer.status_code == 200
     assert answer.json()["usage"]["completion_tokens"] == 5
 
 
 @pytest.mark.real_server
-async def test_real_server_slot_freed_when_the_client_leaves_before_the_answer(
+async def test_real_server_stops_generating_when_the_client_leaves_before_the_answer(
     real_server: str,
 ) -> None:
     async with gateway(real_server) as (url, app), client(url) as http:
         call = asyncio.create_task(
-            http.post("/v1/chat/completions", json=real_chat(30_000, stream=False))
+            http.post("/v1/chat/completions", json=real_chat(LONG, stream=False))
         )
         await wait_slot_busy(real_server)
         call.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await call
         outcome, _ = await app.next_result(timeout=5)
-        took = await wait_slot_idle(real_server)
+        # Not GET /slots here: llama-server looks for a closed connection of a non-streaming
+        # request about once a second, and while /slots was polled every 20 ms it did not
+        # notice at all. A second request waits for the only slot instead.
+        began = time.monotonic()
+        answer = await http.post("/v1/chat/completions", json=real_chat(5, stream=False))
+        waited = time.monotonic() - began
+        generated = await tokens_predicted(real_server)
 
     assert outcome.client_disconnected and outcome.status is None
-    assert took < 5
+    assert answer.status_code == 200
+    assert waited < 10
+    assert generated < LONG / 3

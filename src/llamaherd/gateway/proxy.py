@@ -79,8 +79,9 @@ class _ClientGone(Exception):
 
 class ChunkObserver(Protocol):
     """Sees a relayed answer go by, for measurements. Called on the hot path, in order:
-    `on_start` at most once (when the upstream answered), `on_chunk` for every body piece,
-    then `on_end` exactly once. Each must be quick and must not raise."""
+    `on_start` at most once (when the upstream's answer starts to be relayed; not for a
+    refusal turned into an error event), `on_chunk` for every body piece passed on, then
+    `on_end` exactly once. Each must be quick and must not raise."""
 
     def on_start(self, status: int, headers: RawHeaders) -> None: ...
 
@@ -305,7 +306,7 @@ def describe_failure(exc: BaseException, *, answering: bool) -> str:
         when = "in the middle of its answer" if answering else "before answering"
         return f"closed the connection {when}: {exc}"
     if isinstance(exc, TimeoutError):
-        return f"did not answer in time: {type(exc).__name__} {exc}".rstrip()
+        return f"did not answer in time: {exc or type(exc).__name__}"
     return f"failed: {type(exc).__name__}: {exc}"
 
 
@@ -525,10 +526,13 @@ async def relay(
     watcher = asyncio.create_task(_until_disconnect(receive))
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not work.done() and not state.finishing:
-            state.client_disconnected = True
-            work.cancel()
-        await asyncio.wait((work,))
+        if not work.done():
+            # The client left, unless the response was complete (after which uvicorn's
+            # receive() reports a disconnect too) and the work is only finishing up.
+            if not state.finishing:
+                state.client_disconnected = True
+                work.cancel()
+            await asyncio.wait((work,))
     finally:
         watcher.cancel()
         work.cancel()  # a no-op unless relay() itself is being cancelled
