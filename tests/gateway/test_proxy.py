@@ -620,6 +620,47 @@ async def test_plain_answer_cut_short_is_not_passed_off_as_complete(framing: str
     assert outcome.error is not None and "in the middle of its answer" in outcome.error
 
 
+async def test_event_stream_cut_mid_event_gets_the_error_as_an_event_of_its_own() -> None:
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"c\r\ndata: {}\n\nda\r\n")  # one whole event and the start of another
+        await writer.drain()
+        writer.close()
+
+    async with raw_upstream(answer) as (base_url, _), gateway(base_url) as (url, app):
+        async with client(url) as http:
+            response = await http.post("/v1/chat/completions", content=b"{}")
+        outcome, _ = await app.next_result()
+
+    events = response.content.split(b"\n\n")
+    # The half event is ended, so the error cannot be glued to it.
+    assert events[:2] == [b"data: {}", b"da"] and events[3:] == [b""]
+    error_event = events[2]
+    error = json.loads(error_event.removeprefix(b"data: "))["error"]
+    assert error["type"] == "upstream_error" and error["message"] == outcome.error
+    assert response.content.endswith(b"\n\n")
+
+
+async def test_concurrent_streams_through_one_session(fake: Callable[..., Fake]) -> None:
+    upstream = fake("--fake-gen-ms", "10")
+
+    async def one(http: httpx.AsyncClient, n: int) -> list[bytes]:
+        response = await http.post(
+            "/v1/completions", json={"prompt": "x", "max_tokens": n, "stream": True}
+        )
+        assert response.status_code == 200
+        return sse_events(response.content)
+
+    async with gateway(upstream.url) as (url, app), client(url) as http:
+        results = await asyncio.gather(*(one(http, n) for n in range(5, 13)))
+        outcomes = [(await app.next_result())[0] for _ in results]
+
+    for n, events in zip(range(5, 13), results, strict=True):
+        assert len(events) == n + 2 and events[-1] == b"data: [DONE]"
+    assert all(outcome.ok for outcome in outcomes)
+
+
 # --- a stream the caller started -------------------------------------------------------------
 
 
