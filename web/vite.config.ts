@@ -22,6 +22,8 @@ export default defineConfig({
     // Host header must keep matching the page's Origin (the dev server's).
     proxy: {
       '/api': { target: LLAMAHERD },
+      // The gateway's inference paths (the playground streams from /v1/chat/completions).
+      '/v1': { target: LLAMAHERD },
       '/healthz': { target: LLAMAHERD },
       '/socket.io': { target: LLAMAHERD, ws: true },
     },

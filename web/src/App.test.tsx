@@ -3,7 +3,7 @@ import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import App from './App';
 import { FakeSocket } from './test/fakeSocket';
-import { jsonResponse, statusData, statusEvent } from './test/fixtures';
+import { jsonResponse, modelsEvent, statusData, statusEvent } from './test/fixtures';
 
 function fakeServer() {
   const socket = new FakeSocket();
@@ -117,6 +117,29 @@ describe('App', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('shows the gateway models and the playground, and loads a model over the socket', async () => {
+    const user = userEvent.setup();
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    expect(socket.emitCount('requestLlamaModels')).toBe(1);
+    expect(screen.getAllByTestId('gw-model-row')).toHaveLength(2);
+    // The status card's own model list is a different list.
+    expect(screen.getAllByTestId('model-row')).toHaveLength(2);
+    expect(screen.getByTestId('playground-model')).toHaveValue('a');
+
+    const load = screen.getAllByTestId('btn-load')[1] as HTMLElement;
+    await user.click(load);
+    const sent = socket.emitted.find((e) => e.event === 'loadModel');
+    expect(sent?.args[0]).toEqual({ id: 'b' });
+    act(() => (sent?.args[1] as (ack: unknown) => void)({ ok: false, error: 'memory_budget_mb is too small for b' }));
+    expect(await screen.findByTestId('model-action-result')).toHaveTextContent('Load b failed: memory_budget_mb is too small for b');
   });
 
   it('disconnects on unmount', () => {

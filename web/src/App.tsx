@@ -14,9 +14,12 @@ import type { FetchLike } from './api/client';
 import { LlamaControls } from './components/ui/LlamaControls';
 import { LlamaStatusCard } from './components/ui/LlamaStatusCard';
 import { LogsPanel } from './components/ui/LogsPanel';
+import { ModelsTable } from './components/ui/ModelsTable';
+import { Playground } from './components/ui/Playground';
 import { UnreachableBanner } from './components/ui/UnreachableBanner';
 import { useHealth } from './hooks/useHealth';
 import { useLlamaLogs } from './hooks/useLlamaLogs';
+import { useLlamaModels } from './hooks/useLlamaModels';
 import { useLlamaSocket } from './hooks/useLlamaSocket';
 import { useLlamaStatus, type ConnectionState } from './hooks/useLlamaStatus';
 import { createLlamaSocket, llamaherdOrigin, type SocketFactory } from './lib/socket';
@@ -39,6 +42,7 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
   const socket = useLlamaSocket(url, socketFactory);
   const llama = useLlamaStatus({ socket });
   const logs = useLlamaLogs({ socket, fetchImpl });
+  const gateway = useLlamaModels({ socket });
   const health = useHealth(llama.connected, fetchImpl);
   const origin = useMemo(() => llamaherdOrigin(url), [url]);
   const chip = CONNECTION_CHIP[llama.connection];
@@ -79,6 +83,19 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
             </Grid>
             <Grid size={{ xs: 12, md: 7, lg: 8 }}>
               <LogsPanel lines={logs.lines} loading={logs.loading} error={logs.error} onClear={logs.clear} />
+            </Grid>
+            <Grid size={12}>
+              <ModelsTable
+                models={gateway.models}
+                isLoading={gateway.isLoading}
+                pending={gateway.pending}
+                connected={llama.connected}
+                onLoad={gateway.load}
+                onUnload={gateway.unload}
+              />
+            </Grid>
+            <Grid size={12}>
+              <Playground models={gateway.models} defaultId={gateway.defaultId} fetchImpl={fetchImpl} />
             </Grid>
           </Grid>
         </Stack>

@@ -1,3 +1,4 @@
+import type { GatewayModel, GatewayModelsEvent } from '../types/gateway';
 import type { LlamaModel, LlamaStatus, LlamaStatusEvent } from '../types/llama';
 
 export const MODELS: LlamaModel[] = [
@@ -66,3 +67,117 @@ export function jsonResponse(body: unknown, status = 200): Response {
     headers: { 'Content-Type': 'application/json' },
   });
 }
+
+/** One `llamaModels` entry, as the server sends it (a ready, default model unless overridden). */
+export function gatewayModel(overrides: Partial<GatewayModel> = {}): GatewayModel {
+  return {
+    id: 'a',
+    aliases: [],
+    default: true,
+    state: 'ready',
+    phase: 'ready',
+    loaded: true,
+    draining: false,
+    inFlight: 0,
+    queued: 0,
+    maxConcurrency: 4,
+    lastUsed: null,
+    ttlSeconds: null,
+    ttlLeft: null,
+    pinned: false,
+    port: 8134,
+    pid: 4242,
+    retries: 0,
+    lastError: null,
+    waitingFor: null,
+    path: '/srv/models/a.gguf',
+    size: 439040,
+    architecture: 'llama',
+    parameters: 108224,
+    quantisation: 'F32',
+    contextLength: 2048,
+    memoryMb: 0.9,
+    ...overrides,
+  };
+}
+
+/** Two models: `a` loaded (the default), `b` not. */
+export const TWO_MODELS: GatewayModel[] = [
+  gatewayModel(),
+  gatewayModel({
+    id: 'b',
+    default: false,
+    state: 'initial',
+    phase: 'unloaded',
+    loaded: false,
+    maxConcurrency: 1,
+    port: 42977,
+    pid: null,
+    path: '/srv/models/b.gguf',
+    quantisation: 'Q4_K_M',
+    size: 4294967296,
+  }),
+];
+
+export function modelsEvent(
+  models: GatewayModel[] = TWO_MODELS,
+  timestamp = Date.parse('2025-12-26T11:00:00Z'),
+): GatewayModelsEvent {
+  return { type: 'llama_models', data: { models }, timestamp };
+}
+
+/**
+ * A streamed fetch Response whose body the test writes piece by piece (`push`), ends
+ * (`close`) or breaks (`fail`). When `signal` aborts, the body fails as a real fetch's does.
+ */
+export function streamedResponse(
+  init: { status?: number; headers?: Record<string, string>; signal?: AbortSignal | null } = {},
+) {
+  const encoder = new TextEncoder();
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const abortError = () => new DOMException('The operation was aborted.', 'AbortError');
+  init.signal?.addEventListener('abort', () => {
+    try {
+      controller.error(abortError());
+    } catch {
+      // already closed
+    }
+  });
+  const response = new Response(body, {
+    status: init.status ?? 200,
+    headers: { 'Content-Type': 'text/event-stream', ...(init.headers ?? {}) },
+  });
+  return {
+    response,
+    push: (chunk: string | Uint8Array) => controller.enqueue(typeof chunk === 'string' ? encoder.encode(chunk) : chunk),
+    close: () => controller.close(),
+    fail: (error: unknown) => controller.error(error),
+    get cancelled() {
+      return cancelled;
+    },
+  };
+}
+
+/** An OpenAI chat stream chunk carrying `content` (and `timings`, for the last one). */
+export function chatChunk(content: string | null, extra: Record<string, unknown> = {}): string {
+  const delta = content === null ? {} : { content };
+  return `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
+}
+
+export const FINAL_TIMINGS = {
+  prompt_n: 20,
+  prompt_ms: 240.4,
+  prompt_per_second: 83.2,
+  predicted_n: 20,
+  predicted_ms: 1776.4,
+  predicted_per_second: 10.695933743756951,
+};

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, formatDateTime, formatExit, formatShortDateTime, formatUptime } from './format';
+import { formatAgo, formatBytes, formatDateTime, formatExit, formatShortDateTime, formatUptime } from './format';
 
 describe('formatBytes', () => {
   it.each([
@@ -89,5 +89,27 @@ describe('formatExit', () => {
     expect(formatExit({ code: -9, signal: 'SIGKILL' })).toBe('killed by SIGKILL, exit code -9');
     expect(formatExit(null)).toBe('');
     expect(formatExit({ code: null, signal: null })).toBe('');
+  });
+});
+
+describe('formatAgo', () => {
+  const now = Date.parse('2025-12-26T11:00:00Z');
+  it.each([
+    [now, 'just now'],
+    [now + 500, 'just now'],
+    [now - 999, 'just now'],
+    [now - 12_000, '12 s ago'],
+    [now - 59_999, '59 s ago'],
+    [now - 60_000, '1 min ago'],
+    [now - 3_599_000, '59 min ago'],
+    [now - 7_200_000, '2 h ago'],
+    [now - 5 * 86_400_000, '5 d ago'],
+  ])('%d is %s', (at, expected) => {
+    expect(formatAgo(at, now)).toBe(expected);
+  });
+
+  it('gives an em dash when there is no moment', () => {
+    expect(formatAgo(null, now)).toBe('—');
+    expect(formatAgo(Number.NaN, now)).toBe('—');
   });
 });

@@ -71,3 +71,18 @@ export function formatExit(exit: { code: number | null; signal: string | null } 
   if (exit.code !== null && exit.code !== undefined) parts.push(`exit code ${exit.code}`);
   return parts.join(', ');
 }
+
+/**
+ * How long ago a moment (ms since the epoch) was: `just now`, `12 s ago`, `3 min ago`,
+ * `2 h ago`, `5 d ago`; an em dash when missing. A moment in the future (a few ms of
+ * rounding) counts as now.
+ */
+export function formatAgo(at: number | null | undefined, now: number = Date.now()): string {
+  if (typeof at !== 'number' || !Number.isFinite(at)) return '—';
+  const s = Math.max(0, Math.floor((now - at) / 1000));
+  if (s < 1) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
