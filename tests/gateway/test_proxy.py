@@ -829,6 +829,33 @@ async def test_one_session_per_base_url_until_forgotten() -> None:
     await upstreams.aclose()
     assert other.closed and again.closed
 
+    # A route that still holds a forgotten session gets a 502, not an exception.
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # a client that stays
+        raise AssertionError("unreachable")
+
+    outcome = await relay(
+        {"type": "http"},
+        receive,
+        send,
+        session=first,
+        base_url="http://127.0.0.1:1",
+        path_qs="/v1/models",
+        method="GET",
+        headers=[],
+        body=b"",
+    )
+    assert outcome.status == 502 and sent[0]["status"] == 502
+    assert (
+        outcome.error
+        == "llama-server at http://127.0.0.1:1 is no longer served (its session was closed)"
+    )
+
 
 # --- the real llama-server -------------------------------------------------------------------
 

@@ -385,6 +385,9 @@ class _Relay:
             self.client_disconnected = True
 
     async def _exchange(self, method: str, path_qs: str, headers: RawHeaders, body: bytes) -> None:
+        if self.session.closed:  # Upstreams.forget() ran: the server stopped
+            await self._upstream_failed("is no longer served (its session was closed)")
+            return
         try:
             resp = await self.session.request(
                 method,
