@@ -35,6 +35,7 @@ class RequestMeter:
         "_sink",
         "_status",
         "_stream",
+        "_tail_only",
         "arrived",
         "endpoint",
         "model",
@@ -55,6 +56,9 @@ class RequestMeter:
         self.model = model
         self.endpoint = endpoint
         self._stream = stream
+        # Only the last few kilobytes are kept: a stream's, or a plain answer's that was too big
+        # to keep whole. Apart from `_stream`, which is what the client asked for.
+        self._tail_only = stream
         self.arrived = clock()
         self.started_at = time.time()
         self._dispatched: float | None = None
@@ -75,12 +79,12 @@ class RequestMeter:
             self._first_byte = self._clock()
         body = self._body
         body += data
-        if self._stream:
+        if self._tail_only:
             if len(body) > 2 * STREAM_TAIL_BYTES:
                 del body[:-STREAM_TAIL_BYTES]  # amortised: trimmed once per 16 KiB
         elif len(body) > BODY_LIMIT_BYTES:
-            body.clear()
-            self._stream = True  # too big to parse whole: treat its tail like a stream's
+            del body[:-STREAM_TAIL_BYTES]
+            self._tail_only = True  # too big to parse whole: only its tail is kept from now
 
     def on_end(self, error: str | None) -> None:
         disconnected = error == "client disconnected"
@@ -88,7 +92,7 @@ class RequestMeter:
             self._status,
             error=None if disconnected else error,
             client_disconnected=disconnected,
-            counts=_counts(bytes(self._body), stream=self._stream) if self._body else {},
+            counts=_counts(bytes(self._body), tail=self._tail_only) if self._body else {},
         )
 
     # ---- ends without an upstream answer ---------------------------------------------------
@@ -131,17 +135,19 @@ class RequestMeter:
         )
 
 
-def _counts(body: bytes, *, stream: bool) -> dict[str, Any]:
-    """Token counts and speeds from an answer: its JSON, or its stream's last report."""
-    payload = _last_report(body) if stream else _json(body)
+def _counts(body: bytes, *, tail: bool) -> dict[str, Any]:
+    """Token counts and speeds from an answer: its JSON, or the last reports of a stream. A
+    plain answer too big to keep whole has only its tail left, which is no JSON: no counts."""
+    payload = _last_report(body) if tail else _json(body)
     if not isinstance(payload, dict):
         return {}
-    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
-    timings = payload.get("timings") if isinstance(payload.get("timings"), dict) else {}
-    assert isinstance(usage, dict) and isinstance(timings, dict)
-    prompt = _int(
-        usage.get("prompt_tokens"), payload.get("tokens_evaluated"), timings.get("prompt_n")
-    )
+    usage = _dict(payload.get("usage"))
+    timings = _dict(payload.get("timings"))
+    # timings.prompt_n counts only the tokens evaluated now; those reused from the KV cache
+    # (cache_n) were part of the prompt too. usage.prompt_tokens and tokens_evaluated count both.
+    prompt_n, cache_n = _int(timings.get("prompt_n")), _int(timings.get("cache_n"))
+    from_timings = None if prompt_n is None else prompt_n + (cache_n or 0)
+    prompt = _int(usage.get("prompt_tokens"), payload.get("tokens_evaluated"), from_timings)
     completion = _int(
         usage.get("completion_tokens"), payload.get("tokens_predicted"), timings.get("predicted_n")
     )
@@ -153,15 +159,34 @@ def _counts(body: bytes, *, stream: bool) -> dict[str, Any]:
     }
 
 
-def _last_report(tail: bytes) -> Any:
-    """The last `data:` event of a stream that carries `timings` or `usage`."""
+# What a stream's reports carry: llama-server puts `timings` (and, natively, the token counts)
+# in its last chunk; asked for `stream_options.include_usage`, it adds `usage` there too.
+_REPORT_KEYS = ("timings", "usage", "tokens_evaluated", "tokens_predicted")
+_MARKS = {key: f'"{key}"'.encode() for key in _REPORT_KEYS}
+
+
+def _last_report(tail: bytes) -> dict[str, Any] | None:
+    """The latest value of each report key among a stream's `data:` events, merged: a server
+    that sends `usage` in a chunk of its own after the one with `timings` loses neither."""
+    merged: dict[str, Any] = {}
     for line in reversed(tail.split(b"\n")):
-        if not line.startswith(b"data:") or (b'"timings"' not in line and b'"usage"' not in line):
+        if not line.startswith(b"data:") or not any(
+            _MARKS[key] in line for key in _REPORT_KEYS if key not in merged
+        ):
             continue
         payload = _json(line[5:].strip())
-        if isinstance(payload, dict):
-            return payload
-    return None
+        if not isinstance(payload, dict):
+            continue
+        for key in _REPORT_KEYS:
+            if key not in merged and payload.get(key) is not None:
+                merged[key] = payload[key]
+        if len(merged) == len(_REPORT_KEYS):
+            break
+    return merged or None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _json(raw: bytes) -> Any:
