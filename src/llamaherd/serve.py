@@ -79,6 +79,10 @@ def run_serve(settings: Settings) -> int:
         # the event loop and the HTTP parser are most of the gateway's cost per request.
         loop="auto",
         http="auto",
+        # A proxied answer carries llama-server's own Server and Date headers; uvicorn's
+        # would make two of each.
+        server_header=False,
+        date_header=False,
         timeout_graceful_shutdown=5,
     )
     server = _Server(config, application)
