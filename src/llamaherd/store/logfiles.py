@@ -110,7 +110,7 @@ class _ModelFile(RotatingFileHandler):
         self._ok = False
         self._trouble.failed(sys.exc_info()[1])
         # What the stream still buffers cannot be written either: drop it, open afresh next time.
-        stream, self.stream = self.stream, None  # type: ignore[assignment]
+        stream, self.stream = self.stream, None
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
