@@ -1,0 +1,151 @@
+"""GET /api/history: the history store's payload over HTTP, validated and documented."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from llamaherd.api.history_routes import create_history_router
+from llamaherd.metrics.records import RequestRecord
+from llamaherd.store.history import HistoryStore
+from llamaherd.supervisor.states import ExitInfo, ServiceState, Status
+
+pytestmark = pytest.mark.timeout(30)
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    now = T0 + 1
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(model: str, at: float, status: int | None = 200) -> RequestRecord:
+    return RequestRecord(
+        model=model,
+        endpoint="/v1/completions",
+        status=status,
+        started_at=at,
+        latency_s=0.25,
+        queue_wait_s=0.0,
+        ttft_s=None,
+        stream=False,
+        completion_tokens=8,
+        generation_tps=80.0,
+    )
+
+
+@contextlib.asynccontextmanager
+async def client_for(store: HistoryStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(create_history_router(store))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        yield http
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[HistoryStore]:
+    clock = Clock()
+    history = HistoryStore(tmp_path / "history.db", clock=clock, flush_interval_s=3600)
+    await history.start()
+    for n in range(5):
+        clock.now = T0 + n
+        history.record_request(record("a" if n % 2 == 0 else "b", T0 + n))
+        history.record_transition(
+            "a",
+            "ready",
+            ServiceState(status=Status.CRASHED, last_error="boom", last_exit=ExitInfo(1, None)),
+        )
+    await history.flush()
+    yield history
+    await history.aclose()
+
+
+@pytest.fixture
+async def http(store: HistoryStore) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(store) as client:
+        yield client
+
+
+async def test_history_is_served_as_the_store_answers(
+    http: httpx.AsyncClient, store: HistoryStore
+) -> None:
+    response = await http.get("/api/history")
+    assert response.status_code == 200
+    body = response.json()
+    assert body == await store.query(None, None, None, 1000)
+    assert set(body) == {"transitions", "starts", "minutes", "requests", "store"}
+    assert body["transitions"][0] == {
+        "model": "a",
+        "at": T0,
+        "from": "ready",
+        "to": "crashed",
+        "reason": "boom",
+        "exitCode": 1,
+        "signal": None,
+    }
+    assert len(body["requests"]) == 5
+    assert body["store"] == {"ok": True, "warning": None}
+
+
+async def test_model_since_until_and_limit_select_rows(http: httpx.AsyncClient) -> None:
+    params: dict[str, Any] = {"model": "a", "since": T0 + 1, "until": T0 + 4, "limit": 1}
+    body = (await http.get("/api/history", params=params)).json()
+    assert [(r["model"], r["at"]) for r in body["requests"]] == [("a", T0 + 4)]
+    assert [t["at"] for t in body["transitions"]] == [T0 + 4]
+    everything = (await http.get("/api/history", params={"limit": 100_000})).json()
+    assert len(everything["transitions"]) == 5
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 100_001}, {"since": "yesterday"}, {"until": "x"}]
+)
+async def test_bad_parameters_are_refused(http: httpx.AsyncClient, params: dict[str, Any]) -> None:
+    response = await http.get("/api/history", params=params)
+    assert response.status_code == 422
+
+
+async def test_a_store_that_cannot_write_says_so(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("")
+    store = HistoryStore(tmp_path / "file.txt" / "history.db", flush_interval_s=3600)
+    await store.start()
+    store.record_request(record("a", T0))
+    try:
+        async with client_for(store) as http:
+            body = (await http.get("/api/history")).json()
+    finally:
+        await store.aclose()
+    assert body["store"]["ok"] is False
+    assert "cannot be written" in body["store"]["warning"]
+    assert len(body["requests"]) == 1
+
+
+async def test_the_openapi_schema_documents_the_route(http: httpx.AsyncClient) -> None:
+    schema = (await http.get("/openapi.json")).json()
+    operation = schema["paths"]["/api/history"]["get"]
+    assert operation["tags"] == ["history"]
+    assert {p["name"] for p in operation["parameters"]} == {"model", "since", "until", "limit"}
+    limit = next(p for p in operation["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 100_000 and limit["schema"]["default"] == 1000
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/HistoryOut"}
+    models = schema["components"]["schemas"]
+    assert set(models["HistoryOut"]["properties"]) == {
+        "transitions",
+        "starts",
+        "minutes",
+        "requests",
+        "store",
+    }
+    assert "from" in models["TransitionOut"]["properties"]
+    assert "from_" not in models["TransitionOut"]["properties"]
+    assert "byStatus" in models["MinuteOut"]["properties"]
