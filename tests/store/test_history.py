@@ -461,6 +461,13 @@ async def test_a_folder_that_cannot_exist_degrades_and_never_raises(
     assert history["store"] == {"ok": False, "warning": status.warning}
     assert store_warnings() == [status.warning]
 
+    await store.aclose()
+    assert store_warnings()[1:] == [
+        f"history store {path}: 3 measurements could not be written and are lost"
+    ]  # the request, the transition, and the minute closed at shutdown
+    after = await store.query(None, None, None, 10)  # a late request during shutdown
+    assert len(after["requests"]) == 1 and len(after["minutes"]) == 1
+
 
 async def test_a_full_disk_keeps_measurements_in_memory_then_resumes(
     make_store: Callable[..., HistoryStore],

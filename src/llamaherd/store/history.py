@@ -184,6 +184,8 @@ class HistoryStore:
             memory = [*self._pending, *(b.row() for b in self._open_minutes.values())]
             status = self.status()
             store = {"ok": status.ok, "warning": status.warning}
+            if self._closed:  # shutting down: the file is closed, its thread gone
+                return assemble(wanted, [], memory, store)
             try:
                 stored = await self._in_thread(self._reader.read, wanted)
             except (sqlite3.Error, OSError) as exc:
@@ -205,7 +207,10 @@ class HistoryStore:
                 async with asyncio.timeout(self.flush_interval_s):
                     await self._stop.wait()
             if not self._stop.is_set():
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:  # a bug: say so, and keep the history going
+                    logger.exception("history store %s: a flush failed", self.path)
 
     async def _flush(self, *, close_all_minutes: bool) -> None:
         async with self._lock:
