@@ -10,7 +10,7 @@ const T0 = Date.parse('2025-12-26T11:00:00Z');
 function setup(connected = false) {
   const socket = new FakeSocket();
   socket.connected = connected;
-  const hook = renderHook(() => useLlamaModels({ socket, ackTimeoutMs: 5000 }));
+  const hook = renderHook(() => useLlamaModels({ socket, ackTimeoutMs: 5000, loadRequestHoldMs: 30_000 }));
   return { socket, ...hook };
 }
 
@@ -100,6 +100,51 @@ describe('useLlamaModels', () => {
     expect(result.current.pending).toEqual({});
     expect(result.current.models.find((m) => m.id === 'b')?.phase).toBe('loading');
     expect(result.current.models.find((m) => m.id === 'a')?.phase).toBe('ready');
+  });
+
+  it('remembers a load that waits for room until the model starts, is unloaded, or time passes', async () => {
+    const { socket, result } = setup();
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    const b = () => result.current.models.find((m) => m.id === 'b');
+    const unloadedB = TWO_MODELS[1];
+    // Accepted, but `a` must go first: the answer still says unloaded.
+    act(() => {
+      void result.current.load('b');
+    });
+    act(() => ackOf(socket, 'loadModel')({ ok: true, model: unloadedB }));
+    expect(b()?.loadRequested).toBe(true);
+    // `a` drains and unloads: b is still waiting.
+    act(() => socket.serverEmit('llamaModels', modelsEvent([gatewayModel({ phase: 'unloading' }), unloadedB!])));
+    expect(b()?.loadRequested).toBe(true);
+    act(() => socket.serverEmit('llamaModels', modelsEvent([gatewayModel({ phase: 'unloaded' }), { ...unloadedB!, phase: 'loading' }])));
+    expect(b()?.loadRequested).toBe(false);
+
+    // An unload of the model calls the request off here too.
+    act(() => {
+      socket.serverEmit('llamaModels', modelsEvent());
+      void result.current.load('b');
+    });
+    act(() => ackOf(socket, 'loadModel')({ ok: true, model: unloadedB }));
+    expect(b()?.loadRequested).toBe(true);
+    act(() => {
+      void result.current.unload('b');
+    });
+    act(() => ackOf(socket, 'unloadModel')({ ok: true, model: unloadedB }));
+    expect(b()?.loadRequested).toBe(false);
+
+    // One that never begins is forgotten after a while.
+    act(() => {
+      void result.current.load('b');
+    });
+    act(() => ackOf(socket, 'loadModel')({ ok: true, model: unloadedB }));
+    act(() => vi.advanceTimersByTime(29_999));
+    expect(b()?.loadRequested).toBe(true);
+    act(() => vi.advanceTimersByTime(1));
+    expect(b()?.loadRequested).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('passes a refusal on and leaves the list alone', async () => {

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { LlamaSocket } from '../lib/socket';
 import { localLastUsed, parseModel, parseModelsPayload } from '../lib/models';
 import {
@@ -13,6 +13,12 @@ import {
 
 /** How long a load or unload may wait for llamaherd's acknowledgement (it answers at once). */
 export const MODEL_ACK_TIMEOUT_MS = 15_000;
+/**
+ * How long a load that was accepted but has not begun (the model waits for room: another is
+ * finishing its requests or unloading) is shown as requested. The server's entry does not
+ * say that a load is pending, so the page remembers it, for a while.
+ */
+export const LOAD_REQUEST_HOLD_MS = 30_000;
 
 /** A model as the page holds it: the server's entry, with its ticking fields anchored here. */
 export interface LiveModel extends GatewayModel {
@@ -20,6 +26,8 @@ export interface LiveModel extends GatewayModel {
   lastUsedLocal: number | null;
   /** When `ttlLeft` was measured, on the local clock (ms). */
   receivedAt: number;
+  /** This page asked for a load that has not begun yet (the model waits for room). */
+  loadRequested: boolean;
 }
 
 export interface UseLlamaModelsOptions {
@@ -27,6 +35,7 @@ export interface UseLlamaModelsOptions {
   socket: LlamaSocket;
   /** Injected in tests. */
   ackTimeoutMs?: number;
+  loadRequestHoldMs?: number;
 }
 
 export interface UseLlamaModelsResult {
@@ -47,12 +56,27 @@ export interface UseLlamaModelsResult {
 
 const EVENTS: Record<ModelAction, string> = { load: LOAD_MODEL, unload: UNLOAD_MODEL };
 
-function liveModels(models: GatewayModel[], timestamp: number | null, receivedAt: number): LiveModel[] {
+/** A model that has not begun to load (or is still on its way out). */
+const notStarted = (phase: string) => phase === 'unloaded' || phase === 'unloading';
+
+type Anchored = Omit<LiveModel, 'loadRequested'>;
+
+function liveModels(models: GatewayModel[], timestamp: number | null, receivedAt: number): Anchored[] {
   return models.map((m) => ({ ...m, lastUsedLocal: localLastUsed(m.lastUsed, timestamp, receivedAt), receivedAt }));
 }
 
+/** Loads still waiting to begin: those whose model has started (or failed) are done. */
+function stillRequested(requested: Readonly<Record<string, number>>, models: Anchored[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [id, at] of Object.entries(requested)) {
+    const model = models.find((m) => m.id === id);
+    if (model && notStarted(model.phase)) out[id] = at;
+  }
+  return out;
+}
+
 /** An acknowledged entry replaces its row; the ticking anchors stay (the ack has no timestamp). */
-function mergeAcked(models: LiveModel[], entry: GatewayModel): LiveModel[] {
+function mergeAcked(models: Anchored[], entry: GatewayModel): Anchored[] {
   return models.map((m) =>
     m.id === entry.id
       ? {
@@ -84,9 +108,15 @@ function readAck(raw: unknown): ModelActionAck {
  * (re)connect, follows `llamaModels`, and sends `loadModel` / `unloadModel` with an
  * acknowledgement (one at a time per model). It never connects or disconnects the socket.
  */
-export function useLlamaModels({ socket, ackTimeoutMs = MODEL_ACK_TIMEOUT_MS }: UseLlamaModelsOptions): UseLlamaModelsResult {
-  const [models, setModels] = useState<LiveModel[] | null>(null);
+export function useLlamaModels({
+  socket,
+  ackTimeoutMs = MODEL_ACK_TIMEOUT_MS,
+  loadRequestHoldMs = LOAD_REQUEST_HOLD_MS,
+}: UseLlamaModelsOptions): UseLlamaModelsResult {
+  const [models, setModels] = useState<Anchored[] | null>(null);
   const [pending, setPending] = useState<Readonly<Record<string, ModelAction>>>({});
+  // Model id -> when this page's accepted load was acknowledged (local ms).
+  const [requested, setRequested] = useState<Readonly<Record<string, number>>>({});
   const pendingRef = useRef(new Set<string>());
   const timers = useRef(new Set<ReturnType<typeof setTimeout>>());
   const mounted = useRef(true);
@@ -95,7 +125,10 @@ export function useLlamaModels({ socket, ackTimeoutMs = MODEL_ACK_TIMEOUT_MS }: 
     mounted.current = true;
     const onModels = (payload: unknown) => {
       const parsed = parseModelsPayload(payload);
-      if (parsed) setModels(liveModels(parsed.models, parsed.timestamp, Date.now()));
+      if (!parsed) return;
+      const list = liveModels(parsed.models, parsed.timestamp, Date.now());
+      setModels(list);
+      setRequested((r) => (Object.keys(r).length === 0 ? r : stillRequested(r, list)));
     };
     // Fires on the first connect and after every reconnection.
     const onConnect = () => socket.emit(REQUEST_LLAMA_MODELS);
@@ -130,7 +163,11 @@ export function useLlamaModels({ socket, ackTimeoutMs = MODEL_ACK_TIMEOUT_MS }: 
           pendingRef.current.delete(id);
           if (mounted.current) {
             setPending(({ [id]: _done, ...rest }) => rest);
-            if (ack.ok) setModels((list) => (list ? mergeAcked(list, ack.model) : list));
+            if (ack.ok) {
+              setModels((list) => (list ? mergeAcked(list, ack.model) : list));
+              const waits = action === 'load' && notStarted(ack.model.phase);
+              setRequested(({ [id]: _old, ...rest }) => (waits ? { ...rest, [id]: Date.now() } : rest));
+            }
           }
           resolve(ack);
         };
@@ -145,13 +182,28 @@ export function useLlamaModels({ socket, ackTimeoutMs = MODEL_ACK_TIMEOUT_MS }: 
     [socket, ackTimeoutMs],
   );
 
+  // Forget a requested load that never began (another page or the server called it off).
+  useEffect(() => {
+    const times = Object.values(requested);
+    if (times.length === 0) return undefined;
+    const wait = Math.max(0, Math.min(...times) + loadRequestHoldMs - Date.now());
+    const timer = setTimeout(() => {
+      const now = Date.now();
+      setRequested((r) => Object.fromEntries(Object.entries(r).filter(([, at]) => at + loadRequestHoldMs > now)));
+    }, wait);
+    return () => clearTimeout(timer);
+  }, [requested, loadRequestHoldMs]);
+
   const load = useCallback((id: string) => control('load', id), [control]);
   const unload = useCallback((id: string) => control('unload', id), [control]);
   const refresh = useCallback(() => {
     if (socket.connected) socket.emit(REQUEST_LLAMA_MODELS);
   }, [socket]);
 
-  const list = models ?? EMPTY;
+  const list = useMemo(
+    () => (models ?? EMPTY).map((m) => ({ ...m, loadRequested: m.id in requested })),
+    [models, requested],
+  );
   return {
     models: list,
     isLoading: models === null,
@@ -163,4 +215,4 @@ export function useLlamaModels({ socket, ackTimeoutMs = MODEL_ACK_TIMEOUT_MS }: 
   };
 }
 
-const EMPTY: LiveModel[] = [];
+const EMPTY: Anchored[] = [];

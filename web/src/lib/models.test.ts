@@ -41,6 +41,10 @@ describe('modelActions', () => {
   ])('in %s allows %o', (phase, expected) => {
     expect(modelActions({ phase })).toEqual(expected);
   });
+
+  it('does not offer a load again while a requested one waits for room', () => {
+    expect(modelActions({ phase: 'unloaded', loadRequested: true })).toEqual({ load: false, unload: false });
+  });
 });
 
 describe('modelLook', () => {
@@ -51,6 +55,12 @@ describe('modelLook', () => {
     expect(look({ phase: 'loading', state: 'starting' })).toMatchObject({ label: 'loading', color: 'info', busy: true });
     expect(look({ phase: 'unloading', state: 'stopping' })).toMatchObject({ label: 'unloading', busy: true });
     expect(look({ phase: 'unloaded', state: 'initial' })).toMatchObject({ label: 'unloaded', color: 'default' });
+  });
+
+  it('shows a requested load that waits for room, until it begins', () => {
+    const waiting = modelLook({ ...gatewayModel({ phase: 'unloaded', state: 'initial' }), loadRequested: true });
+    expect(waiting).toMatchObject({ label: 'load requested', color: 'info', busy: true });
+    expect(modelLook({ ...gatewayModel({ phase: 'loading' }), loadRequested: true }).label).toBe('loading');
   });
 
   it('shows draining over ready, and trouble over everything', () => {

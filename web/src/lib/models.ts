@@ -76,7 +76,9 @@ export interface ModelLook {
  * requests (can it answer now?), but the supervisor's state wins when it tells of trouble
  * (crashed, error), and draining wins over `ready`: such a model takes no new requests.
  */
-export function modelLook(m: Pick<GatewayModel, 'state' | 'phase' | 'draining' | 'inFlight'>): ModelLook {
+export function modelLook(
+  m: Pick<GatewayModel, 'state' | 'phase' | 'draining' | 'inFlight'> & { loadRequested?: boolean },
+): ModelLook {
   const where = `llama-server ${m.state}, scheduler ${m.phase}`;
   if (m.state === 'error' || m.phase === 'failed') {
     return { label: m.phase === 'failed' ? 'failed' : 'error', color: 'error', busy: false, detail: `Failed to load (${where})` };
@@ -91,6 +93,14 @@ export function modelLook(m: Pick<GatewayModel, 'state' | 'phase' | 'draining' |
       color: 'warning',
       busy: n > 0,
       detail: `Finishing ${n} request${n === 1 ? '' : 's'} in flight, then unloads (${where})`,
+    };
+  }
+  if (m.loadRequested && (m.phase === 'unloaded' || m.phase === 'unloading')) {
+    return {
+      label: 'load requested',
+      color: 'info',
+      busy: true,
+      detail: `Loads as soon as there is room: another model is finishing its requests or unloading (${where})`,
     };
   }
   switch (m.phase) {
@@ -108,13 +118,16 @@ export function modelLook(m: Pick<GatewayModel, 'state' | 'phase' | 'draining' |
 }
 
 /**
- * Which of load and unload make sense: load unless it is loaded or loading; unload unless it
- * is unloaded or unloading. A phase this build does not know allows both (the server refuses
- * what it cannot do, and an old page must not lock its user out).
+ * Which of load and unload make sense: load unless it is loaded or loading (or its load was
+ * requested and waits for room); unload unless it is unloaded or unloading. A phase this build
+ * does not know allows both (the server refuses what it cannot do, and an old page must not
+ * lock its user out).
  */
-export function modelActions(m: Pick<GatewayModel, 'phase'>): Readonly<Record<ModelAction, boolean>> {
+export function modelActions(
+  m: Pick<GatewayModel, 'phase'> & { loadRequested?: boolean },
+): Readonly<Record<ModelAction, boolean>> {
   return {
-    load: m.phase !== 'ready' && m.phase !== 'loading',
+    load: m.phase !== 'ready' && m.phase !== 'loading' && !m.loadRequested,
     unload: m.phase !== 'unloaded' && m.phase !== 'unloading',
   };
 }

@@ -9,7 +9,7 @@ import { ModelsTable, type ModelsTableProps } from './ModelsTable';
 const T0 = Date.parse('2025-12-26T11:00:00Z');
 
 function live(model: GatewayModel, extra: Partial<LiveModel> = {}): LiveModel {
-  return { ...model, lastUsedLocal: model.lastUsed, receivedAt: T0, ...extra };
+  return { ...model, lastUsedLocal: model.lastUsed, receivedAt: T0, loadRequested: false, ...extra };
 }
 
 const ok = (model: GatewayModel): Promise<ModelActionAck> => Promise.resolve({ ok: true, model });
@@ -67,6 +67,14 @@ describe('ModelsTable', () => {
     const r = row('a');
     expect((r.getByTestId('btn-load') as HTMLButtonElement).disabled).toBe(!load);
     expect((r.getByTestId('btn-unload') as HTMLButtonElement).disabled).toBe(!unload);
+  });
+
+  it('shows a load that waits for room as requested, and does not offer it again', () => {
+    renderTable({ models: [live(TWO_MODELS[1] as GatewayModel, { loadRequested: true })] });
+    const b = row('b');
+    expect(b.getByTestId('gw-state')).toHaveTextContent(/^load requested$/);
+    expect(b.getByTestId('btn-load')).toBeDisabled();
+    expect(b.getByTestId('btn-unload')).toBeDisabled();
   });
 
   it('shows draining, pinned, a queue, what requests wait for and the last error', () => {

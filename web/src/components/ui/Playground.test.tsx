@@ -2,7 +2,7 @@ import { act, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import { chatChunk, FINAL_TIMINGS, jsonResponse, streamedResponse, TWO_MODELS } from '../../test/fixtures';
-import { Playground, chatHistory, type Exchange } from './Playground';
+import { Playground, chatHistory, parseMaxTokens, type Exchange } from './Playground';
 
 type Stream = ReturnType<typeof streamedResponse>;
 
@@ -167,6 +167,23 @@ describe('Playground', () => {
     expect(fetchImpl).not.toHaveBeenCalled();
   });
 
+  it('sends the max tokens set, and nothing while it is not a whole number in range', async () => {
+    const user = userEvent.setup();
+    const { fetchImpl, body } = streamingFetch();
+    renderPlayground(fetchImpl);
+    const field = screen.getByTestId('playground-max-tokens');
+    expect(field).toHaveValue('64');
+    await user.clear(field);
+    await user.type(field, '0');
+    await user.type(screen.getByTestId('playground-input'), 'hi');
+    expect(screen.getByTestId('playground-send')).toBeDisabled();
+    expect(field).toHaveAttribute('aria-invalid', 'true');
+    await user.type(field, '8');
+    expect(screen.getByTestId('playground-send')).toBeEnabled();
+    await user.click(screen.getByTestId('playground-send'));
+    expect(body(0).max_tokens).toBe(8);
+  });
+
   it('falls back to the default model when the chosen one goes away', async () => {
     const user = userEvent.setup();
     const { rerender } = renderPlayground(vi.fn());
@@ -184,6 +201,23 @@ describe('Playground', () => {
     const signal = (fetchImpl.mock.calls[0] as [string, RequestInit])[1].signal as AbortSignal;
     unmount();
     expect(signal.aborted).toBe(true);
+  });
+});
+
+describe('parseMaxTokens', () => {
+  it.each([
+    ['256', 256],
+    [' 8 ', 8],
+    ['1', 1],
+    ['32768', 32768],
+    ['0', null],
+    ['32769', null],
+    ['1.5', null],
+    ['-3', null],
+    ['', null],
+    ['ten', null],
+  ])('%j is %s', (text, expected) => {
+    expect(parseMaxTokens(text)).toBe(expected);
   });
 });
 

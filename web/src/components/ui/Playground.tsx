@@ -17,7 +17,7 @@ export interface PlaygroundProps {
   models: Pick<GatewayModel, 'id' | 'phase' | 'default'>[];
   /** Chosen until the user picks another; the first model when null. */
   defaultId: string | null;
-  /** `max_tokens` of every request. */
+  /** `max_tokens` of a request until the user sets another. */
   maxTokens?: number;
   /** Injected in tests; the global fetch otherwise. */
   fetchImpl?: FetchLike;
@@ -41,6 +41,14 @@ export interface Exchange {
 }
 
 export const DEFAULT_MAX_TOKENS = 256;
+const MAX_TOKENS_LIMIT = 32768;
+
+/** The max tokens field's value as a request's `max_tokens`: a whole number in range, else null. */
+export function parseMaxTokens(text: string): number | null {
+  if (!/^\s*\d+\s*$/.test(text)) return null;
+  const n = Number(text);
+  return n >= 1 && n <= MAX_TOKENS_LIMIT ? n : null;
+}
 
 /** What the model is told: every earlier exchange that produced an answer, then the prompt. */
 export function chatHistory(exchanges: readonly Exchange[], prompt: string): ChatMessage[] {
@@ -142,6 +150,8 @@ function ExchangeView({ x }: { x: Exchange }) {
 export function Playground({ models, defaultId, maxTokens = DEFAULT_MAX_TOKENS, fetchImpl }: PlaygroundProps) {
   const [chosen, setChosen] = useState<string | null>(null);
   const [prompt, setPrompt] = useState('');
+  const [maxTokensText, setMaxTokensText] = useState(String(maxTokens));
+  const tokensLimit = parseMaxTokens(maxTokensText);
   const [exchanges, setExchanges] = useState<Exchange[]>([]);
   const abort = useRef<AbortController | null>(null);
   const nextId = useRef(1);
@@ -156,7 +166,7 @@ export function Playground({ models, defaultId, maxTokens = DEFAULT_MAX_TOKENS, 
 
   const send = async () => {
     const text = prompt.trim();
-    if (streaming || text === '' || model === '') return;
+    if (streaming || text === '' || model === '' || tokensLimit === null) return;
     const id = nextId.current++;
     const messages = chatHistory(exchanges, text);
     const controller = new AbortController();
@@ -169,7 +179,7 @@ export function Playground({ models, defaultId, maxTokens = DEFAULT_MAX_TOKENS, 
     ]);
     setPrompt('');
     try {
-      await streamChat({ model, messages, maxTokens, signal: controller.signal, fetchImpl }, (u) =>
+      await streamChat({ model, messages, maxTokens: tokensLimit, signal: controller.signal, fetchImpl }, (u) =>
         update((x) => applyUpdate(x, u)),
       );
       update((x) => ({ ...x, status: 'done', hint: null }));
@@ -230,6 +240,16 @@ export function Playground({ models, defaultId, maxTokens = DEFAULT_MAX_TOKENS, 
               </option>
             ))}
           </TextField>
+          <TextField
+            size="small"
+            label="Max tokens"
+            value={maxTokensText}
+            onChange={(e) => setMaxTokensText(e.target.value)}
+            error={tokensLimit === null}
+            disabled={streaming}
+            slotProps={{ htmlInput: { inputMode: 'numeric', 'data-testid': 'playground-max-tokens', 'aria-invalid': tokensLimit === null } }}
+            sx={{ width: 104 }}
+          />
           <Button
             variant="text"
             data-testid="playground-clear"
@@ -269,7 +289,7 @@ export function Playground({ models, defaultId, maxTokens = DEFAULT_MAX_TOKENS, 
               type="submit"
               variant="contained"
               data-testid="playground-send"
-              disabled={prompt.trim() === '' || model === ''}
+              disabled={prompt.trim() === '' || model === '' || tokensLimit === null}
               sx={{ flexShrink: 0 }}
             >
               Send
