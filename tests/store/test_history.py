@@ -18,6 +18,7 @@ import pytest
 
 from llamaherd.gateway.herd import herd_of_one
 from llamaherd.metrics.records import RequestRecord
+from llamaherd.metrics.sampler import ServerSample, StartRecord
 from llamaherd.store.history import HistoryStore, follow_herd
 from llamaherd.store.minutes import merge_minutes, percentile
 from llamaherd.store.rows import MinuteRow
@@ -46,6 +47,12 @@ class Start:  # what the resource sampler produces
     load_time_s: float
     peak_rss_bytes: int
     ok: bool
+
+
+@dataclass(frozen=True)
+class Sample:  # what the resource sampler publishes, in part
+    model: str
+    rss_bytes: int | None
 
 
 def request(
@@ -274,7 +281,8 @@ async def test_a_minute_is_written_once_it_has_passed(
     store.record_memory("a", 100)
     store.record_memory("a", 300)
     store.record_memory("a", 200)
-    store.record_memory("b", 50)  # memory alone makes a row
+    store.record_sample(Sample("b", 50))  # memory alone makes a row
+    store.record_sample(Sample("b", None))  # not measured
     await store.flush()
     assert rows(db_path, "SELECT count(*) FROM minutes") == [(0,)]
 
@@ -514,6 +522,17 @@ async def test_a_full_disk_keeps_measurements_in_memory_then_resumes(
     assert store_warnings()[1:] == [
         f"history store {db_path} is written again; 4 measurements were dropped meanwhile"
     ]
+
+
+async def test_the_samplers_own_records_are_taken(make_store: Callable[..., HistoryStore]) -> None:
+    store = make_store()
+    store.record_start(StartRecord("a", T0 + 2, 1.5, None, False, error="exited with code 1"))
+    store.record_sample(ServerSample("a", T0 + 3, rss_bytes=123))
+    history = await store.query(None, None, None, 10)
+    assert history["starts"] == [
+        {"model": "a", "at": T0 + 2, "loadTimeS": 1.5, "peakRssBytes": None, "ok": False}
+    ]
+    assert history["minutes"][0]["rssBytes"] == 123
 
 
 # ---- following the herd -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class TransitionOut(BaseModel):
 
 class StartOut(BaseModel):
     model: str
-    at: float = Field(description="unix seconds, when it was asked to start")
+    at: float = Field(description="unix seconds, when the start ended (ready, crash or error)")
     loadTimeS: float | None = Field(description="seconds until it was ready")
     peakRssBytes: int | None
     ok: bool = Field(description="it became ready")

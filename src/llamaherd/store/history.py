@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llamaherd.metrics.records import RequestRecord
 from llamaherd.store.minutes import MinuteBucket, minute_of
 from llamaherd.store.queries import HistoryQuery, HistoryReader, assemble
-from llamaherd.store.rows import Row, StartLike, StartRow, TransitionRow
+from llamaherd.store.rows import Row, SampleLike, StartLike, StartRow, TransitionRow
 from llamaherd.store.writer import HistoryWriter
 from llamaherd.supervisor.states import ServiceState, Status
 
@@ -165,6 +165,11 @@ class HistoryStore:
         if self._closed:
             return
         self._bucket(model).add_memory(rss_bytes)
+
+    def record_sample(self, sample: SampleLike) -> None:
+        """A resource sampler's listener: its resident memory, when it has one."""
+        if sample.rss_bytes is not None:
+            self.record_memory(sample.model, sample.rss_bytes)
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -19,13 +19,22 @@ class StartLike(Protocol):
     @property
     def model(self) -> str: ...
     @property
-    def at(self) -> float: ...  # unix seconds, when it was asked to start
+    def at(self) -> float: ...  # unix seconds, when the start ended (ready, crash or error)
     @property
     def load_time_s(self) -> float | None: ...
     @property
     def peak_rss_bytes(self) -> int | None: ...
     @property
     def ok(self) -> bool: ...
+
+
+class SampleLike(Protocol):
+    """One resource sample of a model's server, as the resource sampler publishes it."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def rss_bytes(self) -> int | None: ...  # None: not measured (the server is not running)
 
 
 @dataclass(frozen=True, slots=True)
