@@ -131,6 +131,7 @@ class ModelView:
     max_concurrency: int
     memory_mb: float
     waiting_for: str | None  # why its waiters cannot get a server yet, when known
+    load_requested: bool = False  # a manual load waits for its turn (for room to be made)
 
     def ttl_left_s(self, now: float) -> float | None:
         """Seconds until the idle unload; None when none is due (no TTL, pinned, busy...)."""
@@ -318,6 +319,7 @@ class Scheduler:
         return ModelView(
             p.id, m.phase, len(m.in_flight), len(m.queue), m.last_used, m.draining is not None,
             p.pinned, p.ttl_s, m.concurrency, m.memory_mb, m.waiting_for,
+            m.wanted is not None and m.phase is not Phase.READY,
         )  # fmt: skip
 
     # ── the decision ──────────────────────────────────────────────────────────────────────

@@ -53,6 +53,7 @@ def _facts(herd: Herd, backend: Backend, view: ModelView, state: ServiceState) -
         "phase": view.phase.value,
         "loaded": view.phase is Phase.READY,
         "draining": view.draining,
+        "loadRequested": view.load_requested,
         "inFlight": view.in_flight,
         "queued": view.queued,
         "maxConcurrency": view.max_concurrency,
