@@ -17,6 +17,7 @@ from llamaherd.gateway.scheduler import Limits, Phase
 from llamaherd.metrics.live import METRICS_EVENT, MetricsFeed
 from llamaherd.metrics.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSampler
+from llamaherd.metrics.window import RollingWindow, mean, percentile
 from llamaherd.supervisor.service import LlamaService
 from tests.conftest import FAST_POLICY, free_port
 
@@ -277,3 +278,31 @@ async def test_a_closed_feed_pushes_nothing(
     feed.record(record())
     await published.quiet(0.3)
     assert feed._pending is None and feed._expiry is None
+
+
+# ---- the window and its statistics, on their own -------------------------------------------
+
+
+def test_a_rolling_window_forgets_what_is_older_than_its_span() -> None:
+    window: RollingWindow[str] = RollingWindow(10.0)
+    assert window.next_expiry() is None
+    window.add(100.0, "a")
+    window.add(105.0, "b")
+    assert window.next_expiry() == 110.0
+    window.prune(109.9)
+    assert list(window) == ["a", "b"]
+    window.prune(110.0)
+    assert list(window) == ["b"] and window.next_expiry() == 115.0
+    window.prune(200.0)
+    assert len(window) == 0 and window.next_expiry() is None
+    with pytest.raises(ValueError):
+        RollingWindow(0)
+
+
+def test_percentile_and_mean() -> None:
+    assert percentile([], 50) is None and mean([]) is None
+    assert percentile([3.0], 50) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
+    assert percentile([1.0, 2.0], 0) == 1.0 and percentile([1.0, 2.0], 100) == 2.0
+    assert mean([1.0, 2.0, 6.0]) == 3.0
