@@ -180,12 +180,15 @@ async def test_requests_become_counters_and_histograms(make_rig: RigFactory) -> 
     rig.metrics.record(record(stream=True, ttft_s=0.05, latency_s=1.5, prompt_tokens=5))
     rig.metrics.record(record(status=429, queue_wait_s=0.0, latency_s=0.001))
     rig.metrics.record(record(status=None, client_disconnected=True, endpoint="/completion"))
+    rig.metrics.record(record(endpoint="/upstream/a/slots?x=1"))
+    rig.metrics.record(record(endpoint="/upstream/a/some/other/path"))
 
     samples = parse(await rig.metrics.render())
     requests = "llamaherd_requests_total"
     assert value(samples, requests, model="a", endpoint="/v1/chat/completions", code="200") == 2
     assert value(samples, requests, model="a", code="429") == 1
     assert value(samples, requests, model="a", endpoint="/completion", code="none") == 1
+    assert value(samples, requests, model="a", endpoint="/upstream", code="200") == 2
     assert value(samples, "llamaherd_prompt_tokens_total", model="a") == 25
     assert value(samples, "llamaherd_completion_tokens_total", model="a") == 4
     duration = "llamaherd_request_duration_seconds"
@@ -193,7 +196,7 @@ async def test_requests_become_counters_and_histograms(make_rig: RigFactory) -> 
     assert value(samples, f"{duration}_count", model="a", endpoint=endpoint) == 3
     assert value(samples, f"{duration}_bucket", model="a", endpoint=endpoint, le="0.5") == 2
     assert value(samples, "llamaherd_time_to_first_token_seconds_count", model="a") == 1
-    assert value(samples, "llamaherd_queue_wait_seconds_count", model="a") == 4
+    assert value(samples, "llamaherd_queue_wait_seconds_count", model="a") == 6
     assert value(samples, "llamaherd_generation_tokens_per_second_sum", model="a") == 8000.0
     assert value(samples, "llamaherd_prompt_tokens_per_second_count", model="a") == 1
 

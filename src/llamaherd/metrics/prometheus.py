@@ -156,14 +156,14 @@ class GatewayMetrics:
 
     def record(self, rec: RequestRecord) -> None:
         """A RequestLog sink: count one finished request."""
-        model = rec.model
+        model, endpoint = rec.model, endpoint_label(rec.endpoint)
         code = "none" if rec.status is None else str(rec.status)
-        self._requests.labels(model, rec.endpoint, code).inc()
+        self._requests.labels(model, endpoint, code).inc()
         if rec.prompt_tokens:
             self._prompt_tokens.labels(model).inc(rec.prompt_tokens)
         if rec.completion_tokens:
             self._completion_tokens.labels(model).inc(rec.completion_tokens)
-        self._duration.labels(model, rec.endpoint).observe(rec.latency_s)
+        self._duration.labels(model, endpoint).observe(rec.latency_s)
         self._queue_wait.labels(model).observe(rec.queue_wait_s)
         if rec.ttft_s is not None:
             self._ttft.labels(model).observe(rec.ttft_s)
@@ -217,6 +217,13 @@ class GatewayMetrics:
 
 class _ScrapeError(Exception):
     pass
+
+
+def endpoint_label(path: str) -> str:
+    """The `endpoint` label of a request path. The inference paths are a fixed set, but
+    `/upstream/{model}/{anything}` is not: every path a client invents there would be a new
+    series forever, so they are all one."""
+    return "/upstream" if path.startswith("/upstream/") else path
 
 
 class _HerdCollector:
