@@ -8,8 +8,9 @@ The sampler follows every server's state changes (it never polls the herd for th
 - `ready` closes the start as a `StartRecord` (load time, peak memory), then samples the
   server every `interval_s`: resident memory and CPU (psutil), GPU memory (NVML, when there
   is one), and busy slots (its `/slots`);
-- `crashed` or `error` before `ready` closes the start as failed; a stop or a crash of a ready
-  server ends the sampling, and the live figures go back to unknown.
+- `crashed` or `error` before `ready` closes the start as failed (a stop before `ready` drops
+  it: nothing failed); a stop or a crash of a ready server ends the sampling, and the live
+  figures go back to unknown.
 
 An adopted server (found running, started by someone else) gets no StartRecord: nobody here
 saw it load. psutil and NVML block, so they run in worker threads; `/slots` goes through the
