@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import logging.handlers
+import queue
 import socket
 from collections.abc import Iterator
 
@@ -17,9 +19,10 @@ import uvicorn
 
 from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
-from llamaherd.config import Settings
+from llamaherd.config import Settings, state_dir
 from llamaherd.errors import ConfigError, PortInUseError
-from llamaherd.wiring import build_herd
+from llamaherd.metrics.telemetry import Telemetry
+from llamaherd.wiring import build_herd, telemetry_options
 
 logger = logging.getLogger("llamaherd")
 
@@ -63,10 +66,52 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+@contextlib.contextmanager
+def _own_log_file(settings: Settings) -> Iterator[None]:
+    """llamaherd's own log, rotated, next to the models' log files (state_dir/logs/). Written by
+    a thread behind a queue: the event loop never waits for the disk."""
+    if settings.log_file_max_bytes <= 0:
+        yield
+        return
+    path = state_dir(settings) / "logs" / "llamaherd.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.log_file_max_bytes, backupCount=settings.log_file_count
+        )
+    except OSError as exc:
+        logger.warning("not writing llamaherd's log to %s: %s", path, exc.strerror or exc)
+        yield
+        return
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(records)
+    listener = logging.handlers.QueueListener(records, file_handler)
+    root = logging.getLogger()
+    root.addHandler(queue_handler)
+    listener.start()
+    try:
+        yield
+    finally:
+        root.removeHandler(queue_handler)
+        listener.stop()
+        file_handler.close()
+
+
 def run_serve(settings: Settings) -> int:
+    with _own_log_file(settings):
+        return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
     _check_port_free(settings.app_host, settings.app_port)
     herd = build_herd(settings)
-    application = create_app(herd, loopback_only=is_loopback(settings.app_host))
+    telemetry = Telemetry(herd, telemetry_options(settings))
+    application = create_app(
+        herd, loopback_only=is_loopback(settings.app_host), telemetry=telemetry
+    )
     config = uvicorn.Config(
         application.asgi,
         host=settings.app_host,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from llamaherd.config import Settings, locate_llama_server
+from llamaherd.config import Settings, locate_llama_server, state_dir
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import Limits
+from llamaherd.metrics.telemetry import TelemetryOptions
 from llamaherd.model_specs import build_registry
 from llamaherd.supervisor.service import LlamaService
 
@@ -90,3 +91,19 @@ def _free_port(host: str, taken: set[int]) -> int:
             port = int(sock.getsockname()[1])
         if port not in taken:
             return port
+
+
+def telemetry_options(settings: Settings) -> TelemetryOptions:
+    """What measures and records the herd: history in `state_dir/history.db`, one rotating
+    log file per model in `state_dir/logs/`, alerts as configured."""
+    folder = state_dir(settings)
+    return TelemetryOptions(
+        metrics=settings.metrics_enabled,
+        history_path=folder / "history.db" if settings.history_enabled else None,
+        retention_days=settings.history_retention_days,
+        requests_kept=settings.history_requests_kept,
+        log_folder=folder / "logs",
+        log_max_bytes=settings.log_file_max_bytes,
+        log_count=settings.log_file_count,
+        alerts=settings.alerts,
+    )

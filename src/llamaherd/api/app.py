@@ -10,7 +10,7 @@ from pathlib import Path
 
 import socketio
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -18,6 +18,7 @@ from llamaherd import __version__
 from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
+from llamaherd.api.history_routes import create_history_router
 from llamaherd.api.hub import EventHub
 from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.realtime import create_socketio
@@ -25,6 +26,8 @@ from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
 from llamaherd.gateway.herd import Herd, herd_of_one
 from llamaherd.gateway.route import GatewayRoute
+from llamaherd.metrics.prometheus import CONTENT_TYPE
+from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
 
 logger = logging.getLogger("llamaherd.api")
@@ -45,17 +48,24 @@ class Application:
     hub: EventHub
     api: FastAPI
     herd: Herd
+    telemetry: Telemetry
 
 
 def create_app(
-    target: Herd | LlamaService, *, start_service: bool = True, loopback_only: bool = True
+    target: Herd | LlamaService,
+    *,
+    start_service: bool = True,
+    loopback_only: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
     `start_service`: load the primary model at start-up, as the seed did with its one model.
     `loopback_only`: llamaherd listens on loopback, so only loopback Host names are served
-    (see api/guard.py)."""
+    (see api/guard.py). `telemetry`: what measures and records the herd (default: metrics,
+    no history, no log files, no alerts)."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
+    telemetry = telemetry or Telemetry(herd)
     service = herd.primary.service  # what llamaStatus and /api/llama/* speak of
     hub = EventHub(service)
     feed = ModelsFeed(herd, hub)
@@ -63,14 +73,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        # Loads run in the background: the API answers at once while llama-server loads.
-        herd.start(preload=[herd.primary.spec.id] if start_service else [])
-        feed.start()
+        await telemetry.start(hub.publish)
         try:
+            # Loads run in the background: the API answers at once while llama-server loads.
+            herd.start(preload=[herd.primary.spec.id] if start_service else [])
+            feed.start()
+            telemetry.after_herd_start()
             yield
         finally:
             feed.close()
+            await telemetry.close_before_herd()
             await herd.aclose()
+            await telemetry.close_after_herd()
             await hub.aclose()
 
     api = FastAPI(
@@ -83,12 +97,29 @@ def create_app(
     api.include_router(create_router(service))
     api.include_router(create_gateway_router(herd))
     api.include_router(create_sse_router(service, hub))
+    if telemetry.history is not None:
+        api.include_router(create_history_router(telemetry.history))
+    if telemetry.metrics is not None:
+        _mount_metrics(api, telemetry)
     _mount_dashboard(api)
-    sio = create_socketio(service, hub, herd)
+    sio = create_socketio(service, hub, herd, telemetry)
     combined = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
     # Inference first: its paths never touch FastAPI or Socket.IO.
-    asgi = BrowserGuard(GatewayRoute(herd, combined), loopback_only=loopback_only)
-    return Application(asgi=asgi, hub=hub, api=api, herd=herd)
+    observe = telemetry.observe if telemetry.measuring else None
+    route = GatewayRoute(herd, combined, observe=observe)
+    asgi = BrowserGuard(route, loopback_only=loopback_only)
+    return Application(asgi=asgi, hub=hub, api=api, herd=herd, telemetry=telemetry)
+
+
+def _mount_metrics(api: FastAPI, telemetry: Telemetry) -> None:
+    metrics = telemetry.metrics
+    assert metrics is not None
+
+    @api.get("/metrics", tags=["status"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text: llamaherd_* series with a `model` label, and every running
+        llama-server's own llamacpp:* series, re-exported with a `model` label."""
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
 
 def _mount_dashboard(api: FastAPI) -> None:

@@ -22,6 +22,7 @@ LOG_SUBSCRIBE = "subscribeLlamaLogs"
 LOG_UNSUBSCRIBE = "unsubscribeLlamaLogs"
 MODELS_EVENT = "llamaModels"
 MODELS_REQUEST = "requestLlamaModels"
+METRICS_REQUEST = "requestLlamaMetrics"
 LOAD_MODEL = "loadModel"
 UNLOAD_MODEL = "unloadModel"
 

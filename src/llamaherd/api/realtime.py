@@ -17,6 +17,7 @@ from llamaherd.api.payloads import (
     LOG_EVENT,
     LOG_SUBSCRIBE,
     LOG_UNSUBSCRIBE,
+    METRICS_REQUEST,
     MODELS_EVENT,
     MODELS_REQUEST,
     STATUS_EVENT,
@@ -27,12 +28,16 @@ from llamaherd.api.payloads import (
 )
 from llamaherd.gateway.control import ModelControlError, control_model
 from llamaherd.gateway.herd import Herd
+from llamaherd.metrics.live import METRICS_EVENT
+from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
 
 LOG_ROOM = "llama-logs"
 
 
-def create_socketio(service: LlamaService, hub: EventHub, herd: Herd) -> socketio.AsyncServer:
+def create_socketio(
+    service: LlamaService, hub: EventHub, herd: Herd, telemetry: Telemetry
+) -> socketio.AsyncServer:
     # Same-origin only by default (cors_allowed_origins unset): a page on another site must
     # not be able to drive a local llama-server through the browser.
     sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
@@ -43,10 +48,19 @@ def create_socketio(service: LlamaService, hub: EventHub, herd: Herd) -> socketi
     async def send_models(sid: str) -> None:
         await sio.emit(MODELS_EVENT, models_event(herd), to=sid)
 
+    async def send_metrics(sid: str) -> None:
+        if telemetry.feed is not None:
+            await sio.emit(METRICS_EVENT, telemetry.feed.snapshot_event(), to=sid)
+
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await send_status(sid)
         await send_models(sid)
+        await send_metrics(sid)
+
+    @sio.on(METRICS_REQUEST)  # type: ignore[untyped-decorator]
+    async def request_metrics(sid: str, *args: Any) -> None:
+        await send_metrics(sid)
 
     @sio.on(MODELS_REQUEST)  # type: ignore[untyped-decorator]
     async def request_models(sid: str, *args: Any) -> None:
