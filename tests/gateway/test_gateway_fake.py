@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.states import Status
 from tests.conftest import pid_alive
-from tests.gateway.conftest import DemoModels, Launch, gateway_config
+from tests.gateway.conftest import DemoModels, Gateway, Launch, ServerCensus, gateway_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,6 +48,10 @@ def assert_openai_error(answer: httpx.Response, status: int, kind: str) -> dict[
     assert isinstance(error["message"], str) and error["message"]
     assert error["type"] == kind
     return dict(error)
+
+
+def queued(gw: Gateway, model: str, count: int) -> Callable[[], bool]:
+    return lambda: gw.view(model).queued == count
 
 
 def retry_after(answer: httpx.Response) -> int:
@@ -100,7 +105,7 @@ async def test_a_request_that_waits_too_long_is_503_with_retry_after(
     gw = await launch(gateway_config(fake_binary, {"slow": slow}, queue_timeout_s=0.5))
     await gw.loaded("slow")
     async with gw.http() as client:
-        busy = asyncio.create_task(client.post("/completion", json=completion("slow", 60)))
+        busy = asyncio.create_task(client.post("/completion", json=completion("slow", 40)))
         await gw.wait_until(lambda: gw.view("slow").in_flight == 1, "one request is in flight")
         began = time.monotonic()
         late = await client.post("/completion", json=completion("slow", 1))
@@ -226,6 +231,22 @@ async def test_an_idle_model_is_unloaded_after_its_ttl(
     assert gw.starts["t"] == 2
 
 
+async def test_a_request_during_a_ttl_unload_waits_and_gets_a_fresh_server(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    # The server takes 1 s to stop, so the request meets the unload half done.
+    lingering = fake(demo_models.alpha, "--fake-slow-sigterm-s", "1", ttl_s=0.3)
+    gw = await launch(gateway_config(fake_binary, {"t": lingering}))
+    async with gw.http() as client:
+        assert (await client.post("/completion", json=completion("t", 1))).status_code == 200
+        old = gw.pid("t")
+        await gw.wait_phase("t", Phase.UNLOADING, timeout=10)
+        answer = await client.post("/completion", json=completion("t", 1))
+    assert answer.status_code == 200, answer.text
+    assert gw.pid("t") != old and not pid_alive(old)
+    assert gw.starts["t"] == 2
+
+
 async def test_a_pinned_model_is_never_evicted(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:
@@ -314,3 +335,129 @@ async def test_a_stream_that_waits_gets_its_200_and_comment_lines_first(
     chunks = [json.loads(item) for item in data[:-1]]
     assert chunks[-1]["usage"]["completion_tokens"] == 3
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+
+async def test_arrivals_a_b_a_b_are_served_a_a_b_b_with_one_swap(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    models = {
+        "a": fake(demo_models.alpha, "--fake-gen-ms", "50", max_concurrency=1),
+        "b": fake(demo_models.beta, "--fake-gen-ms", "50", max_concurrency=1),
+    }
+    gw = await launch(gateway_config(fake_binary, models, max_loaded=1))
+    await gw.loaded("a")
+    finished: list[str] = []
+
+    async def ask(client: httpx.AsyncClient, name: str, model: str, tokens: int) -> str:
+        answer = await client.post("/completion", json=completion(model, tokens))
+        assert answer.status_code == 200, answer.text
+        finished.append(name)
+        return str(answer.json()["model"])
+
+    async with ServerCensus() as census, gw.http() as client:
+        tasks = [asyncio.create_task(ask(client, "a1", "a", 20))]
+        await gw.wait_until(lambda: gw.view("a").in_flight == 1, "a1 is in flight")
+        for name, model, waiting in (("b1", "b", 1), ("a2", "a", 1), ("b2", "b", 2)):
+            tasks.append(asyncio.create_task(ask(client, name, model, 2)))
+            await gw.wait_until(queued(gw, model, waiting), f"{name} waits")
+        served_by = await asyncio.gather(*tasks)
+
+    assert served_by == ["alpha.gguf", "beta.gguf", "alpha.gguf", "beta.gguf"]
+    assert finished[:2] == ["a1", "a2"] and sorted(finished[2:]) == ["b1", "b2"]
+    assert gw.starts == {"a": 1, "b": 1}
+    assert census.most == 1
+
+
+async def test_a_waiting_stream_that_times_out_ends_with_an_error_event(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    slow = fake(demo_models.alpha, "--fake-gen-ms", "50", max_concurrency=1)
+    gw = await launch(gateway_config(fake_binary, {"slow": slow}, queue_timeout_s=1.6))
+    await gw.loaded("slow")
+    request = {"model": "slow", "messages": CHAT, "max_tokens": 2, "stream": True}
+    async with gw.http() as client:
+        busy = asyncio.create_task(client.post("/completion", json=completion("slow", 50)))
+        await gw.wait_until(lambda: gw.view("slow").in_flight == 1, "one request is in flight")
+        async with client.stream("POST", "/v1/chat/completions", json=request) as stream:
+            assert stream.status_code == 200
+            async with asyncio.timeout(10):
+                lines = [line async for line in stream.aiter_lines() if line]
+        assert (await busy).status_code == 200
+
+    assert lines[0].startswith(": llamaherd: queued, position 1"), lines
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["code"] == 503 and error["type"] == "service_unavailable"
+    assert "waited" in error["message"]
+
+
+async def test_a_client_that_leaves_the_queue_gives_its_place_up(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    slow = fake(demo_models.alpha, "--fake-gen-ms", "50", max_concurrency=1)
+    gw = await launch(gateway_config(fake_binary, {"slow": slow}))
+    await gw.loaded("slow")
+    host, port = gw.url.removeprefix("http://").split(":")
+    async with gw.http() as client:
+        busy = asyncio.create_task(client.post("/completion", json=completion("slow", 40)))
+        await gw.wait_until(lambda: gw.view("slow").in_flight == 1, "one request is in flight")
+        body = json.dumps(completion("slow", 2)).encode()
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await gw.wait_until(lambda: gw.view("slow").queued == 1, "the request waits")
+        writer.close()
+        await writer.wait_closed()
+        await gw.wait_until(lambda: gw.view("slow").queued == 0, "the queue is empty again", 5)
+        assert gw.view("slow").in_flight == 1
+        assert (await busy).status_code == 200
+    await gw.wait_until(lambda: gw.view("slow").in_flight == 0, "nothing is in flight", 5)
+
+
+async def test_an_upstream_refusal_after_the_stream_started_is_one_error_event(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    lazy = fake(demo_models.alpha, "--fake-load-s", "1.5")
+    gw = await launch(gateway_config(fake_binary, {"lazy": lazy}))
+    async with gw.http() as client:
+        # No "messages": llama-server refuses it with a 400, after the stream has started.
+        request = {"model": "lazy", "stream": True, "max_tokens": 2}
+        async with client.stream("POST", "/v1/chat/completions", json=request) as stream:
+            assert stream.status_code == 200
+            async with asyncio.timeout(10):
+                lines = [line async for line in stream.aiter_lines() if line]
+        wrong_method = await client.get("/v1/chat/completions")
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+        not_a_name = await client.post("/v1/chat/completions", json={"model": 7})
+        assert_openai_error(not_a_name, 400, "invalid_request_error")
+
+    assert lines[0].startswith(": llamaherd: loading lazy"), lines
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["code"] == 400 and "'messages' is required" in error["message"]
+
+
+async def test_a_model_whose_server_cannot_start_answers_503_and_is_tried_again(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    broken = fake(demo_models.alpha, "--fake-exit-at-start", "1")
+    gw = await launch(gateway_config(fake_binary, {"broken": broken}, max_retries=1))
+    async with gw.http() as client:
+        async with asyncio.timeout(15):
+            answers = await asyncio.gather(
+                *(client.post("/completion", json=completion("broken", 1)) for _ in range(2))
+            )
+        for answer in answers:
+            error = assert_openai_error(answer, 503, "service_unavailable")
+            assert "model 'broken' is unavailable" in error["message"]
+            assert "exited with code 1" in error["message"]
+            retry_after(answer)
+        assert gw.view("broken").phase is Phase.FAILED
+        assert gw.state("broken").status is Status.ERROR
+        assert gw.starts["broken"] == 2  # the first try and one retry
+
+        # The next request tries again from scratch (the cause may have been fixed).
+        again = await client.post("/completion", json=completion("broken", 1))
+        assert_openai_error(again, 503, "service_unavailable")
+    assert gw.starts["broken"] == 4
