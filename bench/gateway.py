@@ -13,7 +13,7 @@ own. The parts:
    connections: req/s, p50 and p99 with wrk, (a) direct to llama-server, (b) through
    `llamaherd serve`, (c) through nginx `proxy_pass` with upstream keep-alive (if installed).
    "Direct" is the very llama-server process llamaherd started, on its port, while llamaherd
-   runs idle: same binary, same flags (`-np 4 -t 1` by default), same warm state. Each round
+   runs idle: same binary, same flags (`-np 4 -t 1 -cram 0`), same warm state. Each round
    runs the variants one after the other (the order turns each round), each with a warm-up.
 2. 32 concurrent streams of 256 tokens (`-np 32`): total tokens/s and time to first token,
    through llamaherd against direct, on a llama-server started by a second llamaherd.
@@ -202,7 +202,11 @@ def check_answers(url: str, model: str | None) -> None:
 
 
 def llama_args(slots: int, threads: int, ctx: int | None = None) -> list[str]:
-    args = ["-np", str(slots), "-t", str(threads)]
+    """The same flags for every variant. `-cram 0` turns off llama-server's RAM prompt cache
+    of idle slots: with it, each request of a long run costs llama-server more CPU than the
+    one before (2.6 ms to 4.3 ms per request within 20,000 identical requests here), so a
+    variant measured later would be slower for reasons of its own."""
+    args = ["-np", str(slots), "-t", str(threads), "-cram", "0"]
     return [*args, "-c", str(ctx)] if ctx else args
 
 
@@ -232,47 +236,74 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
     }
     script = write_wrk_script(tmp / "chat.lua", chat_body(MODEL, args.max_tokens))
     results = PlainResults()
-    with Llamaherd(tmp, "llamaherd-plain", config, slots=args.slots) as herd:
+    with contextlib.ExitStack() as stack:
+        herd = stack.enter_context(Llamaherd(tmp, "llamaherd-plain", config, slots=args.slots))
         assert herd.llama_pid is not None
-        direct = f"http://127.0.0.1:{server_port}"
         targets: dict[str, tuple[str, list[int]]] = {
-            "direct": (direct, []),
+            "direct": (f"http://127.0.0.1:{server_port}", []),
             "llamaherd": (herd.url, [herd.pid]),
         }
-        nginx = Nginx(tmp, server_port, args.nginx_workers) if args.nginx else None
-        try:
-            if nginx is not None:
-                nginx.__enter__()
-                targets["nginx"] = (nginx.url, nginx.pids())
-            results.variants = list(targets)
-            for url, _ in targets.values():
-                check_answers(url, MODEL)
-            notes.append(f"part 1: load average before {procs.load_average()}")
-            for level in args.levels:
-                for round_no in range(args.rounds):
-                    shift = round_no % len(results.variants)
-                    order = results.variants[shift:] + results.variants[:shift]
-                    for variant in order:
-                        url, proxy_pids = targets[variant]
-                        run = measure_plain(
-                            url,
-                            script,
-                            level,
-                            proxy_pids=proxy_pids,
-                            server_pid=herd.llama_pid,
-                            args=args,
-                        )
-                        results.runs.setdefault((level, variant), []).append(run)
-                        print(
-                            f"  c={level} round {round_no + 1} {variant}: {run.wrk.rps:.0f} req/s, "
-                            f"p50 {run.wrk.p50_ms:.2f} ms, p99 {run.wrk.p99_ms:.2f} ms"
-                            + (f", {run.wrk.errors} errors" if run.wrk.errors else ""),
-                            flush=True,
-                        )
-        finally:
-            if nginx is not None:
-                nginx.__exit__()
+        if args.nginx:
+            nginx = stack.enter_context(Nginx(tmp, server_port, args.nginx_workers))
+            targets["nginx"] = (nginx.url, nginx.pids())
+        results.variants = list(targets)
+        for url, _ in targets.values():
+            check_answers(url, MODEL)
+        notes.append(f"part 1: load average before {procs.load_average()}")
+        for level in args.levels:
+            for round_no in range(args.rounds):
+                shift = round_no % len(results.variants)
+                for variant in results.variants[shift:] + results.variants[:shift]:
+                    url, proxy_pids = targets[variant]
+                    run = measure_plain(
+                        url,
+                        script,
+                        level,
+                        proxy_pids=proxy_pids,
+                        server_pid=herd.llama_pid,
+                        args=args,
+                    )
+                    results.runs.setdefault((level, variant), []).append(run)
+                    print(
+                        f"  c={level} round {round_no + 1} {variant}: {run.wrk.rps:.0f} req/s, "
+                        f"p50 {run.wrk.p50_ms:.2f} ms, p99 {run.wrk.p99_ms:.2f} ms"
+                        + (f", {run.wrk.errors} errors" if run.wrk.errors else ""),
+                        flush=True,
+                    )
     return results
+
+
+def part_quiet_cpu(tmp: Path, args: argparse.Namespace) -> list[Run]:
+    """llamaherd's CPU per request when its llama-server prints nothing (`--log-disable`):
+    llama-server writes about nine lines per request, which llamaherd reads off the pipes."""
+    server_port = procs.free_port()
+    config = {
+        "llama_server_host": "127.0.0.1",
+        "llama_server_port": server_port,
+        "llama_model_path": str(tmp / f"{MODEL}.gguf"),
+        "llama_server_args": [*llama_args(args.slots, args.threads), "--log-disable"],
+    }
+    script = tmp / "chat.lua"
+    runs = []
+    with Llamaherd(tmp, "llamaherd-quiet", config, slots=args.slots) as herd:
+        assert herd.llama_pid is not None
+        check_answers(herd.url, MODEL)
+        for round_no in range(args.rounds):
+            run = measure_plain(
+                herd.url,
+                script,
+                args.cpu_level,
+                proxy_pids=[herd.pid],
+                server_pid=herd.llama_pid,
+                args=args,
+            )
+            runs.append(run)
+            print(
+                f"  c={args.cpu_level} round {round_no + 1} llamaherd, llama-server --log-disable: "
+                f"{run.wrk.rps:.0f} req/s",
+                flush=True,
+            )
+    return runs
 
 
 def measure_plain(
@@ -475,7 +506,7 @@ def plain_table(res: PlainResults, args: argparse.Namespace, targets: list[str])
     return lines
 
 
-def cpu_table(res: PlainResults, level: int) -> list[str]:
+def cpu_table(res: PlainResults, level: int, quiet: list[Run]) -> list[str]:
     lines = [
         f"### 4. CPU per request at {level} connections (utime + stime from /proc/PID/stat "
         "over the measured runs)",
@@ -483,8 +514,9 @@ def cpu_table(res: PlainResults, level: int) -> list[str]:
         "| path | requests | proxy µs CPU / request | llama-server µs CPU / request |",
         "|---|---:|---:|---:|",
     ]
-    for variant in res.variants:
-        runs = res.runs.get((level, variant), [])
+    rows = [(variant, res.runs.get((level, variant), [])) for variant in res.variants]
+    rows.append(("llamaherd, llama-server `--log-disable`", quiet))
+    for variant, runs in rows:
         if not runs:
             continue
         requests = sum(r.wrk.requests for r in runs)
@@ -496,7 +528,9 @@ def cpu_table(res: PlainResults, level: int) -> list[str]:
     lines += [
         "",
         "`proxy`: the llamaherd process (all threads), or nginx's master and workers. "
-        "The clock-tick resolution (10 ms) is small against the runs' totals.",
+        "The clock-tick resolution (10 ms) is small against the runs' totals. The last row is "
+        "a second llamaherd whose llama-server prints no log lines (`--log-disable`): the "
+        "difference is what reading llama-server's output costs llamaherd per request.",
     ]
     return lines
 
@@ -590,13 +624,15 @@ def report(
     targets: list[str],
 ) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stream_ctx = args.stream_slots * args.ctx_per_slot
     lines = [
         "## llamaherd gateway benchmark",
         "",
         f"- date: {now}",
         *procs.machine_lines(binary),
-        f"- llama-server flags: `-np {args.slots} -t {args.threads}` for parts 1 and 3, "
-        f"`-np {args.stream_slots} -t {args.threads} -c {args.stream_slots * args.ctx_per_slot}` "
+        f"- llama-server flags: `{' '.join(llama_args(args.slots, args.threads))}` for parts 1 "
+        "and 3, "
+        f"`{' '.join(llama_args(args.stream_slots, args.threads, stream_ctx))}` "
         "for part 2; model: the demo model (random weights, 2 layers, 64-dim)",
         "- direct: the llama-server that llamaherd started, on its own port, while llamaherd "
         "runs idle; nginx: "
@@ -675,7 +711,9 @@ def bench(args: argparse.Namespace, command: str) -> str:
             print("part 3: switching", flush=True)
             sections.append(switch_table(part_switch(tmp, binary, args, notes), args, targets))
         if 1 in args.parts and args.cpu_level in args.levels:
-            sections.append(cpu_table(plain, args.cpu_level))
+            print("part 4: CPU with a silent llama-server", flush=True)
+            quiet = part_quiet_cpu(tmp, args)
+            sections.append(cpu_table(plain, args.cpu_level, quiet))
         notes.append(
             f"load average after: {procs.load_average()}; the run took "
             f"{(time.monotonic() - began) / 60:.1f} min"
