@@ -55,7 +55,9 @@ class Telemetry:
         options = options or TelemetryOptions()
         self.herd = herd
         self.requests = RequestLog()
-        self.sampler = ServerSampler(herd) if options.metrics else None
+        # History records starts and memory too, so it needs the sampler with or without metrics.
+        wanted = options.metrics or options.history_path is not None
+        self.sampler = ServerSampler(herd) if wanted else None
         self.metrics = GatewayMetrics(herd, sampler=self.sampler) if options.metrics else None
         self.feed: MetricsFeed | None = None
         self.history = (
@@ -93,8 +95,9 @@ class Telemetry:
     async def start(self, publish: Publish) -> None:
         """Before the herd starts; `publish` sends an event to every dashboard."""
         subscribe = self._unsubscribes.append
-        if self.sampler is not None and self.metrics is not None:
+        if self.sampler is not None:
             self.sampler.start()
+        if self.sampler is not None and self.metrics is not None:
             self.metrics.start()
             subscribe(self.requests.subscribe(self.metrics.record))
             self.feed = MetricsFeed(self.herd, self.sampler, publish)
