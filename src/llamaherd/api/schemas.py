@@ -75,7 +75,9 @@ class GatewayModelOut(BaseModel):
     phase: str = Field(description="the scheduler's view: unloaded|loading|ready|unloading|failed")
     loaded: bool
     draining: bool = Field(description="being unloaded once its requests in flight end")
-    loadRequested: bool = Field(description="a load waits for its turn (for room to be made)")
+    loadRequested: bool = Field(
+        default=False, description="a load waits for its turn (for room to be made)"
+    )
     inFlight: int
     queued: int
     maxConcurrency: int
