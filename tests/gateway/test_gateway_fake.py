@@ -461,3 +461,33 @@ async def test_a_model_whose_server_cannot_start_answers_503_and_is_tried_again(
         again = await client.post("/completion", json=completion("broken", 1))
         assert_openai_error(again, 503, "service_unavailable")
     assert gw.starts["broken"] == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/upstream/{model}/... on a loaded model bypasses the herd (no ticket), so a "
+    "completion posted there is not in flight for the scheduler, and a request for another "
+    "model evicts its server mid-answer (502)",
+)
+async def test_a_completion_through_upstream_is_never_evicted_mid_answer(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    models = {"a": fake(demo_models.alpha, "--fake-gen-ms", "50"), "b": fake(demo_models.beta)}
+    gw = await launch(gateway_config(fake_binary, models, max_loaded=1))
+    await gw.loaded("a")
+    async with gw.http() as client:
+        direct = asyncio.create_task(
+            client.post("/upstream/a/completion", json=completion("a", 30))
+        )
+
+        async def generating() -> bool:
+            slots = await client.get("/upstream/a/slots")
+            return any(slot["is_processing"] for slot in slots.json())
+
+        async with asyncio.timeout(10):
+            while not await generating():
+                await asyncio.sleep(0.02)
+        other = asyncio.create_task(client.post("/completion", json=completion("b", 1)))
+        answers = await asyncio.gather(direct, other)
+    assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
+    assert answers[0].json()["tokens_predicted"] == 30
