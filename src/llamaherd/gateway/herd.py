@@ -167,6 +167,23 @@ class Herd:
             ticket.decision.cancel()
             self._apply(self.scheduler.cancel(ticket.id, now))
 
+    async def next_change(self, model: str, timeout: float) -> None:
+        """Wait until `model`'s server changes state, or `timeout` seconds pass."""
+        changed = asyncio.get_running_loop().create_future()
+
+        def on_state(state: ServiceState) -> None:
+            if not changed.done():
+                changed.set_result(None)
+
+        unsubscribe = self.backends[model].service.on_state_change(on_state)
+        try:
+            async with asyncio.timeout(timeout):
+                await changed
+        except TimeoutError:
+            pass
+        finally:
+            unsubscribe()
+
     def position(self, ticket: Ticket) -> int | None:
         return self.scheduler.position(ticket.id)
 

@@ -103,6 +103,9 @@ class RelayOutcome:
     chunks: int  # pieces those bytes arrived in
     client_disconnected: bool
     error: str | None  # why the answer was cut short or replaced; None otherwise
+    # `hold_refused` was given and the upstream refused the connection: nothing reached the
+    # upstream and nothing was sent to the client, so the request can be tried again.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -343,8 +346,11 @@ class _Relay:
         label: str,
         observer: ChunkObserver | None,
         started: bool,
+        hold_refused: bool = False,
     ) -> None:
         self.asgi_send = send
+        self.hold_refused = hold_refused
+        self.refused = False
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.who = f"{label} at {self.base_url}"
@@ -370,6 +376,7 @@ class _Relay:
             chunks=self.chunks,
             client_disconnected=self.client_disconnected,
             error=self.error,
+            refused=self.refused,
         )
 
     async def send(self, message: Message) -> None:
@@ -386,6 +393,8 @@ class _Relay:
 
     async def _exchange(self, method: str, path_qs: str, headers: RawHeaders, body: bytes) -> None:
         if self.session.closed:  # Upstreams.forget() ran: the server stopped
+            if self._hold("is no longer served (its session was closed)"):
+                return
             await self._upstream_failed("is no longer served (its session was closed)")
             return
         try:
@@ -397,7 +406,10 @@ class _Relay:
                 allow_redirects=False,
             )
         except UPSTREAM_ERRORS as exc:
-            await self._upstream_failed(describe_failure(exc, answering=False))
+            cause = describe_failure(exc, answering=False)
+            if isinstance(exc, aiohttp.ClientConnectorError) and self._hold(cause):
+                return
+            await self._upstream_failed(cause)
             return
         self.upstream_status = resp.status
         try:
@@ -463,6 +475,14 @@ class _Relay:
             if last:
                 return
 
+    def _hold(self, cause: str) -> bool:
+        """A refused connection, when the caller would rather try again than answer 502."""
+        if not self.hold_refused:
+            return False
+        self.refused = True
+        self.error = f"{self.who} {cause}"
+        return True
+
     async def _upstream_failed(self, cause: str) -> None:
         self.error = f"{self.who} {cause}"
         if self.status is None:
@@ -510,6 +530,7 @@ async def relay(
     observer: ChunkObserver | None = None,
     started: bool = False,
     label: str = DEFAULT_LABEL,
+    hold_refused: bool = False,
 ) -> RelayOutcome:
     """Send `method path_qs` with `headers` and `body` to `base_url`, and stream the answer
     to the client as it arrives. Call it after the request body was read (`read_body`).
@@ -519,11 +540,19 @@ async def relay(
     `send_sse_start`), so only the body is relayed, and a non-2xx answer becomes one SSE error
     event. `label` names the upstream in error messages ("llama-server for model qwen").
     `scope` is the client's ASGI scope, for the route's sake; the relay needs nothing from it.
+    `hold_refused`: a refused connection is not answered 502 but returned as
+    `outcome.refused`, for a caller that will try again (nothing reached the upstream).
 
     Never raises for an upstream failure or a client that left: see `RelayOutcome`.
     """
     state = _Relay(
-        send, session, base_url=base_url, label=label, observer=observer, started=started
+        send,
+        session,
+        base_url=base_url,
+        label=label,
+        observer=observer,
+        started=started,
+        hold_refused=hold_refused,
     )
     work = asyncio.create_task(state.run(method, path_qs, headers, body))
     watcher = asyncio.create_task(_until_disconnect(receive))
@@ -544,7 +573,7 @@ async def relay(
     if not work.cancelled():
         work.result()  # anything but the failures handled above is a bug: let it surface
     outcome = state.outcome()
-    if observer is not None:
+    if observer is not None and not outcome.refused:
         end_error = outcome.error
         if end_error is None and outcome.client_disconnected:
             end_error = "client disconnected"

@@ -82,6 +82,8 @@ class RequestObserver(ChunkObserver, Protocol):
 ObserverFactory = Callable[[str, str, bool], RequestObserver]
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
 HEARTBEAT_S = 1.0
+RETRIES_ON_REFUSED = 1  # a refused connection is retried once, after the supervisor noticed
+REFUSED_SETTLE_S = 2.0  # how long to wait for that
 
 
 class GatewayRoute:
@@ -165,8 +167,11 @@ class GatewayRoute:
             return
         path_qs = "/" + tail + _query(scope)
         backend = self.herd.backends[spec.id]
-        if self.herd.view(spec.id).phase is Phase.READY:
-            # Not through the queue: a look at /slots must not wait behind inference.
+        looking = scope["method"] in ("GET", "HEAD")
+        if looking and self.herd.view(spec.id).phase is Phase.READY:
+            # Not through the queue: a look at /slots must not wait behind inference. Anything
+            # else (a completion POSTed here) is a request in flight like any other, so its
+            # server is never evicted under it.
             await relay(
                 scope,
                 receive,
@@ -219,48 +224,57 @@ class GatewayRoute:
         path_qs: str | None = None,
     ) -> None:
         observer = self.observe(spec.id, scope["path"], stream) if self.observe else None
-        ticket = self.herd.submit(spec.id)
-        try:
-            waited = await self._wait(ticket, receive, send, stream=stream)
-            if waited is None:
+        started = False
+        for attempt in range(RETRIES_ON_REFUSED + 1):
+            ticket = self.herd.submit(spec.id)
+            try:
+                waited = await self._wait(ticket, receive, send, stream=stream, started=started)
+                if waited is None:
+                    if observer is not None:
+                        observer.abandoned()
+                    return  # the client left while it waited
+                decision, started = waited
+                if isinstance(decision, Reject):
+                    if observer is not None:
+                        observer.refused(decision.status, decision.message)
+                    await _refuse(send, decision, started=started)
+                    return
                 if observer is not None:
-                    observer.abandoned()
-                return  # the client left while it waited
-            decision, started = waited
-            if isinstance(decision, Reject):
-                if observer is not None:
-                    observer.refused(decision.status, decision.message)
-                await _refuse(send, decision, started=started)
+                    observer.dispatched()
+                backend = self.herd.backends[spec.id]
+                outcome = await relay(
+                    scope,
+                    receive,
+                    send,
+                    session=self.herd.upstreams.session(backend.base_url),
+                    base_url=backend.base_url,
+                    path_qs=path_qs or scope["path"] + _query(scope),
+                    method=scope["method"],
+                    headers=scope["headers"],
+                    body=body,
+                    started=started,
+                    observer=observer,
+                    label=f"llama-server for model {spec.id}",
+                    hold_refused=attempt < RETRIES_ON_REFUSED,
+                )
+            finally:
+                self.herd.end(ticket)
+            if not outcome.refused:
                 return
-            if observer is not None:
-                observer.dispatched()
-            backend = self.herd.backends[spec.id]
-            await relay(
-                scope,
-                receive,
-                send,
-                session=self.herd.upstreams.session(backend.base_url),
-                base_url=backend.base_url,
-                path_qs=path_qs or scope["path"] + _query(scope),
-                method=scope["method"],
-                headers=scope["headers"],
-                body=body,
-                started=started,
-                observer=observer,
-                label=f"llama-server for model {spec.id}",
-            )
-        finally:
-            self.herd.end(ticket)
+            # Refused: its server died an instant ago, and the supervisor has not said so
+            # yet (a queued request is dispatched the moment the one before it fails).
+            # Nothing reached it, so wait for the supervisor to notice, then queue again:
+            # a request queued behind a crash waits for the restart instead of failing.
+            await self.herd.next_change(spec.id, REFUSED_SETTLE_S)
 
     async def _wait(
-        self, ticket: Ticket, receive: Receive, send: Send, *, stream: bool
+        self, ticket: Ticket, receive: Receive, send: Send, *, stream: bool, started: bool
     ) -> tuple[Dispatch | Reject, bool] | None:
         """The herd's decision, or None if the client left first; and whether an event stream
         was started meanwhile (a stream that waited more than a second)."""
         if ticket.decision.done():  # the usual case on a warm server: no task, no timer
-            return ticket.decision.result(), False
+            return ticket.decision.result(), started
         gone = asyncio.ensure_future(_disconnected(receive))
-        started = False
         began = time.monotonic()
         try:
             while True:
