@@ -118,12 +118,6 @@ async def test_a_request_that_waits_too_long_is_503_with_retry_after(
         assert (await busy).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the request in flight fails as soon as its socket closes, and the herd then "
-    "dispatches the next queued request to the dead server (the supervisor has not yet "
-    "reported the crash), which answers 502 'refused the connection'",
-)
 async def test_killed_server_restarts_and_every_queued_request_succeeds(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:
@@ -463,12 +457,6 @@ async def test_a_model_whose_server_cannot_start_answers_503_and_is_tried_again(
     assert gw.starts["broken"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/upstream/{model}/... on a loaded model bypasses the herd (no ticket), so a "
-    "completion posted there is not in flight for the scheduler, and a request for another "
-    "model evicts its server mid-answer (502)",
-)
 async def test_a_completion_through_upstream_is_never_evicted_mid_answer(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:
