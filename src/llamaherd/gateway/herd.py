@@ -168,7 +168,10 @@ class Herd:
             self._apply(self.scheduler.cancel(ticket.id, now))
 
     async def next_change(self, model: str, timeout: float) -> None:
-        """Wait until `model`'s server changes state, or `timeout` seconds pass."""
+        """Wait until `model`'s server changes state, or `timeout` seconds pass; at once if it
+        is not ready now (the change already happened)."""
+        if self.backends[model].service.get_state().status is not Status.READY:
+            return
         changed = asyncio.get_running_loop().create_future()
 
         def on_state(state: ServiceState) -> None:
