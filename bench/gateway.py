@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import os
 import shutil
 import signal
 import statistics
@@ -201,6 +202,15 @@ def check_answers(url: str, model: str | None) -> None:
         raise RuntimeError(f"{url}{CHAT_PATH} answered {status}: {body[:300]!r}")
 
 
+def pin_proxies(groups: list[list[int]], args: argparse.Namespace) -> None:
+    """With --pin: the proxies (llamaherd, nginx) move to a core of their own; llama-server
+    and the load generator stay where they were started (`args.server_cpus`)."""
+    if args.proxy_cpus is not None:
+        for pids in groups:
+            for pid in pids:
+                procs.pin(pid, args.proxy_cpus)
+
+
 def llama_args(slots: int, threads: int, ctx: int | None = None) -> list[str]:
     """The same flags for every variant. `-cram 0` turns off llama-server's RAM prompt cache
     of idle slots: with it, each request of a long run costs llama-server more CPU than the
@@ -237,6 +247,7 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
     script = write_wrk_script(tmp / "chat.lua", chat_body(MODEL, args.max_tokens))
     results = PlainResults()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(procs.pinned_here(args.server_cpus))
         herd = stack.enter_context(Llamaherd(tmp, "llamaherd-plain", config, slots=args.slots))
         assert herd.llama_pid is not None
         targets: dict[str, tuple[str, list[int]]] = {
@@ -246,6 +257,7 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
         if args.nginx:
             nginx = stack.enter_context(Nginx(tmp, server_port, args.nginx_workers))
             targets["nginx"] = (nginx.url, nginx.pids())
+        pin_proxies([pids for _, pids in targets.values()], args)
         results.variants = list(targets)
         for url, _ in targets.values():
             check_answers(url, MODEL)
@@ -285,8 +297,12 @@ def part_quiet_cpu(tmp: Path, args: argparse.Namespace) -> list[Run]:
     }
     script = tmp / "chat.lua"
     runs = []
-    with Llamaherd(tmp, "llamaherd-quiet", config, slots=args.slots) as herd:
+    with (
+        procs.pinned_here(args.server_cpus),
+        Llamaherd(tmp, "llamaherd-quiet", config, slots=args.slots) as herd,
+    ):
         assert herd.llama_pid is not None
+        pin_proxies([[herd.pid]], args)
         check_answers(herd.url, MODEL)
         for round_no in range(args.rounds):
             run = measure_plain(
@@ -361,7 +377,11 @@ def part_streams(
         "llama_server_args": llama_args(slots, args.threads, slots * args.ctx_per_slot),
     }
     runs: dict[str, list[StreamRun]] = {"direct": [], "llamaherd": []}
-    with Llamaherd(tmp, "llamaherd-stream", config, slots=slots) as herd:
+    with (
+        procs.pinned_here(args.server_cpus),
+        Llamaherd(tmp, "llamaherd-stream", config, slots=slots) as herd,
+    ):
+        pin_proxies([[herd.pid]], args)
         targets = {"direct": f"http://127.0.0.1:{server_port}", "llamaherd": herd.url}
         for url in targets.values():
             check_answers(url, MODEL)
@@ -637,7 +657,13 @@ def report(
         "- direct: the llama-server that llamaherd started, on its own port, while llamaherd "
         "runs idle; nginx: "
         + (f"{args.nginx_workers} worker, upstream keepalive" if args.nginx else "not run"),
-        "- everything (load generator, proxies, llama-server) shares the machine's cores",
+        (
+            f"- pinned (--pin): llama-server and the load generator on CPU "
+            f"{min(args.server_cpus)}, llamaherd and nginx on CPU {min(args.proxy_cpus)} "
+            "(parts 1, 2 and 4; part 3 unpinned)"
+            if args.pin
+            else "- everything (load generator, proxies, llama-server) shares the machine's cores"
+        ),
         *(f"- {note}" for note in notes),
         f"- command: `{command}`",
         "",
@@ -678,8 +704,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=5,
         help="also switch through llamaherd with this readiness_initial_ms (0: skip)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="parts 1, 2 and 4: llama-server and the load generator on CPU 0, the proxy "
+        "(llamaherd, nginx) on CPU 1: a proxy with a core of its own",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    args.server_cpus = args.proxy_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least 2 CPUs")
+        args.server_cpus, args.proxy_cpus = {cpus[0]}, {cpus[1]}
     if args.nginx and shutil.which("nginx") is None:
         print("nginx not installed: its variant is left out (apt-get install -y nginx-light)")
         args.nginx = False

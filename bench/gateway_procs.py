@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,6 +170,27 @@ def children_of(ppid: int) -> list[int]:
         if int(stat[stat.rindex(")") + 2 :].split()[1]) == ppid:
             found.append(int(entry.name))
     return found
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Move every thread of `pid` to `cpus` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def pinned_here(cpus: set[int] | None) -> Iterator[None]:
+    """Run this process (and so every child it starts meanwhile) on `cpus`; None: no change."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def cpu_of(pids: Sequence[int]) -> float:
