@@ -1,15 +1,17 @@
-import { act, render, screen } from '@testing-library/react';
+import { act, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import App from './App';
 import { FakeSocket } from './test/fakeSocket';
 import { jsonResponse, modelsEvent, statusData, statusEvent } from './test/fixtures';
+import { historyFixture, metricsEvent, modelMetrics } from './test/history';
 
 function fakeServer() {
   const socket = new FakeSocket();
   const fetchImpl = vi.fn(async (url: string, init?: RequestInit) => {
     if (url === '/healthz') return jsonResponse({ status: 'ok', name: 'llamaherd', version: '0.1.0' });
     if (url.startsWith('/api/llama/logs')) return jsonResponse({ lines: ['llama-server: listening'] });
+    if (url.startsWith('/api/history')) return jsonResponse(historyFixture());
     if (url === '/api/llama/restart' && init?.method === 'POST') {
       return jsonResponse({ status: statusData({ status: 'starting', models: [], startedAt: null }) });
     }
@@ -19,6 +21,10 @@ function fakeServer() {
 }
 
 describe('App', () => {
+  afterEach(() => {
+    window.location.hash = '';
+  });
+
   it('puts status, version, models and logs on one page', async () => {
     const { socket, fetchImpl } = fakeServer();
     render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
@@ -150,4 +156,59 @@ describe('App', () => {
     expect(socket.disconnectCalls).toBe(1);
     expect(socket.listenerCount()).toBe(0);
   });
+
+  it('shows the live speed in the models table', () => {
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaModels', modelsEvent());
+      socket.serverEmit('llamaMetrics', metricsEvent([modelMetrics({ tokensPerSecond: 42 })]));
+    });
+    expect(socket.emitCount('requestLlamaMetrics')).toBe(1);
+    expect(screen.getAllByTestId('gw-tps').map((c) => c.textContent)).toEqual(['42.0 tok/s', '—']);
+  });
+
+  it('switches to the health view and back, following the logs only on the status view', async () => {
+    const user = userEvent.setup();
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    expect(screen.getByTestId('nav-status')).toHaveAttribute('aria-selected', 'true');
+    expect(socket.emitCount('subscribeLlamaLogs')).toBe(1);
+
+    await user.click(screen.getByTestId('nav-health'));
+    expect(window.location.hash).toBe('#/health');
+    expect(await screen.findByTestId('uptime-card')).toBeInTheDocument();
+    expect(screen.getByTestId('nav-health')).toHaveAttribute('aria-selected', 'true');
+    expect(screen.queryByTestId('logs-panel')).not.toBeInTheDocument();
+    expect(socket.emitCount('unsubscribeLlamaLogs')).toBe(1);
+    expect(fetchImpl.mock.calls.some(([url]) => url.startsWith('/api/history'))).toBe(true);
+
+    // Choosing a model puts it in the address.
+    await user.selectOptions(screen.getByTestId('health-model'), 'b');
+    expect(window.location.hash).toBe('#/health/b');
+    await waitFor(() => expect(screen.getByTestId('health-model')).toHaveValue('b'));
+
+    await user.click(screen.getByTestId('nav-status'));
+    expect(await screen.findByTestId('logs-panel')).toBeInTheDocument();
+    expect(screen.queryByTestId('health-page')).not.toBeInTheDocument();
+    expect(socket.emitCount('subscribeLlamaLogs')).toBe(2);
+  });
+
+  it('opens on the health view when the address names it', async () => {
+    window.location.hash = '#/health/b';
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    expect(await screen.findByTestId('health-model')).toHaveValue('b');
+  });
 });
+

@@ -4,12 +4,15 @@ import Chip from '@mui/material/Chip';
 import Container from '@mui/material/Container';
 import CssBaseline from '@mui/material/CssBaseline';
 import Grid from '@mui/material/Grid';
+import Skeleton from '@mui/material/Skeleton';
 import Stack from '@mui/material/Stack';
 import { ThemeProvider } from '@mui/material/styles';
+import Tab from '@mui/material/Tab';
+import Tabs from '@mui/material/Tabs';
 import Toolbar from '@mui/material/Toolbar';
 import Typography from '@mui/material/Typography';
 import useMediaQuery from '@mui/material/useMediaQuery';
-import { useEffect, useMemo } from 'react';
+import { lazy, Suspense, useCallback, useEffect, useMemo } from 'react';
 import type { FetchLike } from './api/client';
 import { LlamaControls } from './components/ui/LlamaControls';
 import { LlamaStatusCard } from './components/ui/LlamaStatusCard';
@@ -17,13 +20,18 @@ import { LogsPanel } from './components/ui/LogsPanel';
 import { ModelsTable } from './components/ui/ModelsTable';
 import { Playground } from './components/ui/Playground';
 import { UnreachableBanner } from './components/ui/UnreachableBanner';
+import { routeHash, useHashRoute } from './hooks/useHashRoute';
 import { useHealth } from './hooks/useHealth';
 import { useLlamaLogs } from './hooks/useLlamaLogs';
+import { useLlamaMetrics } from './hooks/useLlamaMetrics';
 import { useLlamaModels } from './hooks/useLlamaModels';
 import { useLlamaSocket } from './hooks/useLlamaSocket';
 import { useLlamaStatus, type ConnectionState } from './hooks/useLlamaStatus';
 import { createLlamaSocket, llamaherdOrigin, type SocketFactory } from './lib/socket';
 import { makeTheme } from './theme';
+
+// The health view and its charts load only when it is first shown: most visits never need them.
+const HealthPage = lazy(() => import('./components/health/HealthPage').then((m) => ({ default: m.HealthPage })));
 
 export interface AppProps {
   /** llamaherd's URL; the page's own origin by default. */
@@ -39,10 +47,16 @@ const CONNECTION_CHIP: Record<ConnectionState, { label: string; color: 'success'
 };
 
 function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppProps) {
+  const route = useHashRoute();
   const socket = useLlamaSocket(url, socketFactory);
   const llama = useLlamaStatus({ socket });
-  const logs = useLlamaLogs({ socket, fetchImpl });
+  // Logs are the chatty stream: followed only while the status view shows them.
+  const logs = useLlamaLogs({ socket: route.view === 'status' ? socket : null, fetchImpl });
   const gateway = useLlamaModels({ socket });
+  const metrics = useLlamaMetrics({ socket });
+  const selectModel = useCallback((id: string) => {
+    window.location.hash = routeHash({ view: 'health', model: id });
+  }, []);
   const health = useHealth(llama.connected, fetchImpl);
   const origin = useMemo(() => llamaherdOrigin(url), [url]);
   const chip = CONNECTION_CHIP[llama.connection];
@@ -58,9 +72,22 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
           <Typography variant="h6" component="h1" sx={{ fontWeight: 700 }}>
             llamaherd
           </Typography>
-          <Typography variant="body2" color="text.secondary" data-testid="app-version">
+          <Typography
+            variant="body2"
+            color="text.secondary"
+            data-testid="app-version"
+            sx={{ display: { xs: 'none', sm: 'block' } }}
+          >
             {health ? `v${health.version}` : ''}
           </Typography>
+          <Tabs
+            value={route.view}
+            aria-label="views"
+            sx={{ minHeight: 48, ml: { xs: 0, sm: 2 }, '& .MuiTab-root': { minHeight: 48, minWidth: 0, px: { xs: 1, sm: 2 } } }}
+          >
+            <Tab label="Status" value="status" component="a" href="#/" data-testid="nav-status" />
+            <Tab label="Health" value="health" component="a" href="#/health" data-testid="nav-health" />
+          </Tabs>
           <Box sx={{ flexGrow: 1 }} />
           <Chip size="small" variant="outlined" color={chip.color} label={chip.label} data-testid="connection-state" />
         </Toolbar>
@@ -71,33 +98,49 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
           {llama.connection === 'disconnected' ? (
             <UnreachableBanner origin={origin} detail={llama.connectionError} />
           ) : null}
-          <Grid container spacing={2}>
-            <Grid size={{ xs: 12, md: 5, lg: 4 }}>
-              <LlamaStatusCard {...llama}>
-                <LlamaControls
-                  status={llama.isLoading ? null : llama.status}
-                  onDone={llama.refresh}
-                  fetchImpl={fetchImpl}
-                />
-              </LlamaStatusCard>
-            </Grid>
-            <Grid size={{ xs: 12, md: 7, lg: 8 }}>
-              <LogsPanel lines={logs.lines} loading={logs.loading} error={logs.error} onClear={logs.clear} />
-            </Grid>
-            <Grid size={12}>
-              <ModelsTable
+          {route.view === 'health' ? (
+            <Suspense fallback={<Skeleton variant="rounded" height={240} data-testid="health-loading" />}>
+              <HealthPage
                 models={gateway.models}
-                isLoading={gateway.isLoading}
-                pending={gateway.pending}
-                connected={llama.connected}
-                onLoad={gateway.load}
-                onUnload={gateway.unload}
+                modelsLoading={gateway.isLoading}
+                metrics={metrics.byId}
+                livePoints={metrics.points}
+                clockOffsetMs={metrics.clockOffsetMs}
+                selected={route.model}
+                onSelect={selectModel}
+                fetchImpl={fetchImpl}
               />
+            </Suspense>
+          ) : (
+            <Grid container spacing={2}>
+              <Grid size={{ xs: 12, md: 5, lg: 4 }}>
+                <LlamaStatusCard {...llama}>
+                  <LlamaControls
+                    status={llama.isLoading ? null : llama.status}
+                    onDone={llama.refresh}
+                    fetchImpl={fetchImpl}
+                  />
+                </LlamaStatusCard>
+              </Grid>
+              <Grid size={{ xs: 12, md: 7, lg: 8 }}>
+                <LogsPanel lines={logs.lines} loading={logs.loading} error={logs.error} onClear={logs.clear} />
+              </Grid>
+              <Grid size={12}>
+                <ModelsTable
+                  models={gateway.models}
+                  isLoading={gateway.isLoading}
+                  pending={gateway.pending}
+                  connected={llama.connected}
+                  onLoad={gateway.load}
+                  onUnload={gateway.unload}
+                  metrics={metrics.byId}
+                />
+              </Grid>
+              <Grid size={12}>
+                <Playground models={gateway.models} defaultId={gateway.defaultId} fetchImpl={fetchImpl} />
+              </Grid>
             </Grid>
-            <Grid size={12}>
-              <Playground models={gateway.models} defaultId={gateway.defaultId} fetchImpl={fetchImpl} />
-            </Grid>
-          </Grid>
+          )}
         </Stack>
       </Container>
     </Box>

@@ -5,6 +5,8 @@ import type {
   LlamaControlResponse,
   LlamaLogsResponse,
 } from '../types/llama';
+import { parseHistory } from '../lib/history';
+import { HISTORY_PATH, type History, type HistoryQuery } from '../types/history';
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -91,4 +93,21 @@ export function controlLlama(
   fetchImpl?: FetchLike,
 ): Promise<LlamaControlResponse> {
   return requestJson<LlamaControlResponse>(`/api/llama/${action}`, { method: 'POST' }, fetchImpl);
+}
+
+/** The query string of `GET /api/history`: only the parameters given. */
+export function historyUrl(query: HistoryQuery = {}): string {
+  const params = new URLSearchParams();
+  if (query.model !== undefined) params.set('model', query.model);
+  if (query.since !== undefined) params.set('since', String(query.since));
+  if (query.until !== undefined) params.set('until', String(query.until));
+  if (query.limit !== undefined) params.set('limit', String(query.limit));
+  const qs = params.toString();
+  return qs ? `${HISTORY_PATH}?${qs}` : HISTORY_PATH;
+}
+
+/** `GET /api/history`; an {@link ApiError} with status 404 means history is switched off. */
+export async function getHistory(query: HistoryQuery = {}, fetchImpl?: FetchLike, signal?: AbortSignal): Promise<History> {
+  const body = await requestJson<unknown>(historyUrl(query), signal ? { signal } : undefined, fetchImpl);
+  return parseHistory(body);
 }

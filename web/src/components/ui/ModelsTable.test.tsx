@@ -3,6 +3,7 @@ import userEvent from '@testing-library/user-event';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LiveModel } from '../../hooks/useLlamaModels';
 import { gatewayModel, TWO_MODELS } from '../../test/fixtures';
+import { modelMetrics } from '../../test/history';
 import type { GatewayModel, ModelActionAck } from '../../types/gateway';
 import { ModelsTable, type ModelsTableProps } from './ModelsTable';
 
@@ -151,4 +152,34 @@ describe('ModelsTable', () => {
     rerender(<ModelsTable models={[]} onLoad={onLoad} onUnload={onUnload} />);
     expect(screen.getByTestId('gw-no-models')).toHaveTextContent('No models configured.');
   });
+
+  it('shows each model\'s live speed, slots and memory, and dashes until they come', () => {
+    const { rerender, onLoad, onUnload } = renderTable();
+    for (const id of ['a', 'b']) {
+      expect(row(id).getByTestId('gw-tps')).toHaveTextContent(/^—$/);
+      expect(row(id).getByTestId('gw-slots')).toHaveTextContent(/^—$/);
+      expect(row(id).getByTestId('gw-memory')).toHaveTextContent(/^—$/);
+    }
+    const metrics = {
+      a: modelMetrics({ tokensPerSecond: 57.25, slotsBusy: 1, slotsTotal: 4 }),
+      b: modelMetrics({
+        id: 'b',
+        tokensPerSecond: null,
+        slotsBusy: null,
+        slotsTotal: null,
+        memory: { rssBytes: 4 * 1073741824, vramBytes: 3 * 1073741824, cpuPercent: null },
+      }),
+    };
+    rerender(<ModelsTable models={TWO_MODELS.map((m) => live(m))} onLoad={onLoad} onUnload={onUnload} metrics={metrics} />);
+    expect(row('a').getByTestId('gw-tps')).toHaveTextContent(/^57\.3 tok\/s$/);
+    expect(row('a').getByTestId('gw-slots')).toHaveTextContent(/^1\/4$/);
+    expect(row('a').getByTestId('gw-memory')).toHaveTextContent(/^20\.0 MiB$/);
+    expect(row('a').queryByTestId('gw-vram')).not.toBeInTheDocument();
+    expect(row('b').getByTestId('gw-tps')).toHaveTextContent(/^—$/);
+    expect(row('b').getByTestId('gw-memory')).toHaveTextContent(/^4\.0 GiBVRAM 3\.0 GiB$/);
+    expect(row('b').getByTestId('gw-vram')).toHaveTextContent(/^VRAM 3\.0 GiB$/);
+    // On a phone the speed moves under the model's name.
+    expect(row('a').getByText(/0 in flight · 0 queued · used .* · 57\.3 tok\/s$/)).toBeInTheDocument();
+  });
 });
+

@@ -19,8 +19,10 @@ import Typography from '@mui/material/Typography';
 import { useState, type ReactNode, type SyntheticEvent } from 'react';
 import type { LiveModel } from '../../hooks/useLlamaModels';
 import { useNow } from '../../hooks/useNow';
+import { formatRate, formatSlots } from '../../lib/metrics';
 import { modelActions, modelLook, ttlLeftAt } from '../../lib/models';
 import type { ModelAction, ModelActionAck } from '../../types/gateway';
+import type { ModelMetrics } from '../../types/metrics';
 import { formatAgo, formatBytes, formatUptime } from '../../utils/format';
 
 export interface ModelsTableProps {
@@ -32,6 +34,8 @@ export interface ModelsTableProps {
   connected?: boolean;
   onLoad: (id: string) => Promise<ModelActionAck>;
   onUnload: (id: string) => Promise<ModelActionAck>;
+  /** The live figures per model id (`llamaMetrics`); columns show a dash until they come. */
+  metrics?: Readonly<Record<string, ModelMetrics>>;
 }
 
 /**
@@ -147,6 +151,22 @@ function ModelCell({ model, compact }: { model: LiveModel; compact: ReactNode })
   );
 }
 
+/** Resident memory, and GPU memory under it when it is known. */
+function Memory({ m }: { m: ModelMetrics | undefined }) {
+  const rss = m?.memory.rssBytes ?? null;
+  const vram = m?.memory.vramBytes ?? null;
+  return (
+    <>
+      {rss === null ? '—' : formatBytes(rss)}
+      {vram === null ? null : (
+        <Typography variant="caption" color="text.secondary" component="div" data-testid="gw-vram">
+          VRAM {formatBytes(vram)}
+        </Typography>
+      )}
+    </>
+  );
+}
+
 function StateChip({ model }: { model: LiveModel }) {
   const look = modelLook(model);
   return (
@@ -174,7 +194,15 @@ function StateChip({ model }: { model: LiveModel }) {
  * and Unload buttons enabled as its phase allows (see `modelActions`) and never while an
  * action on it waits for its answer.
  */
-export function ModelsTable({ models, isLoading = false, pending = {}, connected = true, onLoad, onUnload }: ModelsTableProps) {
+export function ModelsTable({
+  models,
+  isLoading = false,
+  pending = {},
+  connected = true,
+  onLoad,
+  onUnload,
+  metrics = NO_METRICS,
+}: ModelsTableProps) {
   const ticking = models.some((m) => m.lastUsedLocal !== null || m.ttlLeft !== null);
   const clock = useNow(ticking);
   const latest = models.reduce((t, m) => Math.max(t, m.receivedAt), 0);
@@ -227,9 +255,24 @@ export function ModelsTable({ models, isLoading = false, pending = {}, connected
                 <TableCell align="right" sx={FROM.sm}>
                   Queued
                 </TableCell>
+                <TableCell align="right" sx={FROM.sm}>
+                  <Tooltip title="Mean generation speed of the last minute's requests">
+                    <span>Speed</span>
+                  </Tooltip>
+                </TableCell>
+                <TableCell align="right" sx={FROM.lg}>
+                  <Tooltip title="Busy slots of llama-server / its slots">
+                    <span>Slots</span>
+                  </Tooltip>
+                </TableCell>
+                <TableCell align="right" sx={FROM.md}>
+                  <Tooltip title="Resident memory of llama-server (and GPU memory, when known)">
+                    <span>Memory</span>
+                  </Tooltip>
+                </TableCell>
                 <TableCell sx={FROM.md}>Last used</TableCell>
                 <TableCell sx={FROM.md}>TTL left</TableCell>
-                <TableCell align="right" sx={FROM.md}>
+                <TableCell align="right" sx={FROM.lg}>
                   Size
                 </TableCell>
                 <TableCell sx={FROM.lg}>Quant · arch</TableCell>
@@ -249,7 +292,9 @@ export function ModelsTable({ models, isLoading = false, pending = {}, connected
                 const ttlText = ttl !== null ? formatUptime(Math.ceil(ttl)) : '—';
                 const spinner = (action: ModelAction) =>
                   waiting === action ? <CircularProgress size={14} color="inherit" /> : undefined;
-                const compact = `${m.inFlight} in flight · ${m.queued} queued · used ${lastUsed}`;
+                const live = metrics[m.id];
+                const rate = formatRate(live?.tokensPerSecond);
+                const compact = `${m.inFlight} in flight · ${m.queued} queued · used ${lastUsed}${rate === '—' ? '' : ` · ${rate}`}`;
                 return (
                   <TableRow key={m.id} data-testid="gw-model-row" data-model-id={m.id} hover>
                     <TableCell sx={{ maxWidth: { xs: 160, sm: 280, md: 360 } }}>
@@ -264,6 +309,15 @@ export function ModelsTable({ models, isLoading = false, pending = {}, connected
                     <TableCell align="right" sx={{ ...FROM.sm, fontVariantNumeric: 'tabular-nums' }} data-testid="gw-queued">
                       {m.queued}
                     </TableCell>
+                    <TableCell align="right" sx={{ ...FROM.sm, whiteSpace: 'nowrap', fontVariantNumeric: 'tabular-nums' }} data-testid="gw-tps">
+                      {rate}
+                    </TableCell>
+                    <TableCell align="right" sx={{ ...FROM.lg, fontVariantNumeric: 'tabular-nums' }} data-testid="gw-slots">
+                      {formatSlots(live?.slotsBusy, live?.slotsTotal)}
+                    </TableCell>
+                    <TableCell align="right" sx={{ ...FROM.md, whiteSpace: 'nowrap', fontVariantNumeric: 'tabular-nums' }} data-testid="gw-memory">
+                      <Memory m={live} />
+                    </TableCell>
                     <TableCell sx={{ ...FROM.md, whiteSpace: 'nowrap' }} data-testid="gw-last-used">
                       {lastUsed}
                     </TableCell>
@@ -274,7 +328,7 @@ export function ModelsTable({ models, isLoading = false, pending = {}, connected
                     >
                       {ttlText}
                     </TableCell>
-                    <TableCell align="right" sx={{ ...FROM.md, whiteSpace: 'nowrap' }} data-testid="gw-size">
+                    <TableCell align="right" sx={{ ...FROM.lg, whiteSpace: 'nowrap' }} data-testid="gw-size">
                       {formatBytes(m.size)}
                     </TableCell>
                     <TableCell sx={{ ...FROM.lg, whiteSpace: 'nowrap' }} data-testid="gw-quant">
@@ -333,3 +387,5 @@ export function ModelsTable({ models, isLoading = false, pending = {}, connected
     </Card>
   );
 }
+
+const NO_METRICS: Readonly<Record<string, ModelMetrics>> = {};
