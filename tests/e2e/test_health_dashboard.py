@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.real_server]
 
 WAIT_S = 30.0
 CHAT_PATH = "/v1/chat/completions"
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 @pytest.fixture
@@ -122,6 +123,7 @@ async def test_health_page(application: Application, page: Page, browser: Browse
         await snapshot(page, "health")
         await check_requests_table(page)
         await check_phone(browser, url)
+        await check_tablet(browser, url)
         console.assert_clean()
 
 
@@ -222,10 +224,27 @@ async def check_phone(browser: Browser, url: str) -> None:
         await expect(
             page.get_by_test_id("chart-tps").locator("svg .MuiLineChart-mark").first
         ).to_be_visible()
-        overflow = await page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
+        overflow = await page.evaluate(SIDEWAYS)
         await snapshot(page, "health-phone")
     finally:
         await phone.close()
     assert overflow <= 0, f"the health page scrolls sideways by {overflow} px on a phone"
+
+
+async def check_tablet(browser: Browser, url: str) -> None:
+    """Where the models table gets its middle columns (900 px): neither view scrolls sideways."""
+    tablet = await browser.new_context(viewport={"width": 900, "height": 1000})
+    try:
+        page = await tablet.new_page()
+        await page.goto(url)
+        await expect(
+            row_of(page, "gw-model-row", "alpha").get_by_test_id("gw-memory")
+        ).to_be_visible()
+        status_overflow = await page.evaluate(SIDEWAYS)
+        await page.get_by_test_id("nav-health").click()
+        await expect(page.get_by_test_id("request-row").first).to_be_visible()
+        health_overflow = await page.evaluate(SIDEWAYS)
+    finally:
+        await tablet.close()
+    assert status_overflow <= 0, f"the status view scrolls sideways by {status_overflow} px"
+    assert health_overflow <= 0, f"the health view scrolls sideways by {health_overflow} px"

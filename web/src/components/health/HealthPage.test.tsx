@@ -101,6 +101,17 @@ describe('HealthPage', () => {
     );
   });
 
+  it('continues the charts with the live readings after the last recorded minute', async () => {
+    const live = [
+      { at: (NOW_S - 500) * 1000, tokensPerSecond: 1, latencyP50Ms: 1, rssBytes: 1 }, // recorded since
+      { at: (NOW_S + 3) * 1000, tokensPerSecond: 950, latencyP50Ms: 90, rssBytes: 21 * 1048576 },
+    ];
+    renderPage({ livePoints: { a: live } });
+    await waitFor(() => expect(chart('chart-tps')).toHaveAttribute('data-points', '3'));
+    expect(chart('chart-latency')).toHaveAttribute('data-points', '5'); // the live reading has no p95
+    expect(chart('chart-memory')).toHaveAttribute('data-points', '3');
+  });
+
   it('shows the store warning', async () => {
     renderPage({}, server(() => historyFixture({ store: { ok: false, warning: 'history store /x/history.db cannot be written: disk full' } })));
     expect(await screen.findByTestId('store-warning')).toHaveTextContent('cannot be written: disk full');

@@ -130,7 +130,9 @@ export function HealthPage({
     fetchImpl,
   });
 
-  const nowMs = useNow(active, 5000) + clockOffsetMs;
+  // The clock ticks every 5 s; a live reading that came since still belongs on the charts.
+  const live = chosen ? livePoints[chosen] : undefined;
+  const nowMs = Math.max(useNow(active, 5000) + clockOffsetMs, live?.[live.length - 1]?.at ?? 0);
   const now = nowMs / 1000;
   const history = overview.history;
   const transitions = useMemo(() => history?.transitions ?? [], [history]);
