@@ -308,11 +308,13 @@ class ServiceMachine(RuleBasedStateMachine):
         self._after_start(step, state, wait)
 
     def _after_start(self, step: str, state: ServiceState | None, wait: bool) -> None:
+        # Set even when refused: preconditions must not depend on how a race turned out.
+        self.started_once = True
         if state is None:
             return  # refused: another control action was still running
         if wait:
             self._check_returned(step, state)
-        self.desired, self.started_once = "running", True
+        self.desired = "running"
 
     # Stops, waits and foreign programs coming and going before any start are legal but teach
     # little (build() already puts a foreign program on the port in some examples): every
@@ -394,8 +396,7 @@ class ServiceMachine(RuleBasedStateMachine):
                 self._check_returned(step, state)
         last = second if second_state is not None else first
         self.desired = "stopped" if last == "stop" else "running"
-        ran = (first, second) if second_state is not None else (first,)
-        self.started_once = self.started_once or any(name != "stop" for name in ran)
+        self.started_once = self.started_once or any(n != "stop" for n in (first, second))
 
     @precondition(lambda self: self.started_once)
     @rule(timeout=st.sampled_from([0.05, 0.3, None]))
@@ -417,41 +418,49 @@ class ServiceMachine(RuleBasedStateMachine):
         self._call(f"{seconds} s pass", lambda: asyncio.sleep(seconds), seconds + 1.0)
 
     # ---- fault rules -----------------------------------------------------------------------
+    #
+    # Preconditions read only the test's own bookkeeping, never the processes or the service's
+    # state: those depend on timing, and Hypothesis must draw the same rules when it replays an
+    # example (to shrink it) or it reports the data generation itself as flaky. A fault whose
+    # target is missing at that moment (no child of ours alive, the port busy) does nothing.
 
     def _our_live_pid(self) -> int | None:
-        if self.service is None:
-            return None
-        state = self.service.get_state()
+        state = self.svc.get_state()
         if state.pid is None or state.adopted or state.pid not in self._ours():
             return None
         return state.pid
 
-    @precondition(lambda self: self._our_live_pid() is not None)
+    def _foreign_present(self) -> Foreign | None:
+        """The foreign program the test put on the port and has not removed, if any."""
+        return next((f for f in self.foreign if not f.killed_by_test), None)
+
+    @precondition(lambda self: self.started_once)
     @rule()
     def kill_child(self) -> None:
         pid = self._our_live_pid()
-        assert pid is not None
         self.step = f"kill -9 {pid}"
-        send(pid, signal.SIGKILL)
+        if pid is not None:
+            send(pid, signal.SIGKILL)
 
-    @precondition(lambda self: self._our_live_pid() is not None)
+    @precondition(lambda self: self.started_once)
     @rule()
     def sigstop_child(self) -> None:
         pid = self._our_live_pid()
-        assert pid is not None
         self.step = f"kill -STOP {pid} (ours)"
-        send(pid, signal.SIGSTOP)
-        self.sigstopped.add(pid)
+        if pid is not None:
+            send(pid, signal.SIGSTOP)
+            self.sigstopped.add(pid)
 
-    @precondition(lambda self: self.started_once and bool(self._live_foreign()))
+    @precondition(lambda self: self.started_once and self._foreign_present() is not None)
     @rule()
     def sigstop_foreign(self) -> None:
-        pid = self._live_foreign()[0].pid
-        self.step = f"kill -STOP {pid} (foreign)"
-        send(pid, signal.SIGSTOP)
-        self.sigstopped.add(pid)
+        foreign = self._foreign_present()
+        assert foreign is not None
+        self.step = f"kill -STOP {foreign.pid} (foreign)"
+        send(foreign.pid, signal.SIGSTOP)
+        self.sigstopped.add(foreign.pid)
 
-    @precondition(lambda self: any(pid_alive(pid) for pid in self.sigstopped))
+    @precondition(lambda self: bool(self.sigstopped))
     @rule()
     def sigcont(self) -> None:
         self.step = f"kill -CONT {sorted(self.sigstopped)}"
@@ -460,7 +469,10 @@ class ServiceMachine(RuleBasedStateMachine):
         self.sigstopped.clear()
 
     def _port_free(self) -> socket.socket | None:
-        """A socket bound to the port, or None while something still holds it."""
+        """A socket bound to the port, or None while a child of ours is alive (it may bind at
+        any moment: no race decides who gets the port) or something else holds it."""
+        if self._ours():
+            return None
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -470,12 +482,10 @@ class ServiceMachine(RuleBasedStateMachine):
             return None
         return sock
 
-    @precondition(lambda self: self.started_once and not self._live_foreign() and not self._ours())
+    @precondition(lambda self: self.started_once and self._foreign_present() is None)
     @rule()
     def foreign_listener_takes_port(self) -> None:
-        """A program that accepts connections on the port and never answers: not llama-like.
-
-        Taken only while no child of ours is alive, so no race decides who binds."""
+        """A program that accepts connections on the port and never answers: not llama-like."""
         self.step = f"a foreign listener takes port {self.port}"
         sock = self._port_free()
         if sock is None:
@@ -490,7 +500,7 @@ class ServiceMachine(RuleBasedStateMachine):
             )
         self.foreign.append(Foreign(proc, "listener"))
 
-    @precondition(lambda self: self.started_once and not self._live_foreign() and not self._ours())
+    @precondition(lambda self: self.started_once and self._foreign_present() is None)
     @rule(loads_forever=st.booleans())
     def foreign_llama_takes_port(self, loads_forever: bool) -> None:
         """A llama-server started outside llamaherd: ready at once, or loading forever."""
@@ -524,10 +534,11 @@ class ServiceMachine(RuleBasedStateMachine):
             time.sleep(POLL_S)
         raise AssertionError(f"the foreign server did not listen within {FOREIGN_START_S} s")
 
-    @precondition(lambda self: self.started_once and bool(self._live_foreign()))
+    @precondition(lambda self: self.started_once and self._foreign_present() is not None)
     @rule()
     def foreign_leaves(self) -> None:
-        foreign = self._live_foreign()[0]
+        foreign = self._foreign_present()
+        assert foreign is not None
         self.step = f"the foreign {foreign.kind} (pid {foreign.pid}) is killed"
         foreign.killed_by_test = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
