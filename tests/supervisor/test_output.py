@@ -94,3 +94,12 @@ def test_routine_output_has_no_complaint() -> None:
     routine = ["main: model loaded", "srv  update_slots: all slots are idle"]
     assert main_complaint(routine) is None
     assert telling_lines(routine) == routine
+
+
+def test_routine_lines_that_mention_truncation_are_no_complaint() -> None:
+    """llama-server logs "truncated = 0" for every finished request: no cause of a crash."""
+    routine = [
+        "srv  log_server_r: request: POST /v1/chat/completions 127.0.0.1 200",
+        "slot release: id  3 | task 35 | stop processing: n_tokens = 30, truncated = 0",
+    ]
+    assert main_complaint(routine) is None

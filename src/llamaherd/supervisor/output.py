@@ -109,7 +109,7 @@ _GENERIC = re.compile(
 _CAUSE = re.compile(
     r"GGML_ASSERT|invalid magic|permission denied|no such file|out of memory|"
     r"cannot allocate|couldn't bind|address already in use|unknown (model )?architecture|"
-    r"invalid argument|not enough|corrupt|truncated|segmentation",
+    r"invalid argument|not enough (memory|space)|corrupt(ed)? (file|data|model)|segmentation",
     re.I,
 )
 
