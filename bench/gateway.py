@@ -351,6 +351,7 @@ class StreamRun:
     tokens: int
     short: int
     errors: list[str]
+    proxy_cpu_s: float | None = None  # llamaherd's CPU over the run
 
 
 def run_streams(url: str, streams: int, tokens: int) -> StreamRun:
@@ -390,7 +391,10 @@ def part_streams(
         for round_no in range(args.stream_rounds):
             order = list(targets) if round_no % 2 == 0 else list(reversed(targets))
             for variant in order:
+                before = procs.cpu_s(herd.pid)
                 run = run_streams(targets[variant], args.streams, args.stream_tokens)
+                if variant == "llamaherd":
+                    run.proxy_cpu_s = procs.cpu_s(herd.pid) - before
                 runs[variant].append(run)
                 print(
                     f"  streams round {round_no + 1} {variant}: {run.tokens_per_s:.0f} tokens/s, "
@@ -564,8 +568,8 @@ def stream_table(
         f"median of {args.stream_rounds} rounds)",
         "",
         "| path | tokens/s | vs direct | TTFT median ms | added TTFT ms "
-        "| short or failed streams |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| short or failed streams | llamaherd µs CPU / token |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     direct = runs["direct"]
     for variant, these in runs.items():
@@ -581,7 +585,8 @@ def stream_table(
             f"| {variant} | {med([r.tokens_per_s for r in these]):.0f} "
             f"| {'—' if is_direct else f'{med(ratios):.1%}'} | {fmt(med(ttft), 1)} "
             f"| {'—' if is_direct else fmt(med(added), 1)} "
-            f"| {sum(r.short + len(r.errors) for r in these)} |"
+            f"| {sum(r.short + len(r.errors) for r in these)} "
+            f"| {cpu_per_token(these)} |"
         )
         if variant == "llamaherd":
             targets.append(
@@ -594,9 +599,17 @@ def stream_table(
         "",
         "tokens/s: completion tokens of all streams (`usage` of each stream's last chunk) over "
         "the wall time from the first request to the last stream's end. TTFT: request sent to "
-        "the first chunk with content, median over the streams of a run.",
+        "the first chunk with content, median over the streams of a run. CPU: the llamaherd "
+        "process's utime + stime over its runs, over the tokens they carried (one SSE chunk "
+        "each).",
     ]
     return lines
+
+
+def cpu_per_token(runs: list[StreamRun]) -> str:
+    cpu = [r.proxy_cpu_s for r in runs if r.proxy_cpu_s is not None]
+    tokens = sum(r.tokens for r in runs if r.proxy_cpu_s is not None)
+    return f"{sum(cpu) / tokens * 1e6:.0f}" if cpu and tokens else "—"
 
 
 def switch_table(
