@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -425,20 +426,36 @@ class LlamaService:
 
         A small model is ready in a tenth of a second; polling only once a second would add
         up to a second to every start and every recovery. The budget is unchanged:
-        readiness_max_attempts x readiness_interval_ms (60 s by default)."""
+        readiness_max_attempts x readiness_interval_ms (60 s by default).
+
+        Our own server also says when it is ready ("model loaded", "listening on ..."): such
+        a line cuts the current wait short, so a start is noticed within a millisecond of the
+        server saying so rather than at the next poll (a switch between two small models is
+        then the server's own start time, not the poll's schedule)."""
         policy = self.policy
         budget_s = policy.readiness_max_attempts * policy.readiness_interval_ms / 1000
         delays = readiness_delays_s(policy.readiness_initial_ms, policy.readiness_interval_ms)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
+        hint = asyncio.Event()
+
+        def on_line(line: str) -> None:
+            if _READY_HINT.search(line):
+                hint.set()
+
+        unsubscribe = self.output.subscribe(on_line) if proc is not None else None
         checks = 0
-        while True:
-            checks += 1
-            if await self._race(self._probe_once(), ended) is Health.READY:
-                return
-            if loop.time() >= deadline:
-                break
-            await self._race(asyncio.sleep(next(delays)), ended)
+        try:
+            while True:
+                checks += 1
+                if await self._race(self._probe_once(), ended) is Health.READY:
+                    return
+                if loop.time() >= deadline:
+                    break
+                await self._race(_nap(next(delays), hint), ended)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
         if proc is None:
             holder = await self._holder()
             raise _Fatal(
@@ -560,6 +577,19 @@ class LlamaService:
         probe, self._probe = self._probe, None
         if probe is not None:
             await probe.aclose()
+
+
+# What llama-server prints once it serves: "srv  llama_server: model loaded", "... listening
+# on http://127.0.0.1:8134", "all slots are idle".
+_READY_HINT = re.compile(r"model loaded|listening on http|all slots are idle")
+
+
+async def _nap(seconds: float, hint: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `hint` is set meanwhile (and clear it)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await hint.wait()
+    hint.clear()
 
 
 def _human(seconds: float) -> str:
