@@ -1,9 +1,10 @@
 """Every model's llama-server output in its own rotating file, `folder/<model>.log`.
 
-The event loop never touches the disk: a line from a server's `LogRing` becomes a log record
-put on a bounded queue (a `QueueHandler`), and a `QueueListener`'s thread writes it with one
-`RotatingFileHandler` per model, rotated at `max_bytes`, keeping `backup_count` old files
-(`<model>.log.1` is the newest of them).
+The event loop never touches the disk, and pays one deque append per line: a writer thread
+takes the waiting lines every WRITE_INTERVAL_S and writes them with one write and one flush
+per model and batch (a log record, a lock and a flush per line cost llamaherd more CPU per
+proxied request than the request itself), rotated at `max_bytes`, keeping `backup_count` old
+files (`<model>.log.1` is the newest of them).
 
 A model id becomes a file name only when it is plainly one (letters, digits, `.`, `_`, `-`,
 starting with a letter or digit); any other id (`org/model`, `../x`) gets a name made of its
@@ -17,23 +18,23 @@ written after a failure logs that the files are written again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
-import queue
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
-from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
 from pathlib import Path
+from typing import IO
 
 from llamaherd.supervisor.output import LogRing
 
 logger = logging.getLogger("llamaherd.store")
 
 QUEUE_LINES = 10_000  # lines waiting for the writer thread before new ones are dropped
+WRITE_INTERVAL_S = 0.2
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -82,90 +83,80 @@ class _Trouble:
             )
 
 
-class _ModelFile(RotatingFileHandler):
-    """One model's rotating file; its errors go to `_Trouble`, never to stderr."""
+class _ModelFile:
+    """One model's file, rotated at `max_bytes` (`.1` is the newest old one); used only by the
+    writer thread. Its errors go to `_Trouble`, never to stderr."""
 
     def __init__(self, path: Path, max_bytes: int, backup_count: int, trouble: _Trouble):
-        super().__init__(
-            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
-        )
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
         self._trouble = trouble
-        self._ok = True
-        formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%Y-%m-%dT%H:%M:%S")
-        formatter.converter = time.gmtime
-        self.setFormatter(formatter)
+        self._stream: IO[str] | None = None
+        self._size = 0
 
-    def _open(self):  # type: ignore[no-untyped-def]  # typeshed leaves it untyped
-        # Made again on every try while it is missing: a folder deleted while serving returns.
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+    def write(self, lines: list[str]) -> None:
+        """Append `lines` (each ending in a newline), rotating between lines as needed."""
+        try:
+            stream = self._open()
+            for line in lines:
+                size = len(line.encode("utf-8", "replace"))
+                if self._size and self._size + size > self.max_bytes:
+                    stream = self._rotate()
+                stream.write(line)
+                self._size += size
+            stream.flush()
+        except (OSError, ValueError) as exc:
+            self._trouble.failed(exc, dropped=len(lines))
+            self._drop_stream()  # what it still buffers cannot be written either
+            return
+        self._trouble.succeeded()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self._ok = True
-        super().emit(record)  # catches its own errors and calls handleError
-        if self._ok:
-            self._trouble.succeeded()
+    def _open(self) -> IO[str]:
+        if self._stream is None:
+            # Made again on every try while it is missing: a folder deleted while serving.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            self._size = self._stream.tell()
+        return self._stream
 
-    def handleError(self, record: logging.LogRecord) -> None:
-        self._ok = False
-        self._trouble.failed(sys.exc_info()[1])
-        # What the stream still buffers cannot be written either: drop it, open afresh next time.
-        stream, self.stream = self.stream, None
+    def _rotate(self) -> IO[str]:
+        self._drop_stream()
+        for n in range(self.backup_count - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        if self.path.exists():
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        return self._open()
+
+    def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
 
-
-class _ByModel(logging.Handler):
-    """Hands each record to its model's file (the record's `name` is the file stem)."""
-
-    def __init__(self, folder: Path, max_bytes: int, backup_count: int, trouble: _Trouble):
-        super().__init__()
-        self._folder = folder
-        self._max_bytes = max_bytes
-        self._backup_count = backup_count
-        self._trouble = trouble
-        self._files: dict[str, _ModelFile] = {}  # touched only by the listener's thread
-
-    def emit(self, record: logging.LogRecord) -> None:
-        handler = self._files.get(record.name)
-        if handler is None:
-            path = self._folder / f"{record.name}.log"
-            handler = _ModelFile(path, self._max_bytes, self._backup_count, self._trouble)
-            self._files[record.name] = handler
-        handler.handle(record)
-
     def close(self) -> None:
-        for handler in self._files.values():
-            with contextlib.suppress(OSError, ValueError):  # already reported by handleError
-                handler.close()
-        self._files.clear()
-        super().close()
+        self._drop_stream()
 
 
-class _LineQueue(QueueHandler):
-    """The event loop's side: puts a line on the queue, drops it if the queue is full."""
+class _Writer(threading.Thread):
+    """Drains the lines the event loop left, a batch at a time: one write and one flush per
+    model and batch, not per line."""
 
-    def __init__(self, lines: queue.Queue[logging.LogRecord], trouble: _Trouble):
-        super().__init__(lines)
-        self._trouble = trouble
+    def __init__(self, owner: ServerLogFiles) -> None:
+        super().__init__(name="llamaherd-logfiles", daemon=True)
+        self._owner = owner
+        self._stop_event = threading.Event()
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # plain text already: formatting waits for the writer's thread
+    def run(self) -> None:
+        while not self._stop_event.wait(WRITE_INTERVAL_S):
+            self._owner._write_pending()
+        self._owner._write_pending()  # what came before the stop
 
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self._trouble.failed(None)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        self._trouble.failed(sys.exc_info()[1])
-
-
-class _Listener(QueueListener):
-    def enqueue_sentinel(self) -> None:
-        self.queue.put(self._sentinel)  # type: ignore[attr-defined]  # waits for room
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 class ServerLogFiles:
@@ -179,10 +170,12 @@ class ServerLogFiles:
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self._trouble = _Trouble(self.folder)
-        self._lines: queue.Queue[logging.LogRecord] = queue.Queue(queue_lines)
-        self._queue = _LineQueue(self._lines, self._trouble)
-        self._files = _ByModel(self.folder, max_bytes, backup_count, self._trouble)
-        self._listener: _Listener | None = None
+        self._queue_lines = queue_lines
+        # (file stem, unix time, line): appended by the loop, taken by the writer thread;
+        # a deque's append and popleft are safe across threads without a lock.
+        self._pending: collections.deque[tuple[str, float, str]] = collections.deque()
+        self._files: dict[str, _ModelFile] = {}  # touched only by the writer thread
+        self._writer: _Writer | None = None
         self._unsubscribes: dict[str, Callable[[], None]] = {}
 
     @property
@@ -195,9 +188,9 @@ class ServerLogFiles:
 
     def start(self) -> None:
         """Start the writer thread (lines attached before it wait in the queue)."""
-        if self.enabled and self._listener is None:
-            self._listener = _Listener(self._lines, self._files)
-            self._listener.start()
+        if self.enabled and self._writer is None:
+            self._writer = _Writer(self)
+            self._writer.start()
 
     def attach(self, model: str, ring: LogRing) -> None:
         """Write every new line of `ring` to `model`'s file (again attached: the new ring)."""
@@ -206,9 +199,14 @@ class ServerLogFiles:
         if model in self._unsubscribes:
             self._unsubscribes.pop(model)()
         stem = file_stem(model)
+        pending = self._pending
+        limit = self._queue_lines
 
-        def write(line: str) -> None:
-            self._queue.handle(logging.LogRecord(stem, logging.INFO, "", 0, line, None, None))
+        def write(line: str) -> None:  # on the event loop, once per line: keep it tiny
+            if len(pending) >= limit:
+                self._trouble.failed(None)
+                return
+            pending.append((stem, time.time(), line))
 
         self._unsubscribes[model] = ring.subscribe(write)
 
@@ -217,10 +215,29 @@ class ServerLogFiles:
         for unsubscribe in self._unsubscribes.values():
             unsubscribe()
         self._unsubscribes.clear()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()  # writes every queued line first
-        self._files.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop()  # writes every waiting line first
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+
+    def _write_pending(self) -> None:
+        """On the writer thread: every waiting line, grouped by model, stamped in UTC."""
+        by_model: dict[str, list[str]] = {}
+        pending = self._pending
+        for _ in range(len(pending)):
+            stem, at, line = pending.popleft()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+            by_model.setdefault(stem, []).append(f"{stamp}.{int(at % 1 * 1000):03d}Z {line}\n")
+        for stem, lines in by_model.items():
+            file = self._files.get(stem)
+            if file is None:
+                path = self.folder / f"{stem}.log"
+                file = self._files[stem] = _ModelFile(
+                    path, self.max_bytes, self.backup_count, self._trouble
+                )
+            file.write(lines)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
