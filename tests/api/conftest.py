@@ -23,14 +23,24 @@ async def serve_app(service: LlamaService, *, start_service: bool = True) -> Asy
 
 
 @contextlib.asynccontextmanager
-async def serve_application(application: Application) -> AsyncIterator[str]:
+async def serve_application(
+    application: Application, *, graceful_s: float | None = None
+) -> AsyncIterator[str]:
+    """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
+    (uvicorn's default: no limit), then runs the app's shutdown (which stops every
+    llama-server)."""
     port = free_port()
     config = uvicorn.Config(
-        application.asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        application.asgi,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_s,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(15):
         while not server.started:  # uvicorn offers no event for this
             if task.done():
                 task.result()
@@ -40,7 +50,8 @@ async def serve_application(application: Application) -> AsyncIterator[str]:
     finally:
         application.hub.close_streams()
         server.should_exit = True
-        await task
+        async with asyncio.timeout(30):
+            await task
 
 
 class EventLog:

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from llamaherd.api.app import Application, create_app
 from llamaherd.catalog.demo_model import write_demo_model
@@ -31,6 +30,7 @@ from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import ModelView, Phase
 from llamaherd.supervisor.states import ServiceState, Status
 from llamaherd.wiring import build_herd
+from tests.api.conftest import serve_application
 from tests.conftest import free_port, pid_alive
 
 # The supervisor's numbers, small enough for tests on two busy cores: loading is noticed
@@ -164,33 +164,9 @@ class Gateway:
 Launch = Callable[..., Awaitable[Gateway]]
 
 
-@contextlib.asynccontextmanager
-async def serve(application: Application) -> AsyncIterator[str]:
-    """uvicorn on a free port; at the end it stops accepting, gives open requests 3 s, then
-    runs the app's shutdown (which stops every llama-server)."""
-    port = free_port()
-    config = uvicorn.Config(
-        application.asgi,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(15):
-        while not server.started:  # uvicorn announces this by no event
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        application.hub.close_streams()
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
+def serve(application: Application) -> contextlib.AbstractAsyncContextManager[str]:
+    """uvicorn on a free port; at the end open requests get 3 s before the app's shutdown."""
+    return serve_application(application, graceful_s=3)
 
 
 @pytest.fixture
