@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -128,6 +130,26 @@ def send(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
+def deferred(method: Callable[..., None]) -> Callable[..., None]:
+    """Record the first failure of a rule or check instead of raising it; skip every step after.
+
+    The failure is raised by teardown(), once the example has drawn all its steps. A bug that
+    shows at step 5 in one run may show at step 4 when Hypothesis replays the example to shrink
+    it; raised at once, the shorter run would draw fewer steps, which Hypothesis reports as
+    flaky data generation instead of the bug."""
+
+    @functools.wraps(method)
+    def run(self: ServiceMachine, *args: Any, **kwargs: Any) -> None:
+        if self.failure is not None:
+            return
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            self.failure = exc
+
+    return run
+
+
 @dataclass
 class Foreign:
     """A program on the port that llamaherd did not start."""
@@ -173,6 +195,7 @@ class ServiceMachine(RuleBasedStateMachine):
         # none came): the foreign rules take turns by this flag, not by what runs.
         self.foreign_turn = False
         self.step = "(none)"
+        self.failure: Exception | None = None  # see deferred()
 
     # ---- set-up --------------------------------------------------------------------------
 
@@ -180,6 +203,7 @@ class ServiceMachine(RuleBasedStateMachine):
         ignore_sigterm=st.booleans(),
         found=st.sampled_from(["nothing", "a foreign llama", "a foreign listener"]),
     )
+    @deferred
     def build(self, ignore_sigterm: bool, found: str) -> None:
         """The service, and what it finds on the port at its first start: adoption and a held
         port are reached this way in many more examples than by a rule alone."""
@@ -289,6 +313,7 @@ class ServiceMachine(RuleBasedStateMachine):
     # ---- control rules ---------------------------------------------------------------------
 
     @rule(wait=st.booleans(), exclusive=st.booleans())
+    @deferred
     def start(self, wait: bool, exclusive: bool) -> None:
         step = f"start(wait={wait}, exclusive={exclusive})"
         state = self._call(
@@ -300,6 +325,7 @@ class ServiceMachine(RuleBasedStateMachine):
         self._after_start(step, state, wait)
 
     @rule(wait=st.booleans(), exclusive=st.booleans())
+    @deferred
     def restart(self, wait: bool, exclusive: bool) -> None:
         step = f"restart(wait={wait}, exclusive={exclusive})"
         state = self._call(
@@ -324,6 +350,7 @@ class ServiceMachine(RuleBasedStateMachine):
     # example starts first, which keeps the steps on the paths where things happen.
     @precondition(lambda self: self.started_once)
     @rule(exclusive=st.booleans())
+    @deferred
     def stop(self, exclusive: bool) -> None:
         step = f"stop(exclusive={exclusive})"
         state = self._call(
@@ -341,6 +368,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule(when=st.sampled_from(["after one turn", "once stopping", "after 0.25 s"]))
+    @deferred
     def cancelled_stop(self, when: str) -> None:
         """A stop whose caller is cancelled (an HTTP request cut off) at a chosen point: after
         its first step, as soon as the state is `stopping`, or 0.25 s in (within the SIGTERM
@@ -371,6 +399,7 @@ class ServiceMachine(RuleBasedStateMachine):
         second=st.sampled_from(["start", "stop", "restart"]),
         exclusive=st.booleans(),
     )
+    @deferred
     def overlapping(self, first: str, second: str, exclusive: bool) -> None:
         """Two control calls at once: the second waits its turn, or is refused if exclusive."""
         step = f"{first}() overlapped by {second}(exclusive={exclusive})"
@@ -403,6 +432,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule(timeout=st.sampled_from([0.05, 0.3, None]))
+    @deferred
     def wait_settled(self, timeout: float | None) -> None:
         step = f"wait_settled(timeout={timeout})"
         began = time.monotonic()
@@ -414,6 +444,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule(seconds=st.sampled_from([0.3, 1.5]))
+    @deferred
     def time_passes(self, seconds: float) -> None:
         """The supervisor runs on its own for a while: liveness probes (a hang is noticed in
         about 0.8 s), backoff waits and retries. The checks after a step stop as soon as the
@@ -439,6 +470,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule()
+    @deferred
     def kill_child(self) -> None:
         pid = self._our_live_pid()
         self.step = f"kill -9 {pid}"
@@ -447,6 +479,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule()
+    @deferred
     def sigstop_child(self) -> None:
         pid = self._our_live_pid()
         self.step = f"kill -STOP {pid} (ours)"
@@ -456,6 +489,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once and self.foreign_turn)
     @rule()
+    @deferred
     def sigstop_foreign(self) -> None:
         foreign = self._foreign_present()
         self.step = f"kill -STOP {foreign and foreign.pid} (foreign)"
@@ -465,6 +499,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once)
     @rule()
+    @deferred
     def sigcont(self) -> None:
         self.step = f"kill -CONT {sorted(self.sigstopped)}"
         for pid in self.sigstopped:
@@ -487,6 +522,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once and not self.foreign_turn)
     @rule()
+    @deferred
     def foreign_listener_takes_port(self) -> None:
         """A program that accepts connections on the port and never answers: not llama-like."""
         self.step = f"a foreign listener takes port {self.port}"
@@ -506,6 +542,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once and not self.foreign_turn)
     @rule(loads_forever=st.booleans())
+    @deferred
     def foreign_llama_takes_port(self, loads_forever: bool) -> None:
         """A llama-server started outside llamaherd: ready at once, or loading forever."""
         kind = "loading" if loads_forever else "llama"
@@ -541,6 +578,7 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.started_once and self.foreign_turn)
     @rule()
+    @deferred
     def foreign_leaves(self) -> None:
         self.foreign_turn = False
         foreign = self._foreign_present()
@@ -617,29 +655,37 @@ class ServiceMachine(RuleBasedStateMachine):
             await asyncio.sleep(POLL_S)
 
     @invariant()
+    @deferred
     def state_agrees_with_processes(self) -> None:
         self.loop.run_until_complete(self._settle())
 
     # ---- clean-up ----------------------------------------------------------------------------
 
     def teardown(self) -> None:
-        """Stop, then end by pid whatever is left, reap it, and close the loop.
+        """Stop, then end by pid whatever is left, reap it, and close the loop; then raise the
+        failure a step recorded (see deferred()).
 
-        Never raises: a failure here would hide the one Hypothesis is reporting."""
+        The clean-up itself never raises, and nothing is raised while another exception is on
+        its way out (Hypothesis calls teardown() from a `finally`): it would hide that one."""
         try:
-            if self.service is not None:
-                self.loop.run_until_complete(self._quiet_stop(self.service))
-            leftovers = self._ours() | {f.pid for f in self.foreign if f.proc.poll() is None}
-            for pid in leftovers | self.sigstopped:
-                send(pid, signal.SIGCONT)
-            for pid in leftovers:
-                send(pid, signal.SIGKILL)
-            for foreign in self.foreign:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    foreign.proc.wait(timeout=10)
-            self.loop.run_until_complete(self._reap(leftovers))
+            self._clean_up()
         finally:
             self._close_loop()
+        if self.failure is not None and sys.exc_info()[1] is None:
+            raise self.failure
+
+    def _clean_up(self) -> None:
+        if self.service is not None:
+            self.loop.run_until_complete(self._quiet_stop(self.service))
+        leftovers = self._ours() | {f.pid for f in self.foreign if f.proc.poll() is None}
+        for pid in leftovers | self.sigstopped:
+            send(pid, signal.SIGCONT)
+        for pid in leftovers:
+            send(pid, signal.SIGKILL)
+        for foreign in self.foreign:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                foreign.proc.wait(timeout=10)
+        self.loop.run_until_complete(self._reap(leftovers))
 
     async def _quiet_stop(self, service: LlamaService) -> None:
         with contextlib.suppress(Exception):
@@ -653,9 +699,10 @@ class ServiceMachine(RuleBasedStateMachine):
                 await probe.aclose()
 
     async def _reap(self, pids: set[int]) -> None:
-        """Wait until the killed children are reaped and their transports are closed."""
+        """Wait until the killed children are reaped and their transports are closed (their
+        output pumps end); a supervisor task that a bug left running is cancelled after."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
+        deadline = loop.time() + 2.0
         me = asyncio.current_task()
         while loop.time() < deadline:
             if not any(pid_exists(pid) for pid in pids) and all(
