@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -238,7 +237,7 @@ def machine_lines(binary: Path) -> list[str]:
     return [
         f"- machine: {os.cpu_count()} CPU cores (nproc), {cpu_model()}, "
         f"{platform.system()} {platform.release()} {platform.machine()}",
-        f"- software: Python {platform.python_version()} ({sys.executable}), "
+        f"- software: Python {platform.python_version()}, "
         f"llama-server {llama_server_version(binary)}, {wrk}, "
         f"nginx {nginx if shutil.which('nginx') else 'not installed'}",
     ]
