@@ -663,6 +663,7 @@ def report(
         "",
         f"- date: {now}",
         *procs.machine_lines(binary),
+        f"- llamaherd: {args.revision}",
         f"- llama-server flags: `{' '.join(llama_args(args.slots, args.threads))}` for parts 1 "
         "and 3, "
         f"`{' '.join(llama_args(args.stream_slots, args.threads, stream_ctx))}` "
@@ -739,8 +740,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def revision() -> str:
+    """The commit measured, and whether src/ had changes not yet committed."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {head}" + (" with uncommitted changes in src/" if dirty else "")
+
+
 def bench(args: argparse.Namespace, command: str) -> str:
     binary = locate_llama_server()
+    args.revision = revision()  # at the start: the servers run the code of this moment
     notes: list[str] = []
     sections: list[list[str]] = []
     targets: list[str] = []
