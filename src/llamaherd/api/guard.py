@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -57,6 +58,7 @@ def _malformed(header: str, value: str, exc: ValueError, form: str) -> Refusal:
     return Refusal(400, f"malformed {header} header {value!r} ({exc}); send {form}", "bad_request")
 
 
+@functools.lru_cache(maxsize=512)  # a client sends the same few headers on every request
 def refusal(method: str, host: str, origin: str | None, *, loopback_only: bool) -> Refusal | None:
     """The decision, as a pure function of the request's method and headers.
 
@@ -92,14 +94,16 @@ class BrowserGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {
-            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
-        }
+        # Every request passes here, inference included: look at the two headers that matter
+        # rather than decoding them all.
+        host, origin = "", None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value.decode("latin-1")
+            elif key == b"origin":
+                origin = value.decode("latin-1")
         problem = refusal(
-            scope.get("method", "GET"),
-            headers.get("host", ""),
-            headers.get("origin"),
-            loopback_only=self.loopback_only,
+            scope.get("method", "GET"), host, origin, loopback_only=self.loopback_only
         )
         if problem is None:
             await self.app(scope, receive, send)
