@@ -97,6 +97,7 @@ class Herd:
         self._listeners: list[ChangeListener] = []
         self._unsubscribes: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
         self._closed = False
 
     # ---- life ------------------------------------------------------------------------------
@@ -327,18 +328,22 @@ class Herd:
         ticket.decision.set_result(action)
 
     def _arm_timer(self) -> None:
-        """One timer, for the scheduler's next deadline (a queue timeout, a TTL unload)."""
+        """One timer, for the scheduler's next deadline (a queue timeout, a TTL unload); left
+        alone when the deadline did not move (most events: a request arrives or ends)."""
+        deadline = None if self._closed else self.scheduler.next_deadline()
+        if deadline == self._timer_deadline and (deadline is None or self._timer is not None):
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.scheduler.next_deadline()
-        if deadline is None or self._closed:
+        self._timer_deadline = deadline
+        if deadline is None:
             return
         delay = max(0.0, deadline - self._clock())
         self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
-        self._timer = None
+        self._timer, self._timer_deadline = None, None
         self._apply(self.scheduler.tick(self._clock()))
 
     def _changed(self) -> None:
