@@ -145,6 +145,9 @@ def deferred(method: Callable[..., None]) -> Callable[..., None]:
         try:
             method(self, *args, **kwargs)
         except Exception as exc:
+            exc.add_note(
+                f"First failed in {method.__name__}(); the steps printed after it did nothing."
+            )
             self.failure = exc
 
     return run
