@@ -124,7 +124,7 @@ class LlamaProcess:
                 return await self.wait()
         except TimeoutError:
             logger.warning(
-                "Force killing llama server process (pid %d): no exit %.0f s after SIGTERM",
+                "Force killing llama server process (pid %d): no exit %g s after SIGTERM",
                 self.pid,
                 timeout_s,
             )
