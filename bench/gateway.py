@@ -639,10 +639,9 @@ def switch_table(
     lines += [
         "",
         "Every measured request names the model that is not loaded, so each one is an unload "
-        "and a load; a warm-up request to a, then to b, comes first. llamaherd polls a "
-        "starting llama-server's /health first after `readiness_initial_ms` (50 ms by "
-        "default), then at doubling intervals; the last row shows what a quicker first poll "
-        "gives.",
+        "and a load; a warm-up request to a, then to b, comes first. The last row is "
+        "llamaherd with a quicker first readiness poll of a starting llama-server "
+        "(`readiness_initial_ms`, 50 ms by default).",
     ]
     return lines
 
