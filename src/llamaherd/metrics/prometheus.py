@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -49,6 +50,18 @@ PROMPT_TPS_BUCKETS = (10, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 500
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelSeries:
+    """The labelled children of one model's per-model series."""
+
+    prompt_tokens: Any
+    completion_tokens: Any
+    queue_wait: Any
+    ttft: Any
+    generation_tps: Any
+    prompt_tps: Any
+
+
 class GatewayMetrics:
     """The `/metrics` exposition: build it, subscribe `record` to the RequestLog, `start()`,
     and answer `GET /metrics` with `await render()` as `CONTENT_TYPE`."""
@@ -64,6 +77,9 @@ class GatewayMetrics:
         self._sampler = sampler
         self.scrape_timeout_s = scrape_timeout_s
         self._unsubscribe: Callable[[], None] | None = None
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
+        self._per_model: dict[str, _ModelSeries] = {}
         self.registry = registry = CollectorRegistry()
         by_model = ["model"]
         self._requests = Counter(
@@ -158,19 +174,51 @@ class GatewayMetrics:
         """A RequestLog sink: count one finished request."""
         model, endpoint = rec.model, endpoint_label(rec.endpoint)
         code = "none" if rec.status is None else str(rec.status)
-        self._requests.labels(model, endpoint, code).inc()
+        self._requests_child(model, endpoint, code).inc()
+        series = self._model_series(model)
         if rec.prompt_tokens:
-            self._prompt_tokens.labels(model).inc(rec.prompt_tokens)
+            series.prompt_tokens.inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self._completion_tokens.labels(model).inc(rec.completion_tokens)
-        self._duration.labels(model, endpoint).observe(rec.latency_s)
-        self._queue_wait.labels(model).observe(rec.queue_wait_s)
+            series.completion_tokens.inc(rec.completion_tokens)
+        self._duration_child(model, endpoint).observe(rec.latency_s)
+        series.queue_wait.observe(rec.queue_wait_s)
         if rec.ttft_s is not None:
-            self._ttft.labels(model).observe(rec.ttft_s)
+            series.ttft.observe(rec.ttft_s)
         if rec.generation_tps is not None:
-            self._generation_tps.labels(model).observe(rec.generation_tps)
+            series.generation_tps.observe(rec.generation_tps)
         if rec.prompt_tps is not None:
-            self._prompt_tps.labels(model).observe(rec.prompt_tps)
+            series.prompt_tps.observe(rec.prompt_tps)
+
+    # `labels()` looks its child up under a lock and checks every value on each call: the
+    # children are fetched once per label set and kept (at every request, it cost as much as
+    # the rest of the measurement).
+
+    def _requests_child(self, model: str, endpoint: str, code: str) -> Any:
+        key = (model, endpoint, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self._requests.labels(model, endpoint, code)
+        return child
+
+    def _duration_child(self, model: str, endpoint: str) -> Any:
+        key = (model, endpoint)
+        child = self._duration_children.get(key)
+        if child is None:
+            child = self._duration_children[key] = self._duration.labels(model, endpoint)
+        return child
+
+    def _model_series(self, model: str) -> _ModelSeries:
+        series = self._per_model.get(model)
+        if series is None:
+            series = self._per_model[model] = _ModelSeries(
+                prompt_tokens=self._prompt_tokens.labels(model),
+                completion_tokens=self._completion_tokens.labels(model),
+                queue_wait=self._queue_wait.labels(model),
+                ttft=self._ttft.labels(model),
+                generation_tps=self._generation_tps.labels(model),
+                prompt_tps=self._prompt_tps.labels(model),
+            )
+        return series
 
     def record_start(self, start: StartRecord) -> None:
         """A ServerSampler start sink (`start()` subscribes it)."""
