@@ -243,6 +243,7 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
         "llama_server_port": server_port,
         "llama_model_path": str(tmp / f"{MODEL}.gguf"),
         "llama_server_args": llama_args(args.slots, args.threads),
+        "state_dir": str(tmp / "state"),
     }
     script = write_wrk_script(tmp / "chat.lua", chat_body(MODEL, args.max_tokens))
     results = PlainResults()
@@ -254,6 +255,17 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
             "direct": (f"http://127.0.0.1:{server_port}", []),
             "llamaherd": (herd.url, [herd.pid]),
         }
+        if args.telemetry_off:
+            # A second llamaherd in front of the same llama-server (it adopts it), with no
+            # measurements, no history and no log files: what observing costs, in one run.
+            quiet = {
+                **config,
+                "metrics_enabled": False,
+                "history_enabled": False,
+                "log_file_max_bytes": 0,
+            }
+            bare = stack.enter_context(Llamaherd(tmp, "llamaherd-bare", quiet, slots=args.slots))
+            targets["llamaherd, telemetry off"] = (bare.url, [bare.pid])
         if args.nginx:
             nginx = stack.enter_context(Nginx(tmp, server_port, args.nginx_workers))
             targets["nginx"] = (nginx.url, nginx.pids())
@@ -703,6 +715,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="llama-server -t (1: no spinning thread pool)"
     )
     parser.add_argument("--cpu-level", type=int, default=16, help="connections for part 4")
+    parser.add_argument(
+        "--telemetry-off",
+        action="store_true",
+        help="part 1 also through a llamaherd with metrics, history and log files off",
+    )
     parser.add_argument("--no-nginx", dest="nginx", action="store_false")
     parser.add_argument("--nginx-workers", type=int, default=1)
     parser.add_argument("--streams", type=int, default=32)
