@@ -509,7 +509,7 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)[:limit]
 
 
-async def _until_disconnect(receive: Receive) -> None:
+async def until_disconnect(receive: Receive) -> None:
     """Return when the client disconnects. Only valid once the request body has been read:
     after that, an ASGI server's receive() has nothing else to say."""
     while (await receive())["type"] != "http.disconnect":
@@ -555,7 +555,7 @@ async def relay(
         hold_refused=hold_refused,
     )
     work = asyncio.create_task(state.run(method, path_qs, headers, body))
-    watcher = asyncio.create_task(_until_disconnect(receive))
+    watcher = asyncio.create_task(until_disconnect(receive))
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
         if not work.done():

@@ -33,6 +33,7 @@ from llamaherd.gateway.proxy import (
     send_error,
     send_sse_error,
     send_sse_start,
+    until_disconnect,
 )
 from llamaherd.gateway.registry import ModelSpec, UnknownModelError
 from llamaherd.gateway.scheduler import Dispatch, Phase, Reject
@@ -274,7 +275,7 @@ class GatewayRoute:
         was started meanwhile (a stream that waited more than a second)."""
         if ticket.decision.done():  # the usual case on a warm server: no task, no timer
             return ticket.decision.result(), started
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(until_disconnect(receive))
         began = time.monotonic()
         try:
             while True:
@@ -341,11 +342,6 @@ async def _refuse(send: Send, decision: Reject, *, started: bool) -> None:
     await send_error(
         send, decision.status, decision.message, kind, headers=[(b"retry-after", retry)]
     )
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _query(scope: Scope) -> str:
