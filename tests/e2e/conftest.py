@@ -3,15 +3,25 @@ watcher, and screenshots into artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_playwright
 
 from llamaherd.api.app import STATIC_DIR
+from llamaherd.catalog.demo_model import write_demo_model
+from llamaherd.config import Settings, load_config
+from llamaherd.gateway.herd import Herd
+from llamaherd.supervisor.states import ServiceState
+from llamaherd.wiring import build_herd
+from tests.conftest import free_port, pid_alive
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -75,3 +85,41 @@ async def snapshot_of(part: Locator, name: str) -> None:
     """One part of the page (a card), photographed alone."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await part.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled")
+
+
+@contextlib.asynccontextmanager
+async def two_model_herd(
+    folder: Path, binary: Path, **keys: Any
+) -> AsyncIterator[tuple[Settings, Herd]]:
+    """Two demo models from a config file, as `llamaherd serve` reads it: `alpha` (the seed's
+    `llama_model_path`, the default) and `beta` (under `models`), plus `keys`. At the end the
+    herd is closed, and no llama-server it started may live on."""
+    write_demo_model(folder / "alpha.gguf", seed=1)
+    write_demo_model(folder / "beta.gguf", seed=2)
+    config = folder / ".llama-proxy-config.json"
+    settings_keys = {
+        "llama_server_host": "127.0.0.1",
+        "llama_server_port": free_port(),
+        "llama_server_binary": str(binary),
+        "llama_model_path": "alpha.gguf",
+        "models": {"beta": {"path": "beta.gguf"}},
+        "stop_timeout_s": 2,
+        **keys,
+    }
+    config.write_text(json.dumps(settings_keys))
+    settings = load_config(config)
+    herd = build_herd(settings)
+    pids: set[int] = set()
+
+    def remember(state: ServiceState) -> None:
+        if state.pid is not None and not state.adopted:
+            pids.add(state.pid)
+
+    for backend in herd.backends.values():
+        backend.service.on_state_change(remember)
+    yield settings, herd
+    await herd.aclose()  # again after an app's shutdown: stopped servers stay stopped
+    orphans = [pid for pid in pids if pid_alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, f"llama-servers left running: {orphans}"

@@ -4,10 +4,7 @@ one loaded at a time (`max_loaded: 1`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,15 +12,11 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from llamaherd.api.app import create_app
-from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config import load_config
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase
-from llamaherd.supervisor.states import ServiceState
-from llamaherd.wiring import build_herd
 from tests.api.conftest import serve_application
-from tests.conftest import free_port, pid_alive
-from tests.e2e.conftest import Console, snapshot_of
+from tests.conftest import pid_alive
+from tests.e2e.conftest import Console, snapshot_of, two_model_herd
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.real_server]
 
@@ -46,40 +39,9 @@ WATCH_CHIPS = """() => {
 
 @pytest.fixture
 async def herd(real_binary: Path, tmp_path: Path) -> AsyncIterator[Herd]:
-    """Two demo models from a config file, as `llamaherd serve` reads it: `alpha` (the seed's
-    `llama_model_path`, the default) and `beta` (under `models`). At teardown no llama-server
-    it started may live on."""
-    write_demo_model(tmp_path / "alpha.gguf", seed=1)
-    write_demo_model(tmp_path / "beta.gguf", seed=2)
-    config = tmp_path / ".llama-proxy-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "llama_server_host": "127.0.0.1",
-                "llama_server_port": free_port(),
-                "llama_server_binary": str(real_binary),
-                "llama_model_path": "alpha.gguf",
-                "models": {"beta": {"path": "beta.gguf"}},
-                "max_loaded": 1,
-                "stop_timeout_s": 2,
-            }
-        )
-    )
-    herd = build_herd(load_config(config))
-    pids: set[int] = set()
-
-    def remember(state: ServiceState) -> None:
-        if state.pid is not None and not state.adopted:
-            pids.add(state.pid)
-
-    for backend in herd.backends.values():
-        backend.service.on_state_change(remember)
-    yield herd
-    await herd.aclose()
-    orphans = [pid for pid in pids if pid_alive(pid)]
-    for pid in orphans:
-        os.kill(pid, signal.SIGKILL)
-    assert not orphans, f"llama-servers left running: {orphans}"
+    """`alpha` (the default) and `beta`, one loaded at a time."""
+    async with two_model_herd(tmp_path, real_binary, max_loaded=1) as (_settings, herd):
+        yield herd
 
 
 def model_row(page: Page, model: str) -> Locator:

@@ -6,7 +6,6 @@ and the models table shows the live tokens/s."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -19,14 +18,10 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from llamaherd.api.app import Application, create_app
-from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config import load_config
 from llamaherd.metrics.telemetry import Telemetry
-from llamaherd.supervisor.states import ServiceState
-from llamaherd.wiring import build_herd, telemetry_options
+from llamaherd.wiring import telemetry_options
 from tests.api.conftest import serve_application
-from tests.conftest import free_port, pid_alive
-from tests.e2e.conftest import Console, snapshot
+from tests.e2e.conftest import Console, snapshot, two_model_herd
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.real_server]
 
@@ -38,41 +33,13 @@ SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clie
 @pytest.fixture
 async def application(real_binary: Path, tmp_path: Path) -> AsyncIterator[Application]:
     """The app `llamaherd serve` builds from a config file: `alpha` (the default, loaded at
-    start) and `beta`, room for both, history and log files in a temporary `state_dir`. At
-    teardown no llama-server it started may live on."""
-    write_demo_model(tmp_path / "alpha.gguf", seed=1)
-    write_demo_model(tmp_path / "beta.gguf", seed=2)
-    config = tmp_path / ".llama-proxy-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "llama_server_host": "127.0.0.1",
-                "llama_server_port": free_port(),
-                "llama_server_binary": str(real_binary),
-                "llama_model_path": "alpha.gguf",
-                "models": {"beta": {"path": "beta.gguf"}},
-                "max_loaded": 2,
-                "stop_timeout_s": 2,
-                "state_dir": "state",
-            }
-        )
-    )
-    settings = load_config(config)
-    assert settings.state_dir == tmp_path / "state"
-    herd = build_herd(settings)
-    pids: set[int] = set()
-
-    def remember(state: ServiceState) -> None:
-        if state.pid is not None and not state.adopted:
-            pids.add(state.pid)
-
-    for backend in herd.backends.values():
-        backend.service.on_state_change(remember)
-    yield create_app(herd, telemetry=Telemetry(herd, telemetry_options(settings)))
-    orphans = [pid for pid in pids if pid_alive(pid)]
-    for pid in orphans:
-        os.kill(pid, signal.SIGKILL)
-    assert not orphans, f"llama-servers left running: {orphans}"
+    start) and `beta`, room for both, history and log files in a temporary `state_dir`."""
+    async with two_model_herd(tmp_path, real_binary, max_loaded=2, state_dir="state") as (
+        settings,
+        herd,
+    ):
+        assert settings.state_dir == tmp_path / "state"
+        yield create_app(herd, telemetry=Telemetry(herd, telemetry_options(settings)))
 
 
 async def chat(http: httpx.AsyncClient, model: str) -> None:
