@@ -1,0 +1,277 @@
+"""Connection limits for llamaherd's HTTP server: a header timeout and caps on open connections.
+
+Why this exists: uvicorn (0.54) guards a connection only between requests, with its keep-alive
+timeout, armed when a response completes. A fresh connection that sends nothing, or sends its
+headers a byte at a time (slowloris), is held open for ever; and nothing stops one client from
+opening thousands of connections. uvicorn's own `limit_concurrency` counts every client
+together, answers a bare text 503 and names no setting.
+
+So `guarded_http_protocol(limits)` makes a subclass of uvicorn's `HttpToolsProtocol` that:
+- admits a connection only while fewer than `max_per_client` connections from its address and
+  fewer than `max_connections` in total are open; a connection beyond a cap is accepted but its
+  request is answered `503` with an OpenAI-style error naming the config key to raise,
+  `Retry-After: 1` and `connection: close`. Only admitted connections are counted: a refused
+  one costs one small answer and lives at most `header_timeout_s`;
+- closes a connection whose request headers are not complete `header_timeout_s` after it
+  opened, or after the first byte of the next request on a kept-alive connection, with a
+  `408` when no response is under way;
+- logs each kind of refusal at most once per `warning_interval_s`, with how many it left out,
+  and never any of the request.
+
+It leans on `HttpToolsProtocol`'s callbacks: `connection_made` (count, admit, arm the timer),
+`on_message_begin` (re-arm), `on_headers_complete` (disarm; it runs `self.app`, which a refused
+connection replaces with its 503), `connection_lost` (release, once); on the upgrade to a
+WebSocket, after which the WebSocket protocol owns the transport and so the release; and, for a
+refused connection, on `_should_upgrade_to_ws` and `_unsupported_upgrade_warning`, so that it
+cannot upgrade past its 503.
+
+The address is the TCP peer's: behind a reverse proxy every client shares the proxy's address
+(the headers that would name the real client have not arrived when a connection is admitted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llamaherd.gateway.proxy import Receive, Scope, Send, error_json, send_error
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
+
+logger = logging.getLogger("llamaherd.connections")
+
+PER_CLIENT_KEY = "max_connections_per_client"
+TOTAL_KEY = "max_connections"
+HEADER_TIMEOUT_KEY = "header_timeout_s"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int = 1024  # open connections in total
+    max_per_client: int = 256  # open connections from one client address
+    # From connect (or from the first byte of the next request on a kept-alive connection)
+    # until the request's headers are complete.
+    header_timeout_s: float = 10.0
+    # Each kind of refusal is logged at most once in this many seconds.
+    warning_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_per_client < 1:
+            raise ValueError("max_connections and max_connections_per_client must be at least 1")
+        if not self.header_timeout_s > 0:
+            raise ValueError("header_timeout_s must be more than 0")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    key: str  # the config key that would have admitted the connection
+    message: str
+
+
+def refusal(
+    limits: ConnectionLimits, total: int, from_client: int, host: str | None
+) -> Refusal | None:
+    """Whether a new connection from `host` must be refused, given the connections open now.
+    The client's own cap is named first: it is the one that client can do something about."""
+    if host is not None and from_client >= limits.max_per_client:
+        return Refusal(
+            PER_CLIENT_KEY,
+            f"too many connections from {host} ({from_client} open; {PER_CLIENT_KEY})",
+        )
+    if total >= limits.max_connections:
+        return Refusal(TOTAL_KEY, f"too many connections in total ({total} open; {TOTAL_KEY})")
+    return None
+
+
+class ConnectionCounts:
+    """The admitted connections of one server, in total and per client address."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._per_client: dict[str, int] = {}
+
+    def open_from(self, host: str | None) -> int:
+        return 0 if host is None else self._per_client.get(host, 0)
+
+    @property
+    def clients(self) -> int:
+        return len(self._per_client)
+
+    def admit(self, limits: ConnectionLimits, host: str | None) -> Refusal | None:
+        refused = refusal(limits, self.total, self.open_from(host), host)
+        if refused is None:
+            self.total += 1
+            if host is not None:
+                self._per_client[host] = self._per_client.get(host, 0) + 1
+        return refused
+
+    def release(self, host: str | None) -> None:
+        self.total -= 1
+        if host is not None:
+            left = self._per_client[host] - 1
+            if left:
+                self._per_client[host] = left
+            else:
+                del self._per_client[host]
+
+
+class WarningThrottle:
+    """At most one warning per reason every `interval_s` seconds: an attack opening thousands
+    of connections must not also fill the log."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def due(self, reason: str, now: float) -> int | None:
+        """None: stay quiet. Else log now, adding that this many were left out since."""
+        last = self._last.get(reason)
+        if last is not None and now - last < self._interval_s:
+            self._left_out[reason] = self._left_out.get(reason, 0) + 1
+            return None
+        self._last[reason] = now
+        return self._left_out.pop(reason, 0)
+
+
+def _refusal_app(refused: Refusal) -> ASGI3Application:
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_error(
+            send,
+            503,
+            refused.message,
+            "service_unavailable",
+            headers=[(b"retry-after", b"1"), (b"connection", b"close")],
+        )
+
+    return refuse  # type: ignore[return-value]
+
+
+def _timeout_answer(default_headers: list[tuple[bytes, bytes]], timeout_s: float) -> bytes:
+    body = error_json(
+        f"request headers not complete within {timeout_s:g} s ({HEADER_TIMEOUT_KEY})",
+        "timeout",
+        408,
+    )
+    lines = [b"HTTP/1.1 408 Request Timeout"]
+    lines += [name + b": " + value for name, value in default_headers]
+    lines += [
+        b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def guarded_http_protocol(
+    limits: ConnectionLimits, *, counts: ConnectionCounts | None = None
+) -> type[asyncio.Protocol]:
+    """A subclass of uvicorn's HttpToolsProtocol that enforces `limits`; pass it as
+    `uvicorn.Config(http=...)`. Make one per server: its connections share one `counts` (pass
+    your own to read it, e.g. for a gauge of open connections)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError as exc:
+        raise ImportError(
+            f"connection limits need uvicorn's httptools protocol, which did not import ({exc});"
+            " install httptools"
+        ) from exc
+
+    shared = ConnectionCounts() if counts is None else counts
+    throttle = WarningThrottle(limits.warning_interval_s)
+
+    def warn(reason: str, message: str, *args: Any) -> None:
+        left_out = throttle.due(reason, time.monotonic())
+        if left_out is None:
+            return
+        if left_out:
+            message += " (%d more since the last such warning)"
+            args = (*args, left_out)
+        logger.warning(message, *args)
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _host: str | None = None
+        _admitted = False
+        _refusal: Refusal | None = None
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._host = self.client[0] if self.client else None
+            self._refusal = shared.admit(limits, self._host)
+            if self._refusal is None:
+                self._admitted = True
+            else:
+                self.app = _refusal_app(self._refusal)
+                warn(self._refusal.key, "refused a connection: %s", self._refusal.message)
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_timer()
+            self._release()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_header_timer()
+            super().on_headers_complete()
+
+        def handle_websocket_upgrade(self) -> None:
+            super().handle_websocket_upgrade()
+            # The WebSocket protocol now owns the transport, and gets its connection_lost.
+            successor = self.transport.get_protocol()
+            lost = successor.connection_lost
+
+            def connection_lost(exc: Exception | None) -> None:
+                try:
+                    lost(exc)
+                finally:
+                    self._release()
+
+            successor.connection_lost = connection_lost  # type: ignore[method-assign]
+
+        def _should_upgrade_to_ws(self) -> bool:
+            return self._refusal is None and super()._should_upgrade_to_ws()
+
+        def _unsupported_upgrade_warning(self) -> None:
+            if self._refusal is None:
+                super()._unsupported_upgrade_warning()
+
+        def _release(self) -> None:
+            if self._admitted:
+                self._admitted = False
+                shared.release(self._host)
+
+        def _arm_header_timer(self) -> None:
+            self._disarm_header_timer()
+            self._header_timer = self.loop.call_later(limits.header_timeout_s, self._header_timeout)
+
+        def _disarm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing():
+                return
+            warn(
+                HEADER_TIMEOUT_KEY,
+                "closed a connection from %s: request headers not complete within %g s (%s)",
+                self._host or "a local socket",
+                limits.header_timeout_s,
+                HEADER_TIMEOUT_KEY,
+            )
+            if self.cycle is None or self.cycle.response_complete:
+                answer = _timeout_answer(self.server_state.default_headers, limits.header_timeout_s)
+                self.transport.write(answer)
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
