@@ -1,0 +1,182 @@
+"""A model's llama-server dies or hangs under continuous load, and the gateway keeps its word.
+
+Against the real llama-server and a tiny real model, with more clients than the server has
+slots, so that at every fault some requests are in flight and some wait in llamaherd's queue:
+
+- kill -9, twenty times: each request in flight ends with a clear error (a 502, or an error
+  event in its stream), each queued request waits for the restart and is served, and no request
+  is lost (no dropped connection, no malformed answer, no client timeout);
+- SIGSTOP: the liveness probe finds the server hung, kills it and starts another; the requests
+  that were stuck in it end with a clear error, and the queue is served by the new server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+from pathlib import Path
+
+import pytest
+
+from llamaherd.gateway.scheduler import Phase
+from llamaherd.supervisor.states import ServiceState, Status
+from tests.chaos.conftest import Figures
+from tests.chaos.load import Load
+from tests.gateway import conftest as gateway
+from tests.gateway.conftest import FAST_POLICY, DemoModels, Gateway, Launch, gateway_config
+
+pytestmark = pytest.mark.real_server
+
+# The gateway tests' fixtures: a whole llamaherd in this process, and the tiny models.
+launch = gateway.launch
+demo_models = gateway.demo_models
+
+MODEL = "demo"
+SLOTS = 2
+CLIENTS = 5  # more than SLOTS: some requests always wait in the queue
+KILLS = 20
+STOPS = 2
+CLIENT_TIMEOUT_S = 30.0
+
+
+def config(binary: Path, model: Path, **policy: object) -> dict[str, object]:
+    models = {MODEL: {"path": str(model), "args": ["--parallel", str(SLOTS)]}}
+    return gateway_config(binary, models, **{**FAST_POLICY, **policy})
+
+
+async def busy(gw: Gateway, load: Load) -> None:
+    """Until the server is ready, has answered since, and has requests in flight and queued."""
+    await gw.wait_phase(MODEL, Phase.READY)
+    await load.successes(1)
+    await gw.wait_until(
+        lambda: gw.view(MODEL).in_flight >= 1 and gw.view(MODEL).queued >= 1,
+        "requests are in flight and queued",
+    )
+
+
+class CrashClock:
+    """When the supervisor reported each crash and each ready (loop time)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.crashed: list[float] = []
+        self.reasons: list[str] = []
+        self.ready: list[float] = []
+        gw.herd.backends[MODEL].service.on_state_change(self._on_state)
+
+    def _on_state(self, state: ServiceState) -> None:
+        now = asyncio.get_running_loop().time()
+        if state.status is Status.CRASHED:
+            self.crashed.append(now)
+            self.reasons.append(state.last_error or "")
+        elif state.status is Status.READY:
+            self.ready.append(now)
+
+    def first_after(self, times: list[float], moment: float) -> float:
+        return min(t for t in times if t >= moment)
+
+
+@pytest.mark.timeout(150)
+async def test_twenty_kill_9_under_load_lose_no_request(
+    launch: Launch, real_binary: Path, demo_models: DemoModels, figures: Figures
+) -> None:
+    # The retry count resets once a server has been ready for 0.5 s, so every kill here is
+    # "retry 1" (0.3 s of backoff) rather than a crash loop that ends in `error`.
+    gw = await launch(
+        config(real_binary, demo_models.alpha, liveness_interval_ms=200, stable_after_s=0.5)
+    )
+    await gw.loaded(MODEL)
+    clock = CrashClock(gw)
+    loop = asyncio.get_running_loop()
+    recoveries: list[float] = []
+    restarts: list[float] = []
+    in_flight_at_kill = queued_at_kill = 0
+
+    async with Load(gw.url, MODEL, clients=CLIENTS, timeout_s=CLIENT_TIMEOUT_S) as load:
+        for _ in range(KILLS):
+            await busy(gw, load)
+            await gw.wait_until(lambda: gw.state(MODEL).retries == 0, "the retry count resets")
+            view = gw.view(MODEL)
+            in_flight_at_kill += view.in_flight
+            queued_at_kill += view.queued
+            pid = gw.pid(MODEL)
+            killed_at = loop.time()
+            os.kill(pid, signal.SIGKILL)
+            answered = await load.next_success(after=killed_at, timeout=CLIENT_TIMEOUT_S)
+            recoveries.append(answered.ended - killed_at)
+            await gw.wait_phase(MODEL, Phase.READY)
+            restarts.append(clock.first_after(clock.ready, killed_at) - killed_at)
+        await load.successes(CLIENTS)
+    outcome = load.figures()
+
+    figures["kills"] = KILLS
+    figures.update(outcome)
+    figures["in_flight_at_kills"] = in_flight_at_kill
+    figures["queued_at_kills"] = queued_at_kill
+    figures["longest_recovery_s"] = max(recoveries)
+    figures["median_recovery_s"] = statistics.median(recoveries)
+    figures["longest_restart_s"] = max(restarts)
+
+    assert outcome["lost"] == 0, load.details("lost")
+    assert outcome["sent"] == sum(outcome[k] for k in ("succeeded", "failed_clearly", "lost"))
+    # Only a request a server was working on when it died may fail, and each says why.
+    assert outcome["failed_clearly"] <= in_flight_at_kill, load.details("failed_clearly", 50)
+    for detail in load.details("failed_clearly", 1000):
+        assert "llama-server for model demo" in detail, detail
+    # One supervised start per kill, plus the first: no crash loop, no `error`.
+    assert gw.starts[MODEL] == KILLS + 1
+    assert len(clock.crashed) == KILLS
+    assert gw.state(MODEL).status is Status.READY
+    assert max(recoveries) < 10.0
+
+
+@pytest.mark.timeout(90)
+async def test_sigstop_under_load_is_a_crash_and_loses_no_request(
+    launch: Launch, real_binary: Path, demo_models: DemoModels, figures: Figures
+) -> None:
+    # A probe every 0.25 s with 1 s to answer; three silent ones in a row mean "hung".
+    gw = await launch(
+        config(
+            real_binary,
+            demo_models.alpha,
+            liveness_interval_ms=250,
+            liveness_failures=3,
+            health_timeout_ms=1000,
+        )
+    )
+    await gw.loaded(MODEL)
+    clock = CrashClock(gw)
+    loop = asyncio.get_running_loop()
+    detections: list[float] = []
+    recoveries: list[float] = []
+    in_flight_at_stop = 0
+
+    async with Load(gw.url, MODEL, clients=CLIENTS, timeout_s=CLIENT_TIMEOUT_S) as load:
+        for _ in range(STOPS):
+            await busy(gw, load)
+            in_flight_at_stop += gw.view(MODEL).in_flight
+            pid = gw.pid(MODEL)
+            stopped_at = loop.time()
+            os.kill(pid, signal.SIGSTOP)
+            answered = await load.next_success(after=stopped_at, timeout=CLIENT_TIMEOUT_S)
+            recoveries.append(answered.ended - stopped_at)
+            detections.append(clock.first_after(clock.crashed, stopped_at) - stopped_at)
+            await gw.wait_until(lambda pid=pid: gw.pid(MODEL) != pid, "a new server runs")
+        await load.successes(CLIENTS)
+    outcome = load.figures()
+
+    figures["sigstops"] = STOPS
+    figures.update(outcome)
+    figures["in_flight_at_stops"] = in_flight_at_stop
+    figures["longest_detection_s"] = max(detections)
+    figures["longest_recovery_s"] = max(recoveries)
+
+    assert outcome["lost"] == 0, load.details("lost")
+    assert outcome["failed_clearly"] <= in_flight_at_stop, load.details("failed_clearly", 50)
+    assert gw.starts[MODEL] == STOPS + 1
+    assert len(clock.reasons) == STOPS
+    for reason in clock.reasons:
+        assert "stopped answering /health" in reason, reason
+    # Three probes of at most 1.25 s each, then the kill: well under the client's timeout.
+    assert max(detections) < 8.0
