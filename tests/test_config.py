@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llamaherd.config import Settings, load_config, locate_llama_server
+from llamaherd.config import (
+    Settings,
+    api_key_secrets,
+    load_config,
+    locate_llama_server,
+    settings_from_mapping,
+)
 from llamaherd.errors import BinaryNotFoundError, ConfigError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 from tests.conftest import serve_once
@@ -342,3 +348,80 @@ def test_a_nul_character_is_refused(tmp_path: Path, binary: Path, data: dict[str
 def test_a_huge_file_is_not_read_whole(tmp_path: Path, binary: Path) -> None:
     path = write(tmp_path, "{" + " " * (1024 * 1024) + "}")
     assert "too large to be a llamaherd config" in one_line_error(path, binary, check_files=False)
+
+
+# ---- API keys ----------------------------------------------------------------------------------
+
+SECRET = "s3cret-0123456789abcdef"
+
+
+def test_api_keys_come_from_the_file_the_environment_and_llamaherd_api_key() -> None:
+    settings = settings_from_mapping(
+        {
+            "api_keys": [
+                {"name": "ops", "key": SECRET, "scopes": ["admin"]},
+                {"name": "app", "key_env": "APP_KEY"},
+            ]
+        }
+    )
+    assert SECRET not in repr(settings)  # a key is a SecretStr: never in a repr or a log line
+    found = api_key_secrets(
+        settings, {"APP_KEY": "app-key-0123456789ab", "LLAMAHERD_API_KEY": "env-key-0123456789ab"}
+    )
+    assert found == [
+        ("ops", SECRET, ("admin",)),
+        ("app", "app-key-0123456789ab", ("inference",)),
+        ("LLAMAHERD_API_KEY", "env-key-0123456789ab", ("admin",)),
+    ]
+    assert api_key_secrets(Settings(), {}) == []
+
+
+@pytest.mark.parametrize(
+    ("entries", "environ", "expected"),
+    [
+        (
+            [{"name": "app", "key_env": "APP_KEY"}],
+            {},
+            "api_keys[0] (app): key_env: the environment variable APP_KEY is not set or empty",
+        ),
+        ([{"name": "a", "key": "x" * 15}], {}, "the key is 15 characters long; use at least 16"),
+        ([{"name": "a", "key": "with space 0123456789"}], {}, "cannot carry"),
+        (
+            [{"name": "a", "key": SECRET}, {"name": "a", "key": SECRET + "x"}],
+            {},
+            "two keys are named 'a'",
+        ),
+        (
+            [{"name": "a", "key": SECRET}, {"name": "b", "key": SECRET}],
+            {},
+            "two entries hold the same key",
+        ),
+        ([], {"LLAMAHERD_API_KEY": "short"}, "LLAMAHERD_API_KEY: the key is 5 characters long"),
+    ],
+)
+def test_a_missing_or_weak_key_is_one_line_that_never_shows_it(
+    entries: list[dict[str, object]], environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        api_key_secrets(settings_from_mapping({"api_keys": entries}), environ)
+    assert expected in str(raised.value)
+    assert SECRET not in str(raised.value) and "with space" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"name": "a"}, "api_keys.0: give exactly one of key and key_env"),
+        ({"name": "a", "key": SECRET, "key_env": "K"}, "give exactly one of key and key_env"),
+        ({"name": "a", "key": SECRET, "scopes": ["root"]}, "'inference' or 'admin'"),
+        ({"name": "a b", "key": SECRET}, "api_keys.0.name"),
+        ({"name": "a", "key": SECRET, "role": "x"}, "api_keys.0.role: extra inputs"),
+    ],
+)
+def test_a_malformed_key_entry_names_the_field_and_hides_the_key(
+    entry: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        settings_from_mapping({"api_keys": [entry]})
+    assert expected in str(raised.value)
+    assert SECRET not in str(raised.value)

@@ -116,9 +116,88 @@ def test_app_port_in_use_is_one_clear_line(config: Path) -> None:
 
 def test_an_address_that_is_not_ours_is_one_clear_line(config: Path) -> None:
     data = json.loads(config.read_text())
-    config.write_text(json.dumps({**data, "app_host": "192.0.2.1"}))  # TEST-NET-1: not ours
+    config.write_text(  # TEST-NET-1: not ours
+        json.dumps({**data, "app_host": "192.0.2.1", "unsafe_expose_without_keys": True})
+    )
     result = serve_once(config)
     assert result.returncode == 1
     assert "cannot listen on 192.0.2.1" in result.stderr
     assert "Use an address of this machine" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_another_address_without_keys_is_refused_unless_called_unsafe(config: Path) -> None:
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "app_host": "0.0.0.0"}))
+    result = serve_once(config)
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0 without API keys" in result.stderr
+    assert "--unsafe-expose-without-keys" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_weak_key_is_refused_at_start_without_echoing_it(config: Path) -> None:
+    data = json.loads(config.read_text())
+    weak = "short-secret"
+    config.write_text(json.dumps({**data, "api_keys": [{"name": "ci", "key": weak}]}))
+    result = serve_once(config)
+    assert result.returncode == 1
+    assert "api_keys[0] (ci): the key is 12 characters long; use at least 16" in result.stderr
+    assert weak not in result.stderr + result.stdout
+
+
+def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None:
+    """The settings reach uvicorn: a third connection from one address is a 503 naming the key
+    to raise, and a connection that never sends its headers is closed after header_timeout_s."""
+    data = json.loads(config.read_text())
+    config.write_text(
+        json.dumps({**data, "max_connections_per_client": 2, "header_timeout_s": 1.0})
+    )
+    port = data["app_port"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "llamaherd did not answer /healthz"
+            time.sleep(0.1)
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        third = socket.create_connection(("127.0.0.1", port), timeout=10)
+        third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = third.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"max_connections_per_client" in answer
+        third.close()
+        started = time.monotonic()
+        for conn in silent:
+            said = read_until_closed(conn)  # raises socket.timeout if the server holds it
+            assert said == b"" or said.startswith(b"HTTP/1.1 408"), said
+        waited = time.monotonic() - started
+        assert waited < 8, f"silent connections were held {waited:.1f} s"
+        for conn in silent:
+            conn.close()
+        # With the silent ones gone, the address is served again.
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received

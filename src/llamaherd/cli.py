@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd import __version__
-from llamaherd.config import DEFAULT_CONFIG_NAME, load_config
+from llamaherd.config import DEFAULT_CONFIG_NAME, client_api_key, load_config
 from llamaherd.errors import LlamaherdError
 from llamaherd.remote import (
     DEFAULT_URL,
@@ -69,6 +69,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument("--host", help="address of llamaherd's API (default: app_host)")
     serve.add_argument("--port", type=int, help="port of llamaherd's API (default: app_port)")
+    serve.add_argument(
+        "--unsafe-expose-without-keys",
+        action="store_true",
+        help="allow a non-loopback --host without API keys (only behind a firewall or a proxy "
+        "that controls access)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(handler=_serve)
 
@@ -258,6 +264,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["app_host"] = args.host
     if args.port is not None:
         overrides["app_port"] = args.port
+    if args.unsafe_expose_without_keys:
+        overrides["unsafe_expose_without_keys"] = True
     settings = load_config(args.config, overrides=overrides)
     return run_serve(settings)
 
@@ -271,7 +279,7 @@ def _demo_model(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> RemoteClient:
-    return RemoteClient(service_url(args.url, args.config))
+    return RemoteClient(service_url(args.url, args.config), api_key=client_api_key())
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -19,16 +19,18 @@ import reprlib
 import shutil
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     StrictInt,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -37,6 +39,9 @@ from llamaherd.errors import BinaryNotFoundError, ConfigError, ModelFileError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 
 DEFAULT_CONFIG_NAME = ".llama-proxy-config.json"
+ENV_API_KEY = "LLAMAHERD_API_KEY"  # a key with every scope, for serve and for the CLI
+MIN_KEY_CHARS = 16
+KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' makes a good one"
 LLAMA_CPP_SOURCE_PIN = "11434.0.0"  # keep in step with scripts/build-llama-server
 
 # A config is a few hundred bytes; reading /dev/zero by mistake must not eat the memory.
@@ -113,6 +118,28 @@ class AlertSettings(BaseModel):
     retries: Annotated[StrictInt, Field(ge=0, le=20)] = 3
 
 
+class ApiKeyEntry(BaseModel):
+    """One entry of `api_keys`: a named key, written here or kept in an environment variable,
+    and what it may do (README "Security")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    key: SecretStr | None = None
+    key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    scopes: Annotated[tuple[Literal["inference", "admin"], ...], Field(min_length=1)] = (
+        "inference",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyEntry:
+        if (self.key is None) == (self.key_env is None):
+            raise PydanticCustomError(
+                "key_source", "give exactly one of key and key_env (the name of a variable)"
+            )
+        return self
+
+
 class Settings(BaseModel):
     """Everything llamaherd can be told. Keys are the JSON config's keys."""
 
@@ -158,6 +185,18 @@ class Settings(BaseModel):
     log_file_max_bytes: Annotated[int, Field(ge=0, le=2**40)] = 10 * 1024 * 1024  # 0: no files
     log_file_count: Annotated[int, Field(ge=1, le=1000)] = 5
     alerts: AlertSettings = AlertSettings()
+    # Access: who may call what (README "Security").
+    api_keys: tuple[ApiKeyEntry, ...] = ()
+    metrics_public: StrictBool = False  # /metrics without a key, for a scraper on the network
+    cors_allowed_origins: tuple[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")], ...] = ()
+    unsafe_expose_without_keys: StrictBool = False
+    # What one client may cost: a request's body, how long it may take to send, connections.
+    max_body_mb: Annotated[float, Field(gt=0, le=4096)] = 16.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    header_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    idle_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 5  # a kept-alive connection, unused
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    max_connections_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 256
 
     def supervisor_policy(self) -> SupervisorPolicy:
         # Every policy number has a config key of the same name (a new one without a key
@@ -206,6 +245,15 @@ _FIXES = {
     "queue_depth": "use a whole number of waiting requests per model, e.g. 64",
     "queue_timeout_s": "use a number of seconds from 0.001 to 86400, e.g. 120",
     "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
+    "api_keys": 'use a list of keys, e.g. [{"name": "app", "key_env": "APP_KEY", '
+    '"scopes": ["inference"]}]; scopes are "inference" and "admin"',
+    "cors_allowed_origins": 'use a list of origins, e.g. ["https://app.example.com"]',
+    "max_body_mb": "use a number of MiB, e.g. 16",
+    "body_timeout_s": "use a number of seconds, e.g. 60",
+    "header_timeout_s": "use a number of seconds, e.g. 10",
+    "idle_timeout_s": "use a whole number of seconds, e.g. 5",
+    "max_connections": "use a whole number of connections, e.g. 1024",
+    "max_connections_per_client": "use a whole number of connections, e.g. 256",
 } | {name: _policy_fix(name) for name in POLICY_BOUNDS}
 
 # What a wrong value looked like, kept short: the value may be a megabyte of nested lists.
@@ -312,12 +360,14 @@ def _validation_message(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors():
         # models.<id>.<key>, alerts.crash_loop.<key>: the nested key, not just its parent.
-        depth = {"models": 3, "alerts": len(error["loc"])}.get(
+        depth = {"models": 3, "api_keys": 3, "alerts": len(error["loc"])}.get(
             str(error["loc"][:1][0]) if error["loc"] else "", 1
         )
         key = ".".join(str(part) for part in error["loc"][:depth]) or "config"
         value = error.get("input")
         got = _SHORT.repr(str(value) if isinstance(value, Path) else value)
+        if key.startswith("api_keys") and not {"name", "key_env", "scopes"} & set(error["loc"]):
+            got = "a value not shown here"  # it may be a key: keys are never echoed
         msg = error["msg"][:1].lower() + error["msg"][1:]
         fix = _FIXES.get(key, _FIXES.get(key.split(".")[0], "") if depth == 1 else "")
         problems.append(f"{key}: {msg} (got {got})" + (f"; {fix}" if fix else ""))
@@ -360,6 +410,59 @@ def check_settings_files(settings: Settings, *, source: str = "config") -> None:
         locate_llama_server(settings.llama_server_binary)
     except BinaryNotFoundError as exc:
         raise ConfigError(f"{source}: llama_server_binary: {exc}") from None
+
+
+def api_key_secrets(
+    settings: Settings, environ: dict[str, str] | None = None
+) -> list[tuple[str, str, tuple[Literal["inference", "admin"], ...]]]:
+    """(name, key, scopes) of every key llamaherd serve accepts: `api_keys` (reading each
+    `key_env`) and LLAMAHERD_API_KEY (named so, with every scope). A ConfigError names the
+    entry, never the key."""
+    env = os.environ if environ is None else environ
+    found: list[tuple[str, str, tuple[Literal["inference", "admin"], ...]]] = []
+    for index, entry in enumerate(settings.api_keys):
+        where = f"api_keys[{index}] ({entry.name})"
+        if entry.key is not None:
+            secret = entry.key.get_secret_value()
+        else:
+            secret = env.get(entry.key_env or "", "")
+            if not secret:
+                raise ConfigError(
+                    f"{where}: key_env: the environment variable {entry.key_env} is not set or "
+                    "empty; export it before starting llamaherd"
+                )
+        found.append((entry.name, _checked_key(where, secret), entry.scopes))
+    if env.get(ENV_API_KEY):
+        found.append((ENV_API_KEY, _checked_key(ENV_API_KEY, env[ENV_API_KEY]), ("admin",)))
+    names = [name for name, _, _ in found]
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(f"api_keys: two keys are named {name!r}; give each key its own name")
+    secrets = [secret for _, secret, _ in found]
+    if len(set(secrets)) < len(secrets):
+        raise ConfigError(
+            "api_keys: two entries hold the same key, so llamaherd could not tell which one "
+            "was used; give each client its own key"
+        )
+    return found
+
+
+def _checked_key(where: str, secret: str) -> str:
+    if len(secret) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"{where}: the key is {len(secret)} characters long; use at least "
+            f"{MIN_KEY_CHARS} ({KEY_HINT})"
+        )
+    if not secret.isascii() or not secret.isprintable() or " " in secret:
+        raise ConfigError(
+            f"{where}: the key holds spaces, control or non-ASCII characters, which an HTTP "
+            f"header cannot carry; use letters, digits and -._~+/= ({KEY_HINT})"
+        )
+    return secret
+
+
+def client_api_key() -> str | None:
+    """The key the command line sends to a llamaherd that asks for one."""
+    return os.environ.get(ENV_API_KEY) or None
 
 
 def state_dir(settings: Settings) -> Path:

@@ -39,7 +39,7 @@ from llamaherd.api.schemas import (
     LogsOut,
     StatusOut,
 )
-from llamaherd.config import load_config
+from llamaherd.config import ENV_API_KEY, load_config
 from llamaherd.errors import (
     ConfigError,
     ControlConflictError,
@@ -110,11 +110,24 @@ def _checked_url(url: str) -> str:
 class RemoteClient:
     """The REST API and event stream of one llamaherd; use it as a context manager."""
 
-    def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """`api_key`: sent as a Bearer token to a llamaherd that requires one (the command
+        line passes LLAMAHERD_API_KEY)."""
         self.base_url = base_url
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: a proxy from the environment must not intercept local traffic.
         self._http = httpx.Client(
-            base_url=base_url, timeout=REQUEST_TIMEOUT_S, trust_env=False, transport=transport
+            base_url=base_url,
+            timeout=REQUEST_TIMEOUT_S,
+            trust_env=False,
+            transport=transport,
+            headers=headers,
         )
 
     def __enter__(self) -> RemoteClient:
@@ -264,6 +277,8 @@ class RemoteClient:
             raise self._unexpected(answer, f"{reason}: {message}" if message else reason)
         if answer.status_code == 409:
             raise ControlConflictError(message)
+        if answer.status_code in (401, 403):
+            raise LlamaherdError(f"{message} (the command line sends {ENV_API_KEY}, if set)")
         raise LlamaherdError(message)
 
     def _unexpected(

@@ -7,6 +7,7 @@ lets requests finish, then runs the app's shutdown, which stops llama-server gra
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -14,15 +15,24 @@ import logging.handlers
 import queue
 import socket
 from collections.abc import Iterator
+from typing import Literal
 
 import uvicorn
 
+from llamaherd.api.access import AccessPolicy
 from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
 from llamaherd.config import Settings, state_dir
+from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.metrics.telemetry import Telemetry
-from llamaherd.wiring import build_herd, telemetry_options
+from llamaherd.wiring import (
+    access_policy,
+    build_herd,
+    check_exposure,
+    request_limits,
+    telemetry_options,
+)
 
 logger = logging.getLogger("llamaherd")
 
@@ -100,17 +110,51 @@ def _own_log_file(settings: Settings) -> Iterator[None]:
         file_handler.close()
 
 
+def _http_protocol(settings: Settings) -> type[asyncio.Protocol] | Literal["auto"]:
+    """uvicorn's httptools protocol with the connection caps and the header timeout."""
+    limits = ConnectionLimits(
+        max_connections=settings.max_connections,
+        max_per_client=settings.max_connections_per_client,
+        header_timeout_s=settings.header_timeout_s,
+    )
+    try:
+        return guarded_http_protocol(limits)
+    except ImportError as exc:
+        logger.warning("no connection caps or header timeout: %s", exc)
+        return "auto"
+
+
+def _log_access(settings: Settings, access: AccessPolicy) -> None:
+    """Who may call llamaherd, said once at start: key names and scopes, never keys."""
+    if access.keys:
+        logger.info("API keys required: %s", access.keys.describe())
+    elif is_loopback(settings.app_host):
+        logger.info("no API keys: serving this machine only (%s)", settings.app_host)
+    else:
+        logger.warning(
+            "no API keys, and listening on %s (--unsafe-expose-without-keys): anyone who can "
+            "reach this address can use, stop and swap its models",
+            settings.app_host,
+        )
+
+
 def run_serve(settings: Settings) -> int:
     with _own_log_file(settings):
         return _serve(settings)
 
 
 def _serve(settings: Settings) -> int:
+    access = access_policy(settings)
+    check_exposure(settings, access)
     _check_port_free(settings.app_host, settings.app_port)
     herd = build_herd(settings)
     telemetry = Telemetry(herd, telemetry_options(settings))
     application = create_app(
-        herd, loopback_only=is_loopback(settings.app_host), telemetry=telemetry
+        herd,
+        loopback_only=is_loopback(settings.app_host),
+        telemetry=telemetry,
+        access=access,
+        limits=request_limits(settings),
     )
     config = uvicorn.Config(
         application.asgi,
@@ -123,12 +167,13 @@ def _serve(settings: Settings) -> int:
         # "auto" takes uvloop and httptools, which llamaherd depends on (where they exist):
         # the event loop and the HTTP parser are most of the gateway's cost per request.
         loop="auto",
-        http="auto",
+        http=_http_protocol(settings),
         # A proxied answer carries llama-server's own Server and Date headers; uvicorn's
         # would make two of each.
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=settings.idle_timeout_s,
     )
     server = _Server(config, application)
     logger.info(
@@ -140,5 +185,6 @@ def _serve(settings: Settings) -> int:
             for model, backend in herd.backends.items()
         ),
     )
+    _log_access(settings, access)
     server.run()
     return 0 if server.started else 1

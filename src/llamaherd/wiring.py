@@ -10,9 +10,19 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from llamaherd.config import Settings, locate_llama_server, state_dir
+from llamaherd.api.access import AccessPolicy, KeyRing
+from llamaherd.api.guard import is_loopback
+from llamaherd.config import (
+    ENV_API_KEY,
+    Settings,
+    api_key_secrets,
+    locate_llama_server,
+    state_dir,
+)
+from llamaherd.errors import ConfigError
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
+from llamaherd.gateway.route import RequestLimits
 from llamaherd.gateway.scheduler import Limits
 from llamaherd.metrics.telemetry import TelemetryOptions
 from llamaherd.model_specs import build_registry
@@ -106,4 +116,34 @@ def telemetry_options(settings: Settings) -> TelemetryOptions:
         log_max_bytes=settings.log_file_max_bytes,
         log_count=settings.log_file_count,
         alerts=settings.alerts,
+    )
+
+
+def access_policy(settings: Settings) -> AccessPolicy:
+    """The keys (reading each key_env and LLAMAHERD_API_KEY), /metrics' exposure and CORS.
+    Raises ConfigError naming a key entry that is missing or weak, never the key."""
+    return AccessPolicy(
+        keys=KeyRing(api_key_secrets(settings)),
+        metrics_public=settings.metrics_public,
+        cors_allowed_origins=tuple(origin.rstrip("/") for origin in settings.cors_allowed_origins),
+    )
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        body_limit=int(settings.max_body_mb * 1024 * 1024),
+        body_timeout_s=settings.body_timeout_s,
+    )
+
+
+def check_exposure(settings: Settings, access: AccessPolicy) -> None:
+    """Without keys, llamaherd serves loopback only: anyone who can reach another address
+    could run, stop and swap models. Raises ConfigError unless told it is meant."""
+    if access.keys or is_loopback(settings.app_host) or settings.unsafe_expose_without_keys:
+        return
+    raise ConfigError(
+        f"refusing to listen on {settings.app_host} without API keys: anyone who can reach "
+        "this machine could use, stop and swap its models. Add keys (api_keys in the config, "
+        f"or set {ENV_API_KEY}), or listen on 127.0.0.1, or pass --unsafe-expose-without-keys "
+        "if something in front of llamaherd (a firewall, a proxy) already controls access."
     )

@@ -109,8 +109,9 @@ async def test_errors_are_json_without_traces(
         wrong_method = await http.get("/api/llama/stop")
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "not_found"
-    assert bad.status_code == 400
+    assert bad.status_code == 422
     assert "lines" in bad.json()["error"]["message"]
+    assert bad.json()["error"]["type"] == "invalid_request_error"
     assert wrong_method.status_code == 405
     for answer in (missing, bad, wrong_method):
         assert "Traceback" not in answer.text

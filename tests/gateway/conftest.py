@@ -29,7 +29,7 @@ from llamaherd.config import Settings, settings_from_mapping
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import ModelView, Phase
 from llamaherd.supervisor.states import ServiceState, Status
-from llamaherd.wiring import build_herd
+from llamaherd.wiring import access_policy, build_herd, request_limits
 from tests.api.conftest import serve_application
 from tests.conftest import free_port, pid_alive
 
@@ -188,7 +188,12 @@ async def launch() -> AsyncIterator[Launch]:
                 assert config is not None
                 settings = settings_from_mapping(config)
             herd = build_herd(settings)
-            application = create_app(herd, start_service=start_service)
+            application = create_app(
+                herd,
+                start_service=start_service,
+                access=access_policy(settings),
+                limits=request_limits(settings),
+            )
             gateway = Gateway(url="", herd=herd)
             gateway._watch()  # before the lifespan starts anything
             gateway.url = await stack.enter_async_context(serve(application))

@@ -289,8 +289,14 @@ async def test_unknown_model_and_malformed_bodies_are_refused(
         )
         for body in (b"[1, 2]", b'"alpha"', b"null"):
             listed = await client.post("/v1/completions", content=body)
-            error = assert_openai_error(listed, 400, "invalid_request_error")
+            error = assert_openai_error(listed, 422, "invalid_request_error")
             assert "must be a JSON object" in error["message"]
+        for body, field in (
+            (b'{"model": 7, "prompt": "x"}', '"model" must be a string'),
+            (b'{"model": "alpha", "stream": "yes"}', '"stream" must be true or false'),
+        ):
+            wrong = await client.post("/v1/completions", content=body)
+            assert field in assert_openai_error(wrong, 422, "invalid_request_error")["message"]
         no_default = await client.post("/v1/chat/completions", json={"messages": CHAT})
         assert_openai_error(no_default, 400, "invalid_request_error")
 
@@ -479,3 +485,39 @@ async def test_a_completion_through_upstream_is_never_evicted_mid_answer(
         answers = await asyncio.gather(direct, other)
     assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
     assert answers[0].json()["tokens_predicted"] == 30
+
+
+async def test_an_oversized_or_slow_body_is_refused_with_its_limit_named(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels
+) -> None:
+    gw = await launch(
+        gateway_config(
+            fake_binary,
+            {"alpha": fake(demo_models.alpha)},
+            max_body_mb=0.01,  # about 10 KB
+            body_timeout_s=0.5,
+        )
+    )
+    async with gw.http() as client:
+        big = {"model": "alpha", "prompt": "x" * 20_000}
+        error = assert_openai_error(
+            await client.post("/v1/completions", json=big), 413, "invalid_request_error"
+        )
+        assert "larger than 10485 bytes (max_body_mb)" in error["message"]
+
+    # A client that announces a body and stops sending it is cut off after body_timeout_s.
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'content-type: application/json\r\ncontent-length: 100\r\n\r\n{"model":'
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"body_timeout_s" in body

@@ -12,9 +12,11 @@ import socketio
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from llamaherd import __version__
+from llamaherd.api.access import AccessGuard, AccessPolicy
 from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
@@ -25,7 +27,7 @@ from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
 from llamaherd.gateway.herd import Herd, herd_of_one
-from llamaherd.gateway.route import GatewayRoute
+from llamaherd.gateway.route import GatewayRoute, RequestLimits
 from llamaherd.metrics.prometheus import CONTENT_TYPE
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
@@ -57,15 +59,19 @@ def create_app(
     start_service: bool = True,
     loopback_only: bool = True,
     telemetry: Telemetry | None = None,
+    access: AccessPolicy | None = None,
+    limits: RequestLimits | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
     `start_service`: load the primary model at start-up, as the seed did with its one model.
     `loopback_only`: llamaherd listens on loopback, so only loopback Host names are served
     (see api/guard.py). `telemetry`: what measures and records the herd (default: metrics,
-    no history, no log files, no alerts)."""
+    no history, no log files, no alerts). `access`: keys, scopes and CORS (default: no keys,
+    no other origins). `limits`: how large and how slow a request body may be."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
     telemetry = telemetry or Telemetry(herd)
+    access = access or AccessPolicy()
     service = herd.primary.service  # what llamaStatus and /api/llama/* speak of
     hub = EventHub(service)
     feed = ModelsFeed(herd, hub)
@@ -102,12 +108,28 @@ def create_app(
     if telemetry.metrics is not None:
         _mount_metrics(api, telemetry)
     _mount_dashboard(api)
-    sio = create_socketio(service, hub, herd, telemetry)
+    sio = create_socketio(service, hub, herd, telemetry, access)
     combined = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
     # Inference first: its paths never touch FastAPI or Socket.IO.
     observe = telemetry.observe if telemetry.measuring else None
-    route = GatewayRoute(herd, combined, observe=observe)
-    asgi = BrowserGuard(route, loopback_only=loopback_only)
+    asgi: ASGIApp = GatewayRoute(herd, combined, limits=limits, observe=observe)
+    # Outermost first: the browser checks, CORS (a preflight carries no key), the keys.
+    if access.keys:
+        asgi = AccessGuard(asgi, access.keys, metrics_public=access.metrics_public)
+    if access.cors_allowed_origins:
+        asgi = CORSMiddleware(
+            asgi,
+            allow_origins=list(access.cors_allowed_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "x-api-key", "content-type"],
+            expose_headers=["retry-after"],
+            max_age=600,
+        )
+    asgi = BrowserGuard(
+        asgi,
+        loopback_only=loopback_only,
+        allowed_origins=frozenset(access.cors_allowed_origins),
+    )
     return Application(asgi=asgi, hub=hub, api=api, herd=herd, telemetry=telemetry)
 
 

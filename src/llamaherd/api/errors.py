@@ -14,8 +14,13 @@ from llamaherd.errors import ControlConflictError, LlamaherdError
 logger = logging.getLogger("llamaherd.api")
 
 
-def error_response(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+def error_response(
+    status: int, message: str, kind: str, *, code: str | None = None
+) -> JSONResponse:
+    error: dict[str, str] = {"message": message, "type": kind}
+    if code is not None:
+        error["code"] = code
+    return JSONResponse({"error": error}, status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -29,7 +34,8 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        return error_response(400, problems or "invalid request", "invalid_request")
+        # 422, as OpenAI-style clients expect for a well-formed request of the wrong shape.
+        return error_response(422, problems or "invalid request", "invalid_request_error")
 
     @app.exception_handler(ControlConflictError)
     async def conflict(request: Request, exc: ControlConflictError) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 - Cross-site requests: any web page can make a browser POST to http://127.0.0.1:3000
   (a "simple" request needs no CORS preflight). A state-changing request that carries an
-  Origin other than our own is refused, so a random site cannot stop your llama-server.
+  Origin other than our own is refused, so a random site cannot stop your llama-server
+  (unless it is one of the configured cors_allowed_origins).
 - DNS rebinding: a hostile name that resolves to 127.0.0.1 makes the page same-origin with us.
   While llamaherd listens on loopback only, the Host header must name loopback too.
 - A Host or Origin header that does not parse is answered 400 (a websocket is closed with 1008),
@@ -58,8 +59,23 @@ def _malformed(header: str, value: str, exc: ValueError, form: str) -> Refusal:
     return Refusal(400, f"malformed {header} header {value!r} ({exc}); send {form}", "bad_request")
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a page from `origin` is served by the `host` it calls."""
+    try:
+        return _origin_netloc(origin) == host
+    except ValueError:
+        return False
+
+
 @functools.lru_cache(maxsize=512)  # a client sends the same few headers on every request
-def refusal(method: str, host: str, origin: str | None, *, loopback_only: bool) -> Refusal | None:
+def refusal(
+    method: str,
+    host: str,
+    origin: str | None,
+    *,
+    loopback_only: bool,
+    allowed_origins: frozenset[str] = frozenset(),
+) -> Refusal | None:
     """The decision, as a pure function of the request's method and headers.
 
     A Host or Origin that does not parse is a bad request (400) whatever the mode: it can only
@@ -80,15 +96,25 @@ def refusal(method: str, host: str, origin: str | None, *, loopback_only: bool) 
             "(open it as http://127.0.0.1:PORT or http://localhost:PORT)",
             "forbidden",
         )
-    if origin and method not in SAFE_METHODS and origin_netloc != host:
+    if (
+        origin
+        and method not in SAFE_METHODS
+        and origin_netloc != host
+        and origin.rstrip("/") not in allowed_origins
+    ):
         return Refusal(403, f"cross-origin {method} from {origin} refused", "forbidden")
     return None
 
 
 class BrowserGuard:
-    def __init__(self, app: ASGIApp, *, loopback_only: bool) -> None:
+    """`allowed_origins`: the sites (cors_allowed_origins) whose pages may call llamaherd."""
+
+    def __init__(
+        self, app: ASGIApp, *, loopback_only: bool, allowed_origins: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.loopback_only = loopback_only
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -103,7 +129,11 @@ class BrowserGuard:
             elif key == b"origin":
                 origin = value.decode("latin-1")
         problem = refusal(
-            scope.get("method", "GET"), host, origin, loopback_only=self.loopback_only
+            scope.get("method", "GET"),
+            host,
+            origin,
+            loopback_only=self.loopback_only,
+            allowed_origins=self.allowed_origins,
         )
         if problem is None:
             await self.app(scope, receive, send)

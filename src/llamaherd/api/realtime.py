@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import socketio
+from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
+from llamaherd.api.access import AccessPolicy, ApiKey, authorize, socket_key
+from llamaherd.api.guard import same_origin
 from llamaherd.api.hub import EventHub
 from llamaherd.api.payloads import (
     LOAD_MODEL,
@@ -36,11 +39,29 @@ LOG_ROOM = "llama-logs"
 
 
 def create_socketio(
-    service: LlamaService, hub: EventHub, herd: Herd, telemetry: Telemetry
+    service: LlamaService,
+    hub: EventHub,
+    herd: Herd,
+    telemetry: Telemetry,
+    access: AccessPolicy | None = None,
 ) -> socketio.AsyncServer:
-    # Same-origin only by default (cors_allowed_origins unset): a page on another site must
-    # not be able to drive a local llama-server through the browser.
-    sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+    access = access or AccessPolicy()
+    allowed = frozenset(access.cors_allowed_origins)
+
+    def origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        # Same-origin only, plus the configured allow-list: a page on another site must not
+        # be able to drive a local llama-server through the browser.
+        if not origin:
+            return True
+        host = environ.get("HTTP_HOST", "")
+        return origin.rstrip("/") in allowed or same_origin(origin, host)
+
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        logger=False,
+        engineio_logger=False,
+        cors_allowed_origins=origin_allowed,
+    )
 
     async def send_status(sid: str) -> None:
         await sio.emit(STATUS_EVENT, status_event(service.get_state()), to=sid)
@@ -54,6 +75,11 @@ def create_socketio(
 
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if access.keys:
+            # The connect payload {"token": KEY}: a browser cannot set headers on a websocket.
+            verdict = authorize(access.keys, socket_key(auth, environ), "admin")
+            if not isinstance(verdict, ApiKey):
+                raise SocketRefused(verdict.message, {"code": verdict.code})
         await send_status(sid)
         await send_models(sid)
         await send_metrics(sid)

@@ -18,7 +18,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, unquote
 
 from llamaherd.gateway.herd import Herd, Ticket
 from llamaherd.gateway.proxy import (
@@ -64,6 +66,7 @@ INFERENCE_PATHS = frozenset(
         "/apply-template",
     }
 )
+MODEL_LIST_PATHS = frozenset({"/v1/models", "/models"})
 UPSTREAM_PREFIX = "/upstream/"
 
 
@@ -82,9 +85,18 @@ class RequestObserver(ChunkObserver, Protocol):
 # the gateway knows nothing of what is measured or where it goes.
 ObserverFactory = Callable[[str, str, bool], RequestObserver]
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 60.0  # a client that sends its body slower than this is cut off
 HEARTBEAT_S = 1.0
 RETRIES_ON_REFUSED = 1  # a refused connection is retried once, after the supervisor noticed
 REFUSED_SETTLE_S = 2.0  # how long to wait for that
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """How large a request body may be, and how long its client may take to send it."""
+
+    body_limit: int = DEFAULT_BODY_LIMIT
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
 
 class GatewayRoute:
@@ -93,12 +105,14 @@ class GatewayRoute:
         herd: Herd,
         app: Any,
         *,
-        body_limit: int = DEFAULT_BODY_LIMIT,
+        limits: RequestLimits | None = None,
         observe: ObserverFactory | None = None,
     ) -> None:
         self.herd = herd
         self.app = app  # everything that is not inference
-        self.body_limit = body_limit
+        limits = limits or RequestLimits()
+        self.body_limit = limits.body_limit
+        self.body_timeout_s = limits.body_timeout_s
         self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +130,7 @@ class GatewayRoute:
                     headers=[(b"allow", b"POST")],
                 )
                 return
-            if path in ("/v1/models", "/models"):
+            if path in MODEL_LIST_PATHS:
                 await self._models(scope, send)
                 return
             if path.startswith(UPSTREAM_PREFIX):
@@ -137,15 +151,12 @@ class GatewayRoute:
                 send, 400, f"the request body is not valid JSON: {exc}", "invalid_request_error"
             )
             return
-        if not isinstance(payload, dict):
-            await send_error(
-                send, 400, "the request body must be a JSON object", "invalid_request_error"
-            )
+        problem = _wrong_type(payload)
+        if problem is not None:
+            # Valid JSON of the wrong shape: 422, as FastAPI answers for the REST routes.
+            await send_error(send, 422, problem, "invalid_request_error")
             return
         name = payload.get("model")
-        if name is not None and not isinstance(name, str):
-            await send_error(send, 400, '"model" must be a string', "invalid_request_error")
-            return
         spec = await self._resolve(name, send)
         if spec is None:
             return
@@ -156,8 +167,7 @@ class GatewayRoute:
         """`/upstream/{model}/{path}`: passed unchanged to that model's own llama-server (its
         web UI, /slots, /props, /metrics), loading it first if needed. The target is always
         that server's base URL: the path is appended to it, never parsed as a URL."""
-        rest = scope["path"][len(UPSTREAM_PREFIX) :]
-        name, _, tail = rest.partition("/")
+        name, tail = _upstream_parts(scope)
         spec = await self._resolve(name, send) if name else None
         if spec is None:
             if not name:
@@ -310,12 +320,22 @@ class GatewayRoute:
 
     async def _body(self, receive: Receive, send: Send) -> bytes | None:
         try:
-            return await read_body(receive, self.body_limit)
+            async with asyncio.timeout(self.body_timeout_s):
+                return await read_body(receive, self.body_limit)
+        except TimeoutError:
+            await send_error(
+                send,
+                408,
+                f"the request body did not arrive within {self.body_timeout_s:g} s "
+                "(body_timeout_s)",
+                "invalid_request_error",
+                headers=[(b"connection", b"close")],
+            )
         except BodyTooLarge as exc:
             await send_error(
                 send,
                 413,
-                f"the request body is larger than {exc.limit} bytes",
+                f"the request body is larger than {exc.limit} bytes (max_body_mb)",
                 "invalid_request_error",
             )
         except ClientDisconnected:
@@ -342,6 +362,37 @@ async def _refuse(send: Send, decision: Reject, *, started: bool) -> None:
     await send_error(
         send, decision.status, decision.message, kind, headers=[(b"retry-after", retry)]
     )
+
+
+def _upstream_parts(scope: Scope) -> tuple[str, str]:
+    """The model id and the rest of `/upstream/{model}/{rest}`. The rest is taken from the raw
+    path, still percent-encoded as the client sent it: decoded, "%0d%0a" would become a line
+    break in the request to llama-server, and "%2F" a path separator the client did not send.
+    Whatever it holds, it is appended to the model's own base URL (never parsed as a URL), so
+    no path, host or scheme in it can point llamaherd anywhere else."""
+    raw = scope.get("raw_path") or quote(scope["path"]).encode("latin-1")
+    rest = raw.decode("latin-1")[len(UPSTREAM_PREFIX) :]
+    name, _, tail = rest.partition("/")
+    return unquote(name), tail
+
+
+def _wrong_type(payload: Any) -> str | None:
+    """What is wrong with the types of the fields llamaherd itself reads, if anything. The rest
+    of the body is llama-server's to judge."""
+    if not isinstance(payload, dict):
+        return f"the request body must be a JSON object, not {_json_type(payload)}"
+    if "model" in payload and not isinstance(payload["model"], str | None):
+        return f'"model" must be a string (a model id), not {_json_type(payload["model"])}'
+    if "stream" in payload and not isinstance(payload["stream"], bool | None):
+        return f'"stream" must be true or false, not {_json_type(payload["stream"])}'
+    return None
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
 
 
 def _query(scope: Scope) -> str:
