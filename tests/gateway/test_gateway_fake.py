@@ -297,6 +297,15 @@ async def test_unknown_model_and_malformed_bodies_are_refused(
         ):
             wrong = await client.post("/v1/completions", content=body)
             assert field in assert_openai_error(wrong, 422, "invalid_request_error")["message"]
+        # A model id is looked up among the configured ones, never read as a file path.
+        for name in (str(demo_models.alpha), "../alpha", demo_models.alpha.name, "alpha/../beta"):
+            answer = await client.post(
+                "/v1/chat/completions", json={"model": name, "messages": CHAT}
+            )
+            assert (
+                assert_openai_error(answer, 404, "invalid_request_error")["code"]
+                == "model_not_found"
+            )
         no_default = await client.post("/v1/chat/completions", json={"messages": CHAT})
         assert_openai_error(no_default, 400, "invalid_request_error")
 
