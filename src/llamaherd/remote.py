@@ -398,9 +398,10 @@ def _json_object(answer: httpx.Response) -> dict[str, Any] | None:
 
 def _error_message(body: dict[str, Any] | None) -> str | None:
     """The message of an error in llamaherd's shape, {"error": {"message", "type"}}; None for
-    any other. llama-server's OpenAI-style errors look alike but carry a "code"."""
+    any other. llama-server's OpenAI-style errors look alike but carry a numeric "code"
+    (llamaherd's refusals of a key carry a word: "missing_api_key")."""
     error = (body or {}).get("error")
-    if not isinstance(error, dict) or "code" in error:
+    if not isinstance(error, dict) or not isinstance(error.get("code", ""), str):
         return None
     message, kind = error.get("message"), error.get("type")
     return message if isinstance(message, str) and isinstance(kind, str) else None

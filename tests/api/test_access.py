@@ -316,3 +316,29 @@ async def test_upstream_cannot_be_pointed_at_anything_else(
     # The same route does reach its own server.
     status, body = await raw_request(gw.url, "/upstream/alpha/health")
     assert status == 200 and b"ok" in body
+
+
+async def test_the_command_line_sends_llamaherd_api_key(
+    launch: Any,
+    fake_binary: Path,
+    model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llamaherd.cli import main
+
+    gw: Gateway = await launch(keyed_config(fake_binary, model_file))
+    monkeypatch.delenv("LLAMAHERD_API_KEY", raising=False)
+    assert await asyncio.to_thread(main, ["status", "--url", gw.url]) == 1
+    err = capsys.readouterr().err
+    assert "requires an API key" in err and "LLAMAHERD_API_KEY" in err
+    assert "Traceback" not in err
+
+    monkeypatch.setenv("LLAMAHERD_API_KEY", INFER)
+    assert await asyncio.to_thread(main, ["models", "--url", gw.url]) == 1
+    err = capsys.readouterr().err
+    assert "needs the 'admin' scope" in err and INFER not in err
+
+    monkeypatch.setenv("LLAMAHERD_API_KEY", ADMIN)
+    assert await asyncio.to_thread(main, ["models", "--url", gw.url]) == 0
+    assert "alpha" in capsys.readouterr().out
