@@ -398,7 +398,12 @@ class ServeProcess:
         code = self.proc.wait(timeout=timeout_s)
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self.proc.stdout is not None and not self._reader_alive():
+            self.proc.stdout.close()
         return code
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
 
     def close(self) -> list[int]:
         """Kill llamaherd's group and every llama-server it started that still runs; the pids

@@ -16,14 +16,18 @@ import asyncio
 import os
 import signal
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from llamaherd.gateway.proxy import Upstreams
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.states import ServiceState, Status
 from tests.chaos.conftest import Figures
-from tests.chaos.load import Load
+from tests.chaos.load import PROMPT, Load
+from tests.conftest import free_port, wait_http_ready
 from tests.gateway import conftest as gateway
 from tests.gateway.conftest import FAST_POLICY, DemoModels, Gateway, Launch, gateway_config
 
@@ -180,3 +184,49 @@ async def test_sigstop_under_load_is_a_crash_and_loses_no_request(
         assert "stopped answering /health" in reason, reason
     # Three probes of at most 1.25 s each, then the kill: well under the client's timeout.
     assert max(detections) < 8.0
+
+
+@pytest.mark.timeout(60)
+async def test_without_a_fault_the_same_load_never_fails(
+    launch: Launch, real_binary: Path, demo_models: DemoModels, figures: Figures
+) -> None:
+    """The control for the tests above: the same load and no fault, so every failure they
+    count is the fault's. Plain and streamed requests in turn, on a llama-server that closes
+    its connection after every stream."""
+    gw = await launch(config(real_binary, demo_models.alpha))
+    await gw.loaded(MODEL)
+    async with Load(gw.url, MODEL, clients=CLIENTS, timeout_s=CLIENT_TIMEOUT_S) as load:
+        await load.wait_for(lambda: len(load.outcomes) >= 400, "400 requests have ended")
+    outcome = load.figures()
+    figures.update(outcome)
+    assert outcome["failed_clearly"] == 0, load.details("failed_clearly")
+    assert outcome["lost"] == 0, load.details("lost")
+    assert gw.starts[MODEL] == 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_request_right_after_a_stream_never_gets_its_closed_connection(
+    real_binary: Path, demo_model: Path, spawn_external: Callable[..., object]
+) -> None:
+    """llama-server closes the connection after each streamed answer without saying so; the
+    upstream pool must not hand that connection to the next request (which then failed with
+    "Can not write request body" or "Server disconnected", a 502 for nothing)."""
+    port = free_port()
+    spawn_external([str(real_binary), "-m", str(demo_model), "--port", str(port), "-np", "2"])
+    await asyncio.to_thread(wait_http_ready, port)
+    base = f"http://127.0.0.1:{port}"
+    upstreams = Upstreams()
+    failures: list[str] = []
+    try:
+        session = upstreams.session(base)
+        for n in range(60):  # stream, plain, stream, plain...
+            body = {"messages": PROMPT, "max_tokens": 2, "stream": n % 2 == 0}
+            try:
+                async with session.post(base + "/v1/chat/completions", json=body) as answer:
+                    await answer.read()
+                    assert answer.status == 200
+            except aiohttp.ClientError as exc:
+                failures.append(f"request {n}: {type(exc).__name__}: {exc}")
+    finally:
+        await upstreams.aclose()
+    assert failures == []

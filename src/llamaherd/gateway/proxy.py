@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.connector import Connection
 from yarl import URL
 
 from llamaherd.errors import LlamaherdError
@@ -112,6 +113,32 @@ class RelayOutcome:
         return self.error is None and not self.client_disconnected
 
 
+class _UpstreamResponse(aiohttp.ClientResponse):
+    """A response whose connection goes back to the pool only if the server will keep it.
+
+    llama-server closes the connection after every chunked answer (every event stream), while
+    its headers say `Keep-Alive: timeout=5, max=100` and not `Connection: close`. Pooled, such
+    a connection goes to the next request before its close is seen, and that request fails
+    with a 502 for nothing ("Can not write request body", "Server disconnected"): every plain
+    request sent right after a stream did (30 of 30), and up to one request in 60 under a
+    mixed load of five clients (tests/chaos/test_crashes.py, the tests without a fault). So a
+    chunked answer's connection is closed instead of pooled: the next request pays for a new
+    loopback connection, which the server's own close makes necessary anyway.
+    """
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        response = await super().start(connection)
+        if protocol is not None and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            if self.connection is None:
+                # The whole answer came with its headers and the connection is pooled already:
+                # closed, the pool drops it before anyone takes it (nothing ran meanwhile).
+                protocol.close()
+            else:
+                protocol.force_close()  # closed rather than pooled when the answer ends
+        return response
+
+
 class Upstreams:
     """One aiohttp `ClientSession` per upstream base URL, made on first use.
 
@@ -122,6 +149,7 @@ class Upstreams:
     - `trust_env=False`: no proxy from the environment for loopback traffic;
     - `auto_decompress=False`: bytes pass through as the upstream sent them;
     - a dummy cookie jar: one client's cookies must never ride along with another's request;
+    - a chunked answer's connection is never reused (see `_UpstreamResponse`);
     - a connect timeout, and no total timeout (a stream lasts as long as the generation).
       `read_timeout_s` bounds the silence between two reads; it is off by default, see above.
     """
@@ -170,6 +198,7 @@ class Upstreams:
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=SKIP_AUTO_HEADERS,
+            response_class=_UpstreamResponse,
         )
 
 
