@@ -189,17 +189,19 @@ def chat(tokens: int) -> dict[str, Any]:
 
 
 class Served:
-    """`llamaherd serve --config CONFIG`, its own session; its output goes to a file."""
+    """`llamaherd serve` with `config` (written to `folder`), in a session of its own; its
+    output goes to a file there."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        settings = json.loads(config.read_text())
-        self.port = int(settings["app_port"])
-        self.model_url = f"http://127.0.0.1:{settings['models'][MODEL]['port']}"
+    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+        self.config = config
+        self.port = int(config["app_port"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("wb") as out:
+        path = folder / "llamaherd.json"
+        path.write_text(json.dumps(config))
+        self.log = folder / "llamaherd.log"
+        with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
+                [sys.executable, "-m", "llamaherd", "serve", "--config", str(path)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -207,8 +209,13 @@ class Served:
             )
         self.servers: set[int] = set()
 
+    def model_url(self, model: str) -> str:
+        """The base URL of `model`'s own llama-server (its port is in the config)."""
+        return f"http://127.0.0.1:{self.config['models'][model]['port']}"
+
     @property
     def output(self) -> str:
+        """The end of its log."""
         return self.log.read_text(errors="replace")[-6000:]
 
     def _alive(self) -> None:
@@ -228,9 +235,9 @@ class Served:
             await asyncio.sleep(0.05)
         raise AssertionError(f"timed out after {timeout} s waiting until {what}:\n{self.output}")
 
-    async def busy_slots(self) -> int:
-        """How many of the model's slots are generating, asked of its llama-server itself."""
-        async with httpx.AsyncClient(base_url=self.model_url, timeout=10) as http:
+    async def busy_slots(self, model: str) -> int:
+        """How many of `model`'s slots are generating, asked of its llama-server itself."""
+        async with httpx.AsyncClient(base_url=self.model_url(model), timeout=10) as http:
             answer = await http.get("/slots")
         answer.raise_for_status()
         return sum(bool(slot["is_processing"]) for slot in answer.json())
@@ -249,11 +256,14 @@ class Served:
         raise AssertionError("no VmHWM in /proc/PID/status")
 
     def remember_servers(self) -> None:
+        """Note the llama-servers running now, to check at `close()` that none outlives it."""
         self.servers |= {child.pid for child in psutil.Process(self.proc.pid).children()}
 
     def close(self) -> None:
         """SIGTERM (llamaherd stops its servers), then SIGKILL whatever is left, by pid."""
         if self.proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                self.remember_servers()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
@@ -285,9 +295,7 @@ def served(tmp_path: Path, real_binary: Path, demo_model: Path) -> Iterator[Serv
     # Every client comes from 127.0.0.1: a per-address connection cap must not refuse them.
     if "max_connections_per_client" in Settings.model_fields:
         config["max_connections_per_client"] = 10 * CLIENTS
-    path = tmp_path / "llamaherd.json"
-    path.write_text(json.dumps(config))
-    serve = Served(path, tmp_path / "llamaherd.log")
+    serve = Served(config, tmp_path)
     try:
         yield serve
     finally:
@@ -367,7 +375,7 @@ class Round:
 
 async def burst(served: Served, slots: int, tokens: int) -> Round:
     async def full() -> bool:
-        return await served.busy_slots() == slots
+        return await served.busy_slots(MODEL) == slots
 
     rss_before = served.rss()
     served.reset_peak()
