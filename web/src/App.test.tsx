@@ -6,6 +6,10 @@ import { FakeSocket } from './test/fakeSocket';
 import { jsonResponse, modelsEvent, statusData, statusEvent } from './test/fixtures';
 import { historyFixture, metricsEvent, modelMetrics } from './test/history';
 
+// The health view is a lazy chunk (with the charts): its first import can take longer than
+// findBy's one second when the test workers share a busy machine.
+const LAZY_VIEW = { timeout: 5000 };
+
 function fakeServer() {
   const socket = new FakeSocket();
   const fetchImpl = vi.fn(async (url: string, init?: RequestInit) => {
@@ -183,7 +187,7 @@ describe('App', () => {
 
     await user.click(screen.getByTestId('nav-health'));
     expect(window.location.hash).toBe('#/health');
-    expect(await screen.findByTestId('uptime-card')).toBeInTheDocument();
+    expect(await screen.findByTestId('uptime-card', {}, LAZY_VIEW)).toBeInTheDocument();
     expect(screen.getByTestId('nav-health')).toHaveAttribute('aria-selected', 'true');
     expect(screen.queryByTestId('logs-panel')).not.toBeInTheDocument();
     expect(socket.emitCount('unsubscribeLlamaLogs')).toBe(1);
@@ -208,7 +212,7 @@ describe('App', () => {
       socket.serverConnect();
       socket.serverEmit('llamaModels', modelsEvent());
     });
-    expect(await screen.findByTestId('health-model')).toHaveValue('b');
+    expect(await screen.findByTestId('health-model', {}, LAZY_VIEW)).toHaveValue('b');
   });
 });
 

@@ -1,5 +1,6 @@
 import AppBar from '@mui/material/AppBar';
 import Box from '@mui/material/Box';
+import Button from '@mui/material/Button';
 import Chip from '@mui/material/Chip';
 import Container from '@mui/material/Container';
 import CssBaseline from '@mui/material/CssBaseline';
@@ -13,13 +14,15 @@ import Toolbar from '@mui/material/Toolbar';
 import Typography from '@mui/material/Typography';
 import useMediaQuery from '@mui/material/useMediaQuery';
 import { lazy, Suspense, useCallback, useEffect, useMemo } from 'react';
-import type { FetchLike } from './api/client';
+import { checkApiKey, type FetchLike } from './api/client';
+import { ApiKeyDialog } from './components/ui/ApiKeyDialog';
 import { LlamaControls } from './components/ui/LlamaControls';
 import { LlamaStatusCard } from './components/ui/LlamaStatusCard';
 import { LogsPanel } from './components/ui/LogsPanel';
 import { ModelsTable } from './components/ui/ModelsTable';
 import { Playground } from './components/ui/Playground';
 import { UnreachableBanner } from './components/ui/UnreachableBanner';
+import { useApiKey } from './hooks/useApiKey';
 import { routeHash, useHashRoute } from './hooks/useHashRoute';
 import { useHealth } from './hooks/useHealth';
 import { useLlamaLogs } from './hooks/useLlamaLogs';
@@ -27,6 +30,7 @@ import { useLlamaMetrics } from './hooks/useLlamaMetrics';
 import { useLlamaModels } from './hooks/useLlamaModels';
 import { useLlamaSocket } from './hooks/useLlamaSocket';
 import { useLlamaStatus, type ConnectionState } from './hooks/useLlamaStatus';
+import { apiKeyStore } from './lib/apiKey';
 import { createLlamaSocket, llamaherdOrigin, type SocketFactory } from './lib/socket';
 import { makeTheme } from './theme';
 
@@ -40,13 +44,23 @@ export interface AppProps {
   fetchImpl?: FetchLike;
 }
 
-const CONNECTION_CHIP: Record<ConnectionState, { label: string; color: 'success' | 'default' | 'error' }> = {
+type ChipLook = { label: string; color: 'success' | 'default' | 'error' | 'warning' };
+
+const CONNECTION_CHIP: Record<ConnectionState, ChipLook> = {
   connected: { label: 'live', color: 'success' },
   connecting: { label: 'connecting…', color: 'default' },
   disconnected: { label: 'offline', color: 'error' },
 };
+const KEY_NEEDED_CHIP: ChipLook = { label: 'key needed', color: 'warning' };
 
-function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppProps) {
+interface DashboardProps extends AppProps {
+  /** A key is kept for this tab (the header offers to forget it). */
+  hasKey: boolean;
+  /** llamaherd refuses the page's key (or its lack of one): the key dialog is up. */
+  keyRefused: boolean;
+}
+
+function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, keyRefused }: DashboardProps) {
   const route = useHashRoute();
   const socket = useLlamaSocket(url, socketFactory);
   const llama = useLlamaStatus({ socket });
@@ -59,7 +73,8 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
   }, []);
   const health = useHealth(llama.connected, fetchImpl);
   const origin = useMemo(() => llamaherdOrigin(url), [url]);
-  const chip = CONNECTION_CHIP[llama.connection];
+  // A refused key is not an unreachable llamaherd: the key dialog says what is wrong.
+  const chip = keyRefused ? KEY_NEEDED_CHIP : CONNECTION_CHIP[llama.connection];
 
   useEffect(() => {
     document.title = llama.isLoading ? 'llamaherd' : `llamaherd · ${llama.status}`;
@@ -89,13 +104,18 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
             <Tab label="Health" value="health" component="a" href="#/health" data-testid="nav-health" />
           </Tabs>
           <Box sx={{ flexGrow: 1 }} />
+          {hasKey ? (
+            <Button size="small" color="inherit" data-testid="forget-key" onClick={() => apiKeyStore.forget()}>
+              Forget key
+            </Button>
+          ) : null}
           <Chip size="small" variant="outlined" color={chip.color} label={chip.label} data-testid="connection-state" />
         </Toolbar>
       </AppBar>
 
       <Container maxWidth="xl" sx={{ py: { xs: 2, md: 3 }, px: { xs: 1, sm: 2, md: 3 } }}>
         <Stack spacing={2}>
-          {llama.connection === 'disconnected' ? (
+          {llama.connection === 'disconnected' && !keyRefused ? (
             <UnreachableBanner origin={origin} detail={llama.connectionError} />
           ) : null}
           {route.view === 'health' ? (
@@ -150,10 +170,17 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl }: AppPro
 export default function App(props: AppProps) {
   const prefersDark = useMediaQuery('(prefers-color-scheme: dark)');
   const theme = useMemo(() => makeTheme(prefersDark ? 'dark' : 'light'), [prefersDark]);
+  const auth = useApiKey();
+  const { fetchImpl } = props;
+  const check = useCallback((key: string) => checkApiKey(key, fetchImpl), [fetchImpl]);
+  const accept = useCallback((key: string) => apiKeyStore.use(key), []);
   return (
     <ThemeProvider theme={theme}>
       <CssBaseline enableColorScheme />
-      <Dashboard {...props} />
+      {/* A new key (or none) makes a new dashboard: a new socket whose handshake carries it,
+          and every REST fetch again, so nothing fetched with the old key lingers. */}
+      <Dashboard key={auth.generation} {...props} hasKey={auth.key !== null} keyRefused={auth.problem !== null} />
+      <ApiKeyDialog open={auth.problem !== null} problem={auth.problem} check={check} onAccepted={accept} />
     </ThemeProvider>
   );
 }

@@ -5,21 +5,27 @@ import type {
   LlamaControlResponse,
   LlamaLogsResponse,
 } from '../types/llama';
+import { apiKeyStore, authorizationHeader, httpAuthProblem } from '../lib/apiKey';
 import { parseHistory } from '../lib/history';
 import { HISTORY_PATH, type History, type HistoryQuery } from '../types/history';
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
-/** A failed REST call: HTTP status (0 for network errors), server error type and message. */
+/**
+ * A failed REST call: HTTP status (0 for network errors), server error type and message, and
+ * the server's error code when it sent one (`invalid_api_key`).
+ */
 export class ApiError extends Error {
   readonly status: number;
   readonly type: string;
+  readonly code: string | null;
 
-  constructor(message: string, status: number, type: string) {
+  constructor(message: string, status: number, type: string, code: string | null = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.type = type;
+    this.code = code;
   }
 }
 
@@ -29,18 +35,23 @@ function isApiErrorBody(body: unknown): body is ApiErrorBody {
   return typeof err === 'object' && err !== null && 'message' in err;
 }
 
-/** Fetch JSON from llamaherd (same origin); throws {@link ApiError} on any failure. */
+/**
+ * Fetch JSON from llamaherd (same origin); throws {@link ApiError} on any failure. Sends the
+ * tab's API key (or `key`, to try one before keeping it); a refused key is also reported to
+ * the key store, which asks the user for another.
+ */
 async function requestJson<T>(
   path: string,
   init?: RequestInit,
   fetchImpl?: FetchLike,
+  key: string | null = apiKeyStore.key,
 ): Promise<T> {
   const doFetch: FetchLike = fetchImpl ?? ((input, i) => globalThis.fetch(input, i));
   let response: Response;
   try {
     response = await doFetch(path, {
       ...init,
-      headers: { Accept: 'application/json', ...(init?.headers ?? {}) },
+      headers: { Accept: 'application/json', ...authorizationHeader(key), ...(init?.headers ?? {}) },
     });
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
@@ -58,11 +69,15 @@ async function requestJson<T>(
   }
 
   if (!response.ok) {
+    const refusal = httpAuthProblem(response.status, isApiErrorBody(body) ? body.error : null, key);
+    if (refusal) apiKeyStore.refused(refusal, key);
     if (isApiErrorBody(body)) {
+      const code: unknown = body.error.code;
       throw new ApiError(
         String(body.error.message),
         response.status,
         String(body.error.type ?? 'error'),
+        typeof code === 'string' ? code : null,
       );
     }
     const detail = response.statusText || text.slice(0, 200) || 'request failed';
@@ -72,6 +87,15 @@ async function requestJson<T>(
     throw new ApiError('llamaherd answered with no JSON', response.status, 'invalid_response');
   }
   return body as T;
+}
+
+/**
+ * Try `key` before keeping it: `GET /api/status` with it, which needs what the dashboard needs
+ * (the admin scope). Resolves when llamaherd accepts it; rejects with its {@link ApiError}
+ * (401 unknown key, 403 not enough scope) otherwise.
+ */
+export async function checkApiKey(key: string, fetchImpl?: FetchLike): Promise<void> {
+  await requestJson<unknown>('/api/status', undefined, fetchImpl, key);
 }
 
 export function getHealth(fetchImpl?: FetchLike): Promise<HealthInfo> {

@@ -1,14 +1,15 @@
 import { act, renderHook } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ApiKeyStore } from '../lib/apiKey';
 import { REJECTED_RECONNECT_MS, SERVER_KICK_RECONNECT_MS } from '../lib/socket';
 import { FakeSocket } from '../test/fakeSocket';
 import { useLlamaSocket } from './useLlamaSocket';
 
-function setup(url?: string) {
+function setup(url?: string, keys = new ApiKeyStore(null)) {
   const socket = new FakeSocket();
   const factory = vi.fn((_url?: string) => socket);
-  const hook = renderHook(() => useLlamaSocket(url, factory));
-  return { socket, factory, ...hook };
+  const hook = renderHook(() => useLlamaSocket(url, factory, keys));
+  return { socket, factory, keys, ...hook };
 }
 
 describe('useLlamaSocket', () => {
@@ -76,5 +77,37 @@ describe('useLlamaSocket', () => {
     expect(vi.getTimerCount()).toBe(0);
     act(() => vi.advanceTimersByTime(SERVER_KICK_RECONNECT_MS));
     expect(socket.connectCalls).toBe(1);
+  });
+
+  it('reports a handshake refused for its key, and does not try the same key again', () => {
+    const { socket, keys } = setup();
+    act(() => {
+      socket.active = false;
+      socket.connectError('This llamaherd requires an API key.');
+    });
+    expect(keys.snapshot().problem).toEqual({ code: 'missing_api_key', message: 'This llamaherd requires an API key.' });
+    act(() => vi.advanceTimersByTime(10 * REJECTED_RECONNECT_MS));
+    expect(socket.connectCalls).toBe(1);
+  });
+
+  it('says which key was refused: an unknown one, or one without the scope', () => {
+    const keys = new ApiKeyStore(null);
+    keys.use('app-key-0123456789ab');
+    const { socket } = setup(undefined, keys);
+    act(() => {
+      socket.active = false;
+      socket.connectError("The API key 'app' lacks the admin scope.");
+    });
+    expect(keys.snapshot().problem).toEqual({ code: 'insufficient_scope', message: "The API key 'app' lacks the admin scope." });
+  });
+
+  it('reports nothing for a transport error or a refusal that is not about the key', () => {
+    const { socket, keys } = setup();
+    act(() => socket.connectError('xhr poll error'));
+    act(() => {
+      socket.active = false;
+      socket.connectError('handshake refused');
+    });
+    expect(keys.snapshot().problem).toBeNull();
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { chatChunk, FINAL_TIMINGS, jsonResponse, streamedResponse } from '../test/fixtures';
+import { apiKeyStore } from './apiKey';
 import { ChatError, hintOf, readChatData, streamChat, type ChatUpdate } from './chat';
 
 type Stream = ReturnType<typeof streamedResponse>;
@@ -168,5 +169,27 @@ describe('streamChat', () => {
     expect(updates).toEqual([{ kind: 'token', content: 'one' }]);
     // The request was made with that signal: aborting it is what closes the connection.
     expect((fetchImpl.mock.calls[0] as [string, RequestInit])[1].signal).toBe(controller.signal);
+  });
+
+  it("sends the tab's API key as a Bearer header, and none without one", async () => {
+    const fetchImpl = vi.fn(async () => jsonResponse({ error: { message: 'stop here', type: 'x' } }, 400));
+    const headers = (n: number) => new Headers((fetchImpl.mock.calls[n] as unknown as [string, RequestInit])[1].headers);
+    await streamChat({ model: 'a', messages: [], fetchImpl }, () => {}).catch(() => {});
+    expect(headers(0).has('authorization')).toBe(false);
+    apiKeyStore.use('admin-key-0123456789');
+    await streamChat({ model: 'a', messages: [], fetchImpl }, () => {}).catch(() => {});
+    expect(headers(1).get('authorization')).toBe('Bearer admin-key-0123456789');
+    expect(headers(1).get('content-type')).toBe('application/json');
+  });
+
+  it('reports a refused key to the key store', async () => {
+    apiKeyStore.use('revoked-key-0123456789');
+    const body = { error: { message: 'Unknown API key.', type: 'invalid_request_error', code: 'invalid_api_key' } };
+    const fetchImpl = vi.fn(async () => jsonResponse(body, 401));
+    await expect(streamChat({ model: 'a', messages: [], fetchImpl }, () => {})).rejects.toMatchObject({
+      status: 401,
+      message: 'Unknown API key.',
+    });
+    expect(apiKeyStore.snapshot().problem).toEqual({ code: 'invalid_api_key', message: 'Unknown API key.' });
   });
 });

@@ -1,5 +1,6 @@
 import type { FetchLike } from '../api/client';
 import { CHAT_COMPLETIONS_PATH, type ChatMessage, type ChatTimings } from '../types/gateway';
+import { apiKeyStore, authorizationHeader, httpAuthProblem } from './apiKey';
 import { parseSse, SSE_START, type SseState } from './sse';
 
 /** A chat request that failed: HTTP status (0 when none: network, or inside the stream). */
@@ -108,7 +109,7 @@ export interface ChatOutcome {
   finishReason: string | null;
 }
 
-async function errorFromResponse(response: Response): Promise<ChatError> {
+async function errorFromResponse(response: Response, sentKey: string | null): Promise<ChatError> {
   const text = await response.text().catch(() => '');
   let body: unknown = null;
   try {
@@ -117,13 +118,16 @@ async function errorFromResponse(response: Response): Promise<ChatError> {
     body = null;
   }
   const error = errorOf(body);
+  const refusal = httpAuthProblem(response.status, error, sentKey);
+  if (refusal) apiKeyStore.refused(refusal, sentKey);
   if (error) return new ChatError(error.message, response.status, error.type);
   const detail = response.statusText || text.slice(0, 200) || 'request failed';
   return new ChatError(`HTTP ${response.status}: ${detail}`, response.status, 'http');
 }
 
 /**
- * `POST /v1/chat/completions` with `stream: true`, read with a stream reader: every token,
+ * `POST /v1/chat/completions` with `stream: true` and the tab's API key (a refused key is
+ * reported to the key store), read with a stream reader: every token,
  * hint and the final timings go to `onUpdate` as they arrive. Resolves at `[DONE]`; rejects
  * with a {@link ChatError} for an HTTP error (its body's message), an error event inside the
  * stream, a network failure or a stream cut short, and with the fetch's own AbortError when
@@ -133,11 +137,13 @@ export async function streamChat(request: ChatRequest, onUpdate: (update: ChatUp
   const doFetch: FetchLike = request.fetchImpl ?? ((input, init) => globalThis.fetch(input, init));
   const body: Record<string, unknown> = { model: request.model, messages: request.messages, stream: true };
   if (request.maxTokens !== undefined) body.max_tokens = request.maxTokens;
+  // An inference call needs the tab's key as much as the REST calls do.
+  const key = apiKeyStore.key;
   let response: Response;
   try {
     response = await doFetch(CHAT_COMPLETIONS_PATH, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
+      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream', ...authorizationHeader(key) },
       body: JSON.stringify(body),
       signal: request.signal,
     });
@@ -146,7 +152,7 @@ export async function streamChat(request: ChatRequest, onUpdate: (update: ChatUp
     const reason = err instanceof Error ? err.message : String(err);
     throw new ChatError(`Cannot reach llamaherd: ${reason}`, 0, 'network');
   }
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) throw await errorFromResponse(response, key);
   if (!response.body) throw new ChatError('llamaherd answered with no body', response.status, 'invalid_response');
 
   const outcome: ChatOutcome = { content: '', chunks: 0, timings: null, finishReason: null };

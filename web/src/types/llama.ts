@@ -100,7 +100,8 @@ export type LlamaControlAction = 'start' | 'stop' | 'restart';
 
 /** Error body of every failing REST call. */
 export interface ApiErrorBody {
-  error: { message: string; type: string };
+  /** `code` is there for some errors only (`missing_api_key`, `invalid_api_key`, `insufficient_scope`). */
+  error: { message: string; type: string; code?: string };
 }
 
 /** `GET /healthz` */
