@@ -23,6 +23,7 @@ from llamaherd.api.guard import BrowserGuard
 from llamaherd.api.history_routes import create_history_router
 from llamaherd.api.hub import EventHub
 from llamaherd.api.models_feed import ModelsFeed
+from llamaherd.api.openapi import document_gateway
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
@@ -100,6 +101,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(api)
+    document_gateway(api)  # the gateway's routes are not FastAPI's, but belong in its schema
     api.include_router(create_router(service))
     api.include_router(create_gateway_router(herd))
     api.include_router(create_sse_router(service, hub))
