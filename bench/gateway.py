@@ -58,6 +58,7 @@ ROOT = SCRIPT.parent.parent
 LOAD_SCRIPT = SCRIPT.parent / "gateway_load.py"
 DEFAULT_OUT = ROOT / "bench" / "results" / "gateway.md"
 MODEL = "a"
+BENCH_KEY = "bench-key-0123456789abcdef"  # --with-keys: the key every variant sends
 # Targets of the issue.
 TARGET_RPS_RATIO = 0.90
 TARGET_ADDED_P50_MS = 1.0
@@ -72,9 +73,16 @@ class Llamaherd:
     """`python -m llamaherd serve` in its own process, with a config in the work folder."""
 
     def __init__(
-        self, workdir: Path, name: str, config: dict[str, Any], *, slots: int | None = None
+        self,
+        workdir: Path,
+        name: str,
+        config: dict[str, Any],
+        *,
+        slots: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.workdir = workdir
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.slots = slots  # wait until the gateway has learned this slot count from /props
         self.name = name
         self.port = procs.free_port()
@@ -91,7 +99,7 @@ class Llamaherd:
         self.proc = procs.start(argv, self.log, cwd=ROOT)
 
         def ready() -> int | None:
-            status = procs.get_json(f"{self.url}/api/status")
+            status = procs.get_json(f"{self.url}/api/status", headers=self.headers)
             return int(status["pid"]) if status.get("status") == "ready" else None
 
         self.llama_pid = procs.wait_for(
@@ -109,7 +117,7 @@ class Llamaherd:
         return self
 
     def max_concurrency(self) -> int:
-        listing = procs.get_json(f"{self.url}/v1/models")
+        listing = procs.get_json(f"{self.url}/v1/models", headers=self.headers)
         return int(listing["data"][0]["meta"]["maxConcurrency"])
 
     def __exit__(self, *exc: object) -> None:
@@ -195,9 +203,9 @@ class Router:
             procs.stop(self.proc)  # the group: the router and the servers it spawned
 
 
-def check_answers(url: str, model: str | None) -> None:
+def check_answers(url: str, model: str | None, headers: dict[str, str] | None = None) -> None:
     """One request that must succeed before anything is measured."""
-    status, body = procs.post_json(url + CHAT_PATH, chat_body(model, 8))
+    status, body = procs.post_json(url + CHAT_PATH, chat_body(model, 8), headers=headers)
     if status != 200:
         raise RuntimeError(f"{url}{CHAT_PATH} answered {status}: {body[:300]!r}")
 
@@ -245,7 +253,10 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
         "llama_server_args": llama_args(args.slots, args.threads),
         "state_dir": str(tmp / "state"),
     }
-    script = write_wrk_script(tmp / "chat.lua", chat_body(MODEL, args.max_tokens))
+    # With --with-keys every variant gets the same Authorization header (llama-server and nginx
+    # ignore it), so the only difference is llamaherd checking it.
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"} if args.with_keys else {}
+    script = write_wrk_script(tmp / "chat.lua", chat_body(MODEL, args.max_tokens), headers)
     results = PlainResults()
     with contextlib.ExitStack() as stack:
         stack.enter_context(procs.pinned_here(args.server_cpus))
@@ -266,13 +277,23 @@ def part_plain(tmp: Path, args: argparse.Namespace, notes: list[str]) -> PlainRe
             }
             bare = stack.enter_context(Llamaherd(tmp, "llamaherd-bare", quiet, slots=args.slots))
             targets["llamaherd, telemetry off"] = (bare.url, [bare.pid])
+        if args.with_keys:
+            # A llamaherd that requires an API key, in front of the same llama-server.
+            keyed_config = {
+                **config,
+                "api_keys": [{"name": "bench", "key": BENCH_KEY, "scopes": ["admin"]}],
+            }
+            keyed = stack.enter_context(
+                Llamaherd(tmp, "llamaherd-keys", keyed_config, slots=args.slots, api_key=BENCH_KEY)
+            )
+            targets["llamaherd, API key"] = (keyed.url, [keyed.pid])
         if args.nginx:
             nginx = stack.enter_context(Nginx(tmp, server_port, args.nginx_workers))
             targets["nginx"] = (nginx.url, nginx.pids())
         pin_proxies([pids for _, pids in targets.values()], args)
         results.variants = list(targets)
         for url, _ in targets.values():
-            check_answers(url, MODEL)
+            check_answers(url, MODEL, headers)
         notes.append(f"part 1: load average before {procs.load_average()}")
         for level in args.levels:
             for round_no in range(args.rounds):
@@ -719,6 +740,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--telemetry-off",
         action="store_true",
         help="part 1 also through a llamaherd with metrics, history and log files off",
+    )
+    parser.add_argument(
+        "--with-keys",
+        action="store_true",
+        help="part 1 also through a llamaherd that requires an API key (every variant sends it)",
     )
     parser.add_argument("--no-nginx", dest="nginx", action="store_false")
     parser.add_argument("--nginx-workers", type=int, default=1)

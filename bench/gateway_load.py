@@ -104,14 +104,21 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def write_wrk_script(path: Path, body: dict[str, Any]) -> Path:
-    """A Lua script that makes every wrk request the same POST with a JSON body."""
+def write_wrk_script(
+    path: Path, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Path:
+    """A Lua script that makes every wrk request the same POST with a JSON body (and
+    `headers`)."""
     payload = json.dumps(body, separators=(",", ":"))
     assert "]==]" not in payload
+    extra = "".join(
+        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n"
+        for name, value in (headers or {}).items()
+    )
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = [==[{payload}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n' + extra
     )
     return path
 

@@ -94,14 +94,19 @@ def kill_if_ours(pid: int | None, marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def get_json(url: str, timeout_s: float = 5) -> Any:
-    with _HTTP.open(url, timeout=timeout_s) as answer:
+def get_json(url: str, timeout_s: float = 5, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(url, headers=headers or {})
+    with _HTTP.open(request, timeout=timeout_s) as answer:
         return json.loads(answer.read())
 
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float = 60) -> tuple[int, bytes]:
+def post_json(
+    url: str, body: dict[str, Any], timeout_s: float = 60, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
         with _HTTP.open(request, timeout=timeout_s) as answer:
