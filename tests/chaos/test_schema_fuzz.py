@@ -302,6 +302,8 @@ def report(figures: Figures, tally: Tally, listed: bool, served: Served) -> None
         + "\n".join(tally.problems[:8])
         + f"\n--- llamaherd's log ---\n{served.output}"
     )
+    # Every status llamaherd answered is one its schema promises (401/403 included).
+    assert not tally.undocumented, by_status(tally.undocumented)
 
 
 async def test_fuzz_every_operation_without_keys(served: Served, figures: Figures) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from llamaherd.api.access import required_scope
 from llamaherd.gateway.route import INFERENCE_PATHS, UPSTREAM_PREFIX
 
 TAG = "inference"
@@ -286,6 +287,37 @@ def add_gateway_paths(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key from api_keys or LLAMAHERD_API_KEY",
+    },
+    "x-api-key": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+}
+# Either scheme, or none at all: a llamaherd without api_keys asks for no key.
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"x-api-key": []}, {}]
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def add_access(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say which operations take an API key (every one but the open pages, api/access.py) and
+    that they can answer 401 and 403; `/docs` then offers an Authorize button."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(copy.deepcopy(SECURITY_SCHEMES))
+    components.setdefault("schemas", {}).setdefault(ERROR_NAME, copy.deepcopy(ERROR_SCHEMA))
+    for path, item in schema.get("paths", {}).items():
+        if required_scope(path, metrics_public=False) is None:
+            continue
+        for method, operation in item.items():
+            if method in HTTP_METHODS and isinstance(operation, dict):
+                operation.setdefault("security", copy.deepcopy(SECURITY))
+                answers = operation.setdefault("responses", {})
+                for status, answer in AUTH_ERRORS.items():
+                    answers.setdefault(status, copy.deepcopy(answer))
+    return schema
+
+
 def document_gateway(api: FastAPI) -> None:
     """Make `api.openapi()` (and so `/openapi.json` and `/docs`) include the gateway's routes.
 
@@ -294,6 +326,6 @@ def document_gateway(api: FastAPI) -> None:
     build: Callable[[], dict[str, Any]] = api.openapi
 
     def openapi() -> dict[str, Any]:
-        return add_gateway_paths(build())
+        return add_access(add_gateway_paths(build()))
 
     api.openapi = openapi  # type: ignore[method-assign]
