@@ -18,6 +18,7 @@ from llamaherd.api.openapi import (
     MODEL_LIST_SCHEMA,
     TAG,
     UPSTREAM_PATH,
+    add_access,
     add_gateway_paths,
     document_gateway,
     gateway_paths,
@@ -175,3 +176,24 @@ async def test_the_gateway_answers_as_documented(
     assert listing.status_code == 200
     assert is_list.is_valid(listing.json()), listing.text
     assert [model["id"] for model in listing.json()["data"]] == ["fake-model"]
+
+
+def test_every_keyed_operation_declares_its_keys_and_401_403() -> None:
+    schema = add_access(
+        add_gateway_paths(
+            {
+                "paths": {
+                    "/healthz": {"get": {"responses": {"200": {}}}},
+                    "/api/status": {"get": {"responses": {"200": {}}}},
+                }
+            }
+        )
+    )
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"]["scheme"] == "bearer" and schemes["x-api-key"]["in"] == "header"
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+    assert {"401", "403"} - set(schema["paths"]["/healthz"]["get"]["responses"]) == {"401", "403"}
+    for path in ("/api/status", "/v1/chat/completions", UPSTREAM_PATH):
+        for operation in schema["paths"][path].values():
+            assert {"bearer": []} in operation["security"] and {} in operation["security"]
+            assert {"401", "403"} <= set(operation["responses"])
