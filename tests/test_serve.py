@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -201,3 +203,21 @@ def read_until_closed(conn: socket.socket) -> bytes:
     while chunk := conn.recv(65536):
         received += chunk
     return received
+
+
+def test_the_own_log_file_on_a_full_disk_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """/dev/full refuses every write with ENOSPC, as a full disk does."""
+    from llamaherd.serve import _LogFile
+
+    handler = _LogFile("/dev/full", maxBytes=1024, backupCount=1)
+    try:
+        for n in range(5):
+            handler.handle(
+                logging.LogRecord("llamaherd", logging.INFO, __file__, 1, f"line {n}", None, None)
+            )
+    finally:
+        with contextlib.suppress(OSError):
+            handler.close()
+    err = capsys.readouterr().err
+    assert err.count("cannot write its log file /dev/full (No space left on device)") == 1, err
+    assert "Logging error" not in err and "Traceback" not in err

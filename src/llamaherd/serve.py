@@ -14,8 +14,9 @@ import logging
 import logging.handlers
 import queue
 import socket
+import sys
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 
@@ -76,6 +77,37 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """llamaherd's own log file. When the disk refuses a line (full, read-only, gone), logging's
+    default is "--- Logging error ---" and a traceback on stderr for every line: a full disk
+    would bury the console. Instead this says so once, drops lines while it fails, and says
+    when it writes again. The console log goes on either way."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._failing = False
+        self._failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # its errors come to handleError
+        if self._failing and not self._failed_now:
+            self._failing = False
+            sys.stderr.write(f"llamaherd: writing its log file {self.baseFilename} again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_now = True
+        if self._failing:
+            return
+        self._failing = True
+        exc = sys.exc_info()[1]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        sys.stderr.write(
+            f"llamaherd: cannot write its log file {self.baseFilename} ({reason}); its lines "
+            "are dropped until it can write again (the console log goes on)\n"
+        )
+
+
 @contextlib.contextmanager
 def _own_log_file(settings: Settings) -> Iterator[None]:
     """llamaherd's own log, rotated, next to the models' log files (state_dir/logs/). Written by
@@ -86,7 +118,7 @@ def _own_log_file(settings: Settings) -> Iterator[None]:
     path = state_dir(settings) / "logs" / "llamaherd.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = _LogFile(
             path, maxBytes=settings.log_file_max_bytes, backupCount=settings.log_file_count
         )
     except OSError as exc:
