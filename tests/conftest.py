@@ -31,6 +31,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def raw_http(url: str, request: bytes, timeout_s: float = 10.0) -> tuple[bytes, bytes]:
+    """Send `request` byte for byte (httpx would normalise a path or refuse a short body) to
+    the server at `url`; its whole answer, read until it closes: (head, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(timeout_s):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
 def pid_alive(pid: int) -> bool:
     """True if `pid` runs (a zombie counts as gone: it no longer serves anything)."""
     try:

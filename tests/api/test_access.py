@@ -15,7 +15,7 @@ from socketio.exceptions import ConnectionError as SocketConnectionError
 
 from llamaherd.api.access import KeyRing, authorize, presented_key, required_scope, socket_key
 from llamaherd.gateway.scheduler import Phase
-from tests.conftest import free_port
+from tests.conftest import free_port, raw_http
 from tests.gateway import conftest as gateway_fixtures
 from tests.gateway.conftest import Gateway, gateway_config
 
@@ -273,18 +273,11 @@ class Canary:
 
 async def raw_request(url: str, target: str) -> tuple[int, bytes]:
     """Send `GET target` exactly as written (httpx would normalise it); the status and body."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        async with asyncio.timeout(10):
-            answer = await reader.read()
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
+    port = url.rsplit(":", 1)[1]
+    head, body = await raw_http(
+        url,
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode(),
+    )
     return int(head.split()[1]), body
 
 

@@ -24,7 +24,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.states import Status
-from tests.conftest import pid_alive
+from tests.conftest import pid_alive, raw_http
 from tests.gateway.conftest import DemoModels, Gateway, Launch, ServerCensus, gateway_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -515,18 +515,10 @@ async def test_an_oversized_or_slow_body_is_refused_with_its_limit_named(
         assert "larger than 10485 bytes (max_body_mb)" in error["message"]
 
     # A client that announces a body and stops sending it is cut off after body_timeout_s.
-    host, port = gw.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(
-            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b'content-type: application/json\r\ncontent-length: 100\r\n\r\n{"model":'
-        )
-        await writer.drain()
-        async with asyncio.timeout(10):
-            answer = await reader.read()
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 408"), answer
+    head, body = await raw_http(
+        gw.url,
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b'content-type: application/json\r\ncontent-length: 100\r\n\r\n{"model":',
+    )
+    assert head.startswith(b"HTTP/1.1 408"), head
     assert b"body_timeout_s" in body
