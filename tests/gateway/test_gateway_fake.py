@@ -440,7 +440,7 @@ async def test_an_upstream_refusal_after_the_stream_started_is_one_error_event(
         wrong_method = await client.get("/v1/chat/completions")
         assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
         not_a_name = await client.post("/v1/chat/completions", json={"model": 7})
-        assert_openai_error(not_a_name, 400, "invalid_request_error")
+        assert_openai_error(not_a_name, 422, "invalid_request_error")
 
     assert lines[0].startswith(": llamaherd: loading lazy"), lines
     error = json.loads(lines[-1].removeprefix("data: "))["error"]
