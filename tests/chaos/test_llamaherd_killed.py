@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import time
@@ -69,12 +70,16 @@ async def ready_herd(herd: ServeProcess) -> dict[str, int]:
     return pids
 
 
+def has_in_flight(load: Load) -> bool:
+    return load.in_flight >= 1
+
+
 async def kill_under_load(herd: ServeProcess, loads: Sequence[Load]) -> tuple[float, int]:
     """Once every load has had answers and has a request in flight: SIGKILL llamaherd.
     When it was killed (loop time), and how many requests were in flight then."""
     for load in loads:
         await load.successes(5)
-        await load.wait_for(lambda load=load: load.in_flight >= 1, "a request in flight")
+        await load.wait_for(functools.partial(has_in_flight, load), "a request in flight")
     for load in loads:
         load.halt()
     in_flight = sum(load.in_flight for load in loads)

@@ -56,6 +56,7 @@ SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # How much of a failed upstream answer is read to quote its error in a started stream.
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_LABEL = "llama-server"
+STREAM_DONE = b"data: [DONE]\n\n"  # the last event of an OpenAI-style stream
 UPSTREAM_ERROR = "upstream_error"
 # The errors an upstream exchange can fail with. aiohttp's timeouts are TimeoutErrors;
 # OSError covers a reset that reaches us without aiohttp's wrapping.
@@ -519,6 +520,15 @@ class _Relay:
             self.finishing = True
             await send_error(self.send, 502, self.error, UPSTREAM_ERROR, code=502)
         elif self.event_stream:
+            if self.last_chunk.endswith(STREAM_DONE):
+                # The answer is whole: its last event is through, and only the end of the
+                # chunked body was lost (a server killed or hung right after writing [DONE]).
+                # An error event after [DONE] would contradict it, and a client that reads
+                # on would take a complete answer for a broken one.
+                self.error = None
+                self.finishing = True
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             # End a half-sent event first, so the error is an event of its own.
             if self.last_chunk and not self.last_chunk.endswith(b"\n\n"):
                 await self.send({"type": "http.response.body", "body": b"\n\n", "more_body": True})
