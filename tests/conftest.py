@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import struct
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llamaherd.catalog.demo_model import write_demo_model
@@ -45,6 +47,33 @@ async def raw_http(url: str, request: bytes, timeout_s: float = 10.0) -> tuple[b
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     return head, body
+
+
+_SSE_LINE_END = re.compile(rb"\r\n|\n|\r")
+
+
+async def sse_lines(answer: httpx.Response) -> AsyncIterator[str]:
+    """The lines of an event stream. Not httpx's `aiter_lines`: it splits on every Unicode
+    line break (str.splitlines: U+0085, U+2028, ...), which a model's text, and so the JSON
+    of an SSE event, may hold; SSE lines end only with CR LF, LF or CR."""
+    pending = b""
+    async for chunk in answer.aiter_bytes():
+        *lines, pending = _SSE_LINE_END.split(pending + chunk)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def sse_lines_sync(answer: httpx.Response) -> Iterator[str]:
+    """`sse_lines` for a synchronous httpx stream."""
+    pending = b""
+    for chunk in answer.iter_bytes():
+        *lines, pending = _SSE_LINE_END.split(pending + chunk)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def pid_alive(pid: int) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tests.conftest import pid_alive
+from tests.conftest import pid_alive, sse_lines
 
 Kind = Literal["succeeded", "failed_clearly", "lost"]
 KINDS: tuple[Kind, ...] = ("succeeded", "failed_clearly", "lost")
@@ -280,7 +280,7 @@ class Load:
                 kind, detail = classify_plain(answer.status_code, await answer.aread())
                 return kind, answer.status_code, detail
             reader = StreamReader()
-            async for line in answer.aiter_lines():
+            async for line in sse_lines(answer):
                 reader.feed(line)
             kind, detail = reader.verdict()
             return kind, answer.status_code, detail

@@ -74,24 +74,24 @@ def replaced(gw: Gateway, pid: int) -> bool:
 
 
 def failures(load: Load, in_flight_at_faults: int, figures: Figures) -> None:
-    """Check that every clear failure names the server that failed it, and record how many
-    failed beyond the requests in flight at the faults.
+    """Check that every clear failure names the server that failed it, and that only the
+    requests in flight at the faults failed.
 
     The README promises more than "no request lost": requests queued while a model restarts
-    wait for it and then succeed. They can fail today, in the instant between a server's
-    death and the supervisor noticing it: the failing requests free their slots, queued ones
-    are dispatched at once onto the dead server, and a refused connection is retried once
-    per request, but one sent on a pooled connection to the dead server, or refused a second
-    time (queued across two crashes), fails with a 502. `failed_beyond_in_flight` and
-    `refused_twice` count them (a lower bound: a request in flight may still have finished).
-    The gateway's route can close that window by keeping a failed request's slot until the
-    supervisor has reported the crash; both figures are then 0."""
+    wait for it and then succeed. The window for breaking that is the instant between a
+    server's death and the supervisor noticing it: the failing requests would free their
+    slots and queued ones would be dispatched at once onto the dead server. The route keeps
+    a failed request's slot until the supervisor has reported the crash, so
+    `failed_beyond_in_flight` (a lower bound: a request in flight may still have finished)
+    and `refused_twice` (queued across two crashes) must both be 0."""
     details = load.details("failed_clearly", 100_000)
     for detail in details:
         assert "llama-server for model demo" in detail, detail
     refused = [detail for detail in details if "refused the connection" in detail]
     figures["failed_beyond_in_flight"] = max(0, len(details) - in_flight_at_faults)
     figures["refused_twice"] = len(refused)
+    assert figures["failed_beyond_in_flight"] == 0, details
+    assert not refused, refused
 
 
 class CrashClock:

@@ -38,7 +38,7 @@ from llamaherd.config import settings_from_mapping
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.states import ServiceState, Status
 from llamaherd.wiring import build_herd, telemetry_options
-from tests.conftest import free_port, pid_alive, wait_until_dead
+from tests.conftest import free_port, pid_alive, sse_lines, sse_lines_sync, wait_until_dead
 from tests.gateway.conftest import FAST_POLICY, gateway_config, serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,7 +121,7 @@ async def chat_stream(http: httpx.AsyncClient, model: str, tokens: int = 8) -> d
     chunks: list[dict[str, Any]] = []
     async with http.stream("POST", CHAT_PATH, json=body) as answer:
         assert answer.status_code == 200
-        async for line in answer.aiter_lines():
+        async for line in sse_lines(answer):
             if line.startswith("data:") and line[5:].strip() != "[DONE]":
                 chunks.append(json.loads(line[5:]))
     assert chunks, "the stream carried no data"
@@ -305,7 +305,7 @@ def test_history_and_log_files_survive_a_restart_of_llamaherd(
         stream = {**body, "stream": True}
         with httpx.stream("POST", url + CHAT_PATH, json=stream, timeout=WAIT_S) as answer:
             assert answer.status_code == 200
-            chunks = [line for line in answer.iter_lines() if line.startswith("data: {")]
+            chunks = [line for line in sse_lines_sync(answer) if line.startswith("data: {")]
         _stop(first, output)
     assert wait_until_dead(pid), "llama-server outlived llamaherd"
     stopped_at = time.time()

@@ -108,6 +108,9 @@ class RelayOutcome:
     # `hold_refused` was given and the upstream refused the connection: nothing reached the
     # upstream and nothing was sent to the client, so the request can be tried again.
     refused: bool = False
+    # The upstream failed on the connection (it died, closed it, or stopped answering): the
+    # caller may wait for its supervisor to notice before giving its slot to the next request.
+    upstream_failed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -393,6 +396,7 @@ class _Relay:
         self.chunks = 0
         self.last_chunk = b""
         self.error: str | None = None
+        self.upstream_failed = False
         self.client_disconnected = False
         # Set just before the final send: from then on a disconnect notice is only the
         # server telling us the response is complete.
@@ -407,6 +411,7 @@ class _Relay:
             client_disconnected=self.client_disconnected,
             error=self.error,
             refused=self.refused,
+            upstream_failed=self.upstream_failed,
         )
 
     async def send(self, message: Message) -> None:
@@ -514,6 +519,7 @@ class _Relay:
         return True
 
     async def _upstream_failed(self, cause: str) -> None:
+        self.upstream_failed = True
         self.error = f"{self.who} {cause}"
         if self.status is None:
             self.status = 502
