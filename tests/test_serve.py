@@ -172,21 +172,22 @@ def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "llamaherd did not answer /healthz"
             time.sleep(0.1)
-        silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
-        third = socket.create_connection(("127.0.0.1", port), timeout=10)
-        third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = third.recv(65536)
-        assert answer.startswith(b"HTTP/1.1 503"), answer
-        assert b"max_connections_per_client" in answer
-        third.close()
-        started = time.monotonic()
-        for conn in silent:
-            said = read_until_closed(conn)  # raises socket.timeout if the server holds it
-            assert said == b"" or said.startswith(b"HTTP/1.1 408"), said
-        waited = time.monotonic() - started
-        assert waited < 8, f"silent connections were held {waited:.1f} s"
-        for conn in silent:
-            conn.close()
+        with contextlib.ExitStack() as sockets:
+            silent = [
+                sockets.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+                for _ in range(2)
+            ]
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+                third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answer = read_until_closed(third)  # it says connection: close
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"max_connections_per_client" in answer
+            started = time.monotonic()
+            for conn in silent:
+                said = read_until_closed(conn)  # raises socket.timeout if the server holds it
+                assert said == b"" or said.startswith(b"HTTP/1.1 408"), said
+            waited = time.monotonic() - started
+            assert waited < 8, f"silent connections were held {waited:.1f} s"
         # With the silent ones gone, the address is served again.
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:
