@@ -119,6 +119,16 @@ def _state_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> It
         os.environ["XDG_STATE_HOME"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_api_key_from_the_shell() -> Iterator[None]:
+    """A LLAMAHERD_API_KEY in the developer's shell would make every llamaherd the tests start
+    require a key: the tests that want keys configure them."""
+    previous = os.environ.pop("LLAMAHERD_API_KEY", None)
+    yield
+    if previous is not None:
+        os.environ["LLAMAHERD_API_KEY"] = previous
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()
