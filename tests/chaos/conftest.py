@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+# The gateway tests' fixtures, for the chaos tests too: `launch` (a whole llamaherd served in
+# the test's own process) and `demo_models` (the tiny models). A conftest's fixtures reach
+# only the tests below its own folder, so those of tests/gateway/conftest.py are not seen here
+# by themselves; importing them into this conftest registers them for tests/chaos/ as well.
+from tests.gateway.conftest import demo_models, launch  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 

@@ -10,31 +10,19 @@ turn) until it is stopped. Every request ends as exactly one of:
   event that ends it;
 - lost: anything else: the connection dropped without an answer, an answer cut short or
   malformed, or no answer within the client's timeout (a timeout is a loss, not an error).
-
-`ServeProcess` runs `llamaherd serve` as a process of its own, for the faults that must hit
-llamaherd itself (a SIGKILL, a full disk in its own mount namespace), and at the end kills it
-and every llama-server it was seen to start, by pid.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
-from tests.conftest import pid_alive, sse_lines
+from tests.conftest import sse_lines
 
 Kind = Literal["succeeded", "failed_clearly", "lost"]
 KINDS: tuple[Kind, ...] = ("succeeded", "failed_clearly", "lost")
@@ -284,137 +272,3 @@ class Load:
                 reader.feed(line)
             kind, detail = reader.verdict()
             return kind, answer.status_code, detail
-
-
-# ---- llamaherd as a process of its own ------------------------------------------------------
-
-
-def children_of(pid: int) -> set[int]:
-    """Live (non-zombie) processes whose parent is `pid`."""
-    found: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it ended while we looked
-        if fields[0] != "Z" and fields[1] == str(pid):
-            found.add(int(entry.name))
-    return found
-
-
-def is_llama_server(pid: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"llama-server" in argv and pid_alive(pid)
-
-
-class ServeProcess:
-    """`llamaherd serve --config CONFIG` in a process group of its own, behind `wrapper` (an
-    argument list that ends by exec'ing the rest, e.g. `unshare -m sh -c '... exec "$@"'`).
-
-    Its output is read by a thread into `lines` (a pipe, not a file: a test may take the disk
-    away from it). Every llama-server it is seen to start (`remember_servers()`) is killed by
-    pid at `close()`, after llamaherd's own group, whatever happened in between."""
-
-    def __init__(self, config: Path, *, wrapper: Sequence[str] = ()) -> None:
-        self.config = config
-        self.wrapper = tuple(wrapper)
-        self.url = f"http://127.0.0.1:{json.loads(config.read_text())['app_port']}"
-        self.lines: list[str] = []
-        self.servers: set[int] = set()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def start(self) -> ServeProcess:
-        argv = [sys.executable, "-m", "llamaherd", "serve", "--config", str(self.config)]
-        self.proc = subprocess.Popen(
-            [*self.wrapper, *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        stdout = self.proc.stdout
-        assert stdout is not None
-
-        def read() -> None:
-            for line in stdout:
-                self.lines.append(line.decode("utf-8", "replace"))
-
-        self._reader = threading.Thread(target=read, name="llamaherd-output", daemon=True)
-        self._reader.start()
-        return self
-
-    def remember_servers(self) -> set[int]:
-        """The llama-servers running as its children now (remembered for `close()`)."""
-        found = {pid for pid in children_of(self.pid) if is_llama_server(pid)}
-        self.servers |= found
-        return found
-
-    def models(self) -> dict[str, dict[str, Any]]:
-        """GET /api/gateway/models, by model id."""
-        answer = httpx.get(f"{self.url}/api/gateway/models", timeout=5)
-        answer.raise_for_status()
-        return {model["id"]: model for model in answer.json()["models"]}
-
-    def wait_ready(self, model: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Until `model`'s llama-server is ready (loading it if need be); its facts."""
-        deadline = time.monotonic() + timeout_s
-        asked = False
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"llamaherd exited with {self.proc.returncode}:\n{self.output[-4000:]}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if not asked:
-                    httpx.post(f"{self.url}/api/models/{model}/load", timeout=5)
-                    asked = True
-                facts = self.models()[model]
-                if facts["state"] == "ready" and facts["phase"] == "ready":
-                    self.remember_servers()
-                    return facts
-            time.sleep(0.05)
-        raise AssertionError(
-            f"model {model} was not ready within {timeout_s} s:\n{self.output[-4000:]}"
-        )
-
-    def wait_exit(self, timeout_s: float) -> int:
-        assert self.proc is not None
-        code = self.proc.wait(timeout=timeout_s)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self.proc.stdout is not None and not self._reader_alive():
-            self.proc.stdout.close()
-        return code
-
-    def _reader_alive(self) -> bool:
-        return self._reader is not None and self._reader.is_alive()
-
-    def close(self) -> list[int]:
-        """Kill llamaherd's group and every llama-server it started that still runs; the pids
-        of those servers (an empty list when none outlived it)."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-            self.wait_exit(10)
-        left = sorted(pid for pid in self.servers if is_llama_server(pid))
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return left

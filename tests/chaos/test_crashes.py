@@ -33,17 +33,12 @@ from llamaherd.supervisor.states import ServiceState, Status
 from tests.chaos.conftest import Figures
 from tests.chaos.load import PROMPT, Load, StreamReader
 from tests.conftest import free_port, wait_http_ready
-from tests.gateway import conftest as gateway
 from tests.gateway.conftest import FAST_POLICY, DemoModels, Gateway, Launch, gateway_config
 from tests.gateway.test_proxy import client as relay_client
 from tests.gateway.test_proxy import gateway as relay_gateway
 from tests.gateway.test_proxy import raw_upstream
 
 pytestmark = pytest.mark.real_server
-
-# The gateway tests' fixtures: a whole llamaherd in this process, and the tiny models.
-launch = gateway.launch
-demo_models = gateway.demo_models
 
 MODEL = "demo"
 SLOTS = 2

@@ -27,11 +27,9 @@ import asyncio
 import contextlib
 import errno
 import functools
-import json
 import os
 import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -44,9 +42,10 @@ import httpx
 import pytest
 
 from tests.chaos.conftest import Figures
-from tests.chaos.load import Load, ServeProcess
+from tests.chaos.load import Load
 from tests.conftest import free_port
 from tests.gateway.conftest import FAST_POLICY
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
@@ -84,9 +83,9 @@ class Disk:
 
     name: str
     wrapper: list[str]  # what runs llamaherd (empty: nothing)
-    fill: Callable[[ServeProcess], dict[str, Any]]  # returns figures about the full disk
-    empty: Callable[[ServeProcess], None]
-    folder: Callable[[ServeProcess], Path]  # the state folder as this process reaches it
+    fill: Callable[[ServedLlamaherd], dict[str, Any]]  # returns figures about the full disk
+    empty: Callable[[ServedLlamaherd], None]
+    folder: Callable[[ServedLlamaherd], Path]  # the state folder as this process reaches it
 
 
 def tmpfs_disk(state: Path) -> Disk:
@@ -96,11 +95,11 @@ def tmpfs_disk(state: Path) -> Disk:
     script = f'mount -t tmpfs -o size={TMPFS_SIZE},mode=0755 llamaherd-state "$0" && exec "$@"'
     wrapper = ["unshare", *flags, "--propagation", "private", "sh", "-c", script, str(state)]
 
-    def inside(herd: ServeProcess) -> Path:
+    def inside(herd: ServedLlamaherd) -> Path:
         # The folder as llamaherd sees it: its own mount namespace, through its root.
         return Path(f"/proc/{herd.pid}/root") / state.relative_to("/")
 
-    def fill(herd: ServeProcess) -> dict[str, Any]:
+    def fill(herd: ServedLlamaherd) -> dict[str, Any]:
         folder = inside(herd)
         assert os.statvfs(folder).f_blocks * os.statvfs(folder).f_frsize <= 4 * 2**20
         filled = 0
@@ -114,7 +113,7 @@ def tmpfs_disk(state: Path) -> Disk:
         assert full.value.errno == errno.ENOSPC
         return {"filled_bytes": filled, "free_bytes": os.statvfs(folder).f_bavail}
 
-    def empty(herd: ServeProcess) -> None:
+    def empty(herd: ServedLlamaherd) -> None:
         (inside(herd) / "filler").unlink()
 
     name = f"tmpfs {TMPFS_SIZE} in a private mount namespace, filled"
@@ -122,36 +121,31 @@ def tmpfs_disk(state: Path) -> Disk:
 
 
 def fsize_disk(state: Path) -> Disk:
-    def fill(herd: ServeProcess) -> dict[str, Any]:
+    def fill(herd: ServedLlamaherd) -> dict[str, Any]:
         _soft, hard = resource.prlimit(herd.pid, resource.RLIMIT_FSIZE)
         resource.prlimit(herd.pid, resource.RLIMIT_FSIZE, (0, hard))
         return {"fsize_limit": 0}
 
-    def empty(herd: ServeProcess) -> None:
+    def empty(herd: ServedLlamaherd) -> None:
         _soft, hard = resource.prlimit(herd.pid, resource.RLIMIT_FSIZE)
         resource.prlimit(herd.pid, resource.RLIMIT_FSIZE, (hard, hard))
 
     return Disk("RLIMIT_FSIZE 0 (writes refused with EFBIG)", [], fill, empty, lambda _: state)
 
 
-def write_config(folder: Path, state: Path, model: Path, binary: Path) -> Path:
-    config = folder / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "llama_server_binary": str(binary),
-                "llama_server_port": free_port(),
-                "app_port": free_port(),
-                "models": {MODEL: {"path": str(model)}},
-                "state_dir": str(state),
-                **FAST_POLICY,
-            }
-        )
-    )
-    return config
+def herd_config(folder: Path, state: Path, model: Path, binary: Path) -> Path:
+    settings = {
+        "llama_server_binary": str(binary),
+        "llama_server_port": free_port(),
+        "app_port": free_port(),
+        "models": {MODEL: {"path": str(model)}},
+        "state_dir": str(state),
+        **FAST_POLICY,
+    }
+    return write_config(folder, settings)
 
 
-async def history(herd: ServeProcess, **params: Any) -> dict[str, Any]:
+async def history(herd: ServedLlamaherd, **params: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=WAIT_S) as client:
         answer = await client.get(f"{herd.url}/api/history", params={"model": MODEL, **params})
     answer.raise_for_status()
@@ -173,7 +167,7 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float 
 @dataclass
 class FullDiskHerd:
     disk: Disk
-    herd: ServeProcess
+    herd: ServedLlamaherd
     scratch: Path  # a folder of the test's own, on a disk with room
 
 
@@ -186,8 +180,8 @@ def full_disk_herd(
     state = tmp_path / "state"
     state.mkdir()
     disk = tmpfs_disk(state) if request.param == "tmpfs" else fsize_disk(state)
-    config = write_config(tmp_path, state, demo_model, real_binary)
-    herd = ServeProcess(config, wrapper=disk.wrapper)
+    config = herd_config(tmp_path, state, demo_model, real_binary)
+    herd = ServedLlamaherd(config, wrapper=disk.wrapper)
     yield FullDiskHerd(disk, herd, tmp_path / "scratch")
     left = herd.close()
     assert not left, f"llama-server processes left running: {left}"
@@ -198,7 +192,7 @@ async def test_a_full_disk_under_the_history_store_never_stops_serving(
 ) -> None:
     disk, herd = full_disk_herd.disk, full_disk_herd.herd
     herd.start()
-    facts = await asyncio.to_thread(herd.wait_ready, MODEL)
+    facts = await herd.wait_ready(MODEL)
 
     async def store_ok() -> bool:
         return bool((await history(herd, limit=1))["store"]["ok"])
@@ -233,7 +227,7 @@ async def test_a_full_disk_under_the_history_store_never_stops_serving(
     assert "cannot be written" in warning and "kept in memory" in warning, warning
     assert len(while_full["requests"]) >= filled_at
     # The server was never touched: the same pid, no retry.
-    after = await asyncio.to_thread(herd.models)
+    after = await herd.models()
     assert after[MODEL]["pid"] == facts["pid"] and after[MODEL]["retries"] == 0
     # Every request of the whole run, the full period's included, reaches the file.
     figures["all_in_file_after_s"] = await until(
@@ -241,9 +235,7 @@ async def test_a_full_disk_under_the_history_store_never_stops_serving(
         "every request is in the history file",
     )
 
-    assert herd.proc is not None
-    herd.proc.send_signal(signal.SIGTERM)
-    code = await asyncio.to_thread(herd.wait_exit, WAIT_S)
+    code = await herd.stop(WAIT_S)
     output = herd.output
     assert code == 0, output[-4000:]
     # One warning when the store fails and one when it resumes, not one per flush.
@@ -259,16 +251,14 @@ async def test_llamaherd_own_log_file_on_a_full_disk_is_one_warning(
 ) -> None:
     disk, herd = full_disk_herd.disk, full_disk_herd.herd
     herd.start()
-    await asyncio.to_thread(herd.wait_ready, MODEL)
+    await herd.wait_ready(MODEL)
     await asyncio.to_thread(disk.fill, herd)
     async with httpx.AsyncClient(base_url=herd.url, timeout=WAIT_S) as client:
         for _ in range(3):  # each one logs a line or two: "unloading model", "loading model"
             (await client.post(f"/api/models/{MODEL}/unload")).raise_for_status()
             (await client.post(f"/api/models/{MODEL}/load")).raise_for_status()
-    await asyncio.to_thread(herd.wait_ready, MODEL)
-    assert herd.proc is not None
-    herd.proc.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(herd.wait_exit, WAIT_S)
+    await herd.wait_ready(MODEL)
+    await herd.stop(WAIT_S)
     assert "Logging error" not in herd.output, herd.output[-4000:]
     assert herd.output.count("cannot write its log file") == 1, herd.output[-4000:]
 

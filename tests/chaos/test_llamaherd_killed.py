@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import signal
 import time
 from collections.abc import Sequence
@@ -30,9 +29,10 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.conftest import Figures
-from tests.chaos.load import Load, Outcome, ServeProcess
+from tests.chaos.load import Load, Outcome
 from tests.conftest import free_port, pid_alive
 from tests.gateway.conftest import FAST_POLICY
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
@@ -40,32 +40,27 @@ MODELS = ("alpha", "beta")
 CLIENT_TIMEOUT_S = 30.0
 
 
-def write_config(folder: Path, model: Path, binary: Path) -> Path:
+def herd_config(folder: Path, model: Path, binary: Path) -> Path:
     """Two models, both loaded at once, each on a fixed port: a second llamaherd with the same
     config looks for its servers exactly where the first one ran them."""
-    config = folder / "config.json"
     models = {name: {"path": str(model), "port": free_port()} for name in MODELS}
-    config.write_text(
-        json.dumps(
-            {
-                "llama_server_binary": str(binary),
-                "llama_server_port": free_port(),
-                "app_port": free_port(),
-                "models": models,
-                "max_loaded": len(MODELS),
-                "state_dir": str(folder / "state"),
-                **FAST_POLICY,
-            }
-        )
-    )
-    return config
+    settings = {
+        "llama_server_binary": str(binary),
+        "llama_server_port": free_port(),
+        "app_port": free_port(),
+        "models": models,
+        "max_loaded": len(MODELS),
+        "state_dir": str(folder / "state"),
+        **FAST_POLICY,
+    }
+    return write_config(folder, settings)
 
 
-async def ready_herd(herd: ServeProcess) -> dict[str, int]:
+async def ready_herd(herd: ServedLlamaherd) -> dict[str, int]:
     """Every model ready; their pids, by model."""
     pids = {}
     for model in MODELS:
-        facts = await asyncio.to_thread(herd.wait_ready, model)
+        facts = await herd.wait_ready(model)
         pids[model] = int(facts["pid"])
     return pids
 
@@ -74,7 +69,7 @@ def has_in_flight(load: Load) -> bool:
     return load.in_flight >= 1
 
 
-async def kill_under_load(herd: ServeProcess, loads: Sequence[Load]) -> tuple[float, int]:
+async def kill_under_load(herd: ServedLlamaherd, loads: Sequence[Load]) -> tuple[float, int]:
     """Once every load has had answers and has a request in flight: SIGKILL llamaherd.
     When it was killed (loop time), and how many requests were in flight then."""
     for load in loads:
@@ -84,8 +79,7 @@ async def kill_under_load(herd: ServeProcess, loads: Sequence[Load]) -> tuple[fl
         load.halt()
     in_flight = sum(load.in_flight for load in loads)
     killed_at = asyncio.get_running_loop().time()
-    assert herd.proc is not None
-    herd.proc.send_signal(signal.SIGKILL)
+    herd.send_signal(signal.SIGKILL)
     return killed_at, in_flight
 
 
@@ -108,8 +102,8 @@ def check_cut(cut: Sequence[Outcome], killed_at: float) -> None:
 async def test_sigkill_of_llamaherd_leaves_no_llama_server_and_a_new_one_serves(
     tmp_path: Path, demo_model: Path, real_binary: Path, figures: Figures
 ) -> None:
-    config = write_config(tmp_path, demo_model, real_binary)
-    first, second = ServeProcess(config), ServeProcess(config)
+    config = herd_config(tmp_path, demo_model, real_binary)
+    first, second = ServedLlamaherd(config), ServedLlamaherd(config)
     try:
         first.start()
         servers = await ready_herd(first)
@@ -120,7 +114,7 @@ async def test_sigkill_of_llamaherd_leaves_no_llama_server_and_a_new_one_serves(
             for load in loads:
                 await stack.enter_async_context(load)
             killed_at, in_flight = await kill_under_load(first, loads)
-        code = await asyncio.to_thread(first.wait_exit, 10)
+        code = await first.wait_exit(10)
         survivors = await wait_all_dead(list(servers.values()))
         servers_gone_s = asyncio.get_running_loop().time() - killed_at
 
@@ -159,9 +153,7 @@ async def test_sigkill_of_llamaherd_leaves_no_llama_server_and_a_new_one_serves(
         for load in again:
             assert load.count("lost") == load.count("failed_clearly") == 0, load.details("lost")
 
-        assert second.proc is not None
-        second.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(second.wait_exit, 30) == 0, second.output[-4000:]
+        assert await second.stop(30) == 0, second.tail()
         assert await wait_all_dead(list(new_servers.values()), 5.0) == []
     finally:
         left = first.close() + second.close()

@@ -22,25 +22,21 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h11
 import httpx
-import psutil
 import pytest
 
 from tests.chaos.conftest import Figures
-from tests.conftest import free_port, pid_alive
+from tests.conftest import free_port
 from tests.gateway.conftest import FAST_POLICY
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(300)]
 
@@ -184,99 +180,33 @@ def chat(tokens: int) -> dict[str, Any]:
     }
 
 
-# ---- llamaherd as a process of its own ---------------------------------------------------------
+# ---- what only this test asks of llamaherd and its llama-server --------------------------------
 
 
-class Served:
-    """`llamaherd serve` with `config` (written to `folder`), in a session of its own; its
-    output goes to a file there."""
+async def busy_slots(served: ServedLlamaherd, model: str) -> int:
+    """How many of `model`'s slots are generating, asked of its llama-server itself."""
+    async with httpx.AsyncClient(base_url=served.model_url(model), timeout=10) as http:
+        answer = await http.get("/slots")
+    answer.raise_for_status()
+    return sum(bool(slot["is_processing"]) for slot in answer.json())
 
-    def __init__(self, config: dict[str, Any], folder: Path) -> None:
-        self.config = config
-        self.port = int(config["app_port"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        path = folder / "llamaherd.json"
-        path.write_text(json.dumps(config))
-        self.log = folder / "llamaherd.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llamaherd", "serve", "--config", str(path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.servers: set[int] = set()
 
-    def model_url(self, model: str) -> str:
-        """The base URL of `model`'s own llama-server (its port is in the config)."""
-        return f"http://127.0.0.1:{self.config['models'][model]['port']}"
+def reset_peak(pid: int) -> None:
+    """Reset the kernel's high-water mark of the resident memory of `pid` (VmHWM)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
-    @property
-    def output(self) -> str:
-        """The end of its log."""
-        return self.log.read_text(errors="replace")[-6000:]
 
-    def _alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"llamaherd exited with {self.proc.returncode}:\n{self.output}")
-
-    async def wait_until(self, what: str, check: Any, timeout: float = 60.0) -> Any:
-        """Poll `check()` (an awaitable's factory) until it returns a truthy value: llamaherd is
-        another process, and none of these facts is announced to this one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._alive()
-            with contextlib.suppress(httpx.HTTPError):
-                found = await check()
-                if found:
-                    return found
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting until {what}:\n{self.output}")
-
-    async def busy_slots(self, model: str) -> int:
-        """How many of `model`'s slots are generating, asked of its llama-server itself."""
-        async with httpx.AsyncClient(base_url=self.model_url(model), timeout=10) as http:
-            answer = await http.get("/slots")
-        answer.raise_for_status()
-        return sum(bool(slot["is_processing"]) for slot in answer.json())
-
-    def rss(self) -> int:
-        return int(psutil.Process(self.proc.pid).memory_info().rss)
-
-    def reset_peak(self) -> None:
-        """Reset the kernel's high-water mark of llamaherd's resident memory (VmHWM)."""
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
-
-    def peak(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM in /proc/PID/status")
-
-    def remember_servers(self) -> None:
-        """Note the llama-servers running now, to check at `close()` that none outlives it."""
-        self.servers |= {child.pid for child in psutil.Process(self.proc.pid).children()}
-
-    def close(self) -> None:
-        """SIGTERM (llamaherd stops its servers), then SIGKILL whatever is left, by pid."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                self.remember_servers()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        left = [pid for pid in self.servers if pid_alive(pid)]
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        assert not left, f"llama-servers left running after llamaherd stopped: {left}"
+def peak(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
 
 
 @pytest.fixture
-def served(tmp_path: Path, real_binary: Path, demo_model: Path) -> Iterator[Served]:
+async def served(
+    tmp_path: Path, real_binary: Path, demo_model: Path
+) -> AsyncIterator[ServedLlamaherd]:
     config: dict[str, Any] = {
         "llama_server_binary": str(real_binary),
         "app_port": free_port(),
@@ -294,19 +224,14 @@ def served(tmp_path: Path, real_binary: Path, demo_model: Path) -> Iterator[Serv
         # them (the total cap, 1024 by default, holds 500).
         "max_connections_per_client": 2 * CLIENTS,
     }
-    serve = Served(config, tmp_path)
-    try:
+    async with ServedLlamaherd(write_config(tmp_path, config)) as serve:
         yield serve
-    finally:
-        serve.close()
 
 
-async def ready(served: Served) -> int:
+async def ready(served: ServedLlamaherd) -> int:
     """Load the model; once llamaherd has learnt its slot count from /props, that count."""
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
-        await served.wait_until("llamaherd answers", lambda: _ok(http.get("/healthz")))
-        loaded = await http.post(f"/api/models/{MODEL}/load")
-        assert loaded.status_code == 200, loaded.text
+    await served.wait_ready(MODEL)
+    async with served.http() as http:
 
         async def slots() -> int | None:
             model = (await http.get("/api/gateway/models")).json()["models"][0]
@@ -316,13 +241,8 @@ async def ready(served: Served) -> int:
             total = int(props.json()["total_slots"])
             return total if model["maxConcurrency"] == total else None
 
-        found: int = await served.wait_until(f"{MODEL} is ready", slots)
-    served.remember_servers()
+        found: int = await served.wait_until(f"{MODEL} knows its slots", slots)
     return found
-
-
-async def _ok(answer: Any) -> bool:
-    return bool((await answer).status_code == 200)
 
 
 def _check_completion(answer: Answer, tokens: int) -> str | None:
@@ -372,14 +292,14 @@ class Round:
         return max((answer.at for answer in self.status(429)), default=0.0)
 
 
-async def burst(served: Served, slots: int, tokens: int) -> Round:
+async def burst(served: ServedLlamaherd, slots: int, tokens: int) -> Round:
     async def full() -> bool:
-        return await served.busy_slots(MODEL) == slots
+        return await busy_slots(served, MODEL) == slots
 
     rss_before = served.rss()
-    served.reset_peak()
+    reset_peak(served.pid)
     answers = await Burst(served.port, chat(tokens), CLIENTS).run(lead=slots, full=full)
-    return Round(answers, rss_before, served.peak(), served.rss())
+    return Round(answers, rss_before, peak(served.pid), served.rss())
 
 
 def check_round(done: Round, admitted: int, tokens: int) -> None:
@@ -397,7 +317,7 @@ def check_round(done: Round, admitted: int, tokens: int) -> None:
     assert not problems, problems[:5]
 
 
-async def test_500_clients_on_a_queue_of_64(served: Served, figures: Figures) -> None:
+async def test_500_clients_on_a_queue_of_64(served: ServedLlamaherd, figures: Figures) -> None:
     """Two bursts: each must admit exactly slots + queue_depth and refuse the rest with a
     429; the second shows whether what the first cost llamaherd was kept (a leak) or reused."""
     slots = await ready(served)

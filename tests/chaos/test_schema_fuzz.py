@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from schemathesis.core.result import Ok
 from llamaherd.api.openapi import add_gateway_paths
 from llamaherd.gateway.route import INFERENCE_PATHS, UPSTREAM_PREFIX
 from tests.chaos.conftest import Figures
-from tests.chaos.test_overload import Served
 from tests.conftest import free_port
 from tests.gateway.conftest import FAST_POLICY
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(300)]
 
@@ -74,7 +74,7 @@ Expectation = Callable[[str, int], str | None]
 class Tally:
     """Every request the fuzzer sent and how it was answered."""
 
-    served: Served
+    served: ServedLlamaherd
     operations: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
     llama_server_5xx: Counter[str] = field(default_factory=Counter)
@@ -228,32 +228,20 @@ def config(binary: Path, model: Path, **more: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def served(tmp_path: Path, real_binary: Path, demo_model: Path) -> Iterator[Served]:
-    serve = Served(config(real_binary, demo_model), tmp_path)
-    try:
+async def served(
+    tmp_path: Path, real_binary: Path, demo_model: Path
+) -> AsyncIterator[ServedLlamaherd]:
+    async with ServedLlamaherd(write_config(tmp_path, config(real_binary, demo_model))) as serve:
         yield serve
-    finally:
-        serve.close()
 
 
-async def schema_of(served: Served, headers: dict[str, str]) -> tuple[dict[str, Any], bool]:
+async def schema_of(
+    served: ServedLlamaherd, headers: dict[str, str]
+) -> tuple[dict[str, Any], bool]:
     """The schema llamaherd serves once its model is loaded, with the gateway's routes added,
     and whether the app listed them itself."""
-    async with httpx.AsyncClient(base_url=served.url, timeout=10, headers=headers) as http:
-
-        async def up() -> bool:
-            return (await http.get("/healthz")).status_code == 200
-
-        await served.wait_until("llamaherd answers", up)
-        loaded = await http.post(f"/api/models/{MODEL}/load")
-        assert loaded.status_code == 200, loaded.text
-
-        async def ready() -> bool:
-            models = (await http.get("/api/gateway/models")).json()["models"]
-            return bool(models[0]["phase"] == "ready")
-
-        await served.wait_until(f"{MODEL} is ready", ready)
-        served.remember_servers()
+    await served.wait_ready(MODEL, headers=headers)
+    async with served.http(headers) as http:
         answer = await http.get("/openapi.json")
     assert answer.status_code == 200, answer.text
     schema: dict[str, Any] = answer.json()
@@ -275,7 +263,7 @@ def by_status(counts: Counter[str]) -> str:
     )
 
 
-async def still_serves(served: Served, headers: dict[str, str]) -> None:
+async def still_serves(served: ServedLlamaherd, headers: dict[str, str]) -> None:
     """After whatever the fuzzer stopped, restarted or unloaded: a completion still works."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     async with httpx.AsyncClient(base_url=served.url, timeout=60, headers=headers) as http:
@@ -284,7 +272,7 @@ async def still_serves(served: Served, headers: dict[str, str]) -> None:
     assert answer.json()["usage"]["completion_tokens"] == 4
 
 
-def report(figures: Figures, tally: Tally, listed: bool, served: Served) -> None:
+def report(figures: Figures, tally: Tally, listed: bool, served: ServedLlamaherd) -> None:
     figures.update(
         {
             "operations": len(tally.operations),
@@ -300,13 +288,13 @@ def report(figures: Figures, tally: Tally, listed: bool, served: Served) -> None
     assert not tally.problems, (
         f"{len(tally.problems)} answers broke the rules; the first ones:\n"
         + "\n".join(tally.problems[:8])
-        + f"\n--- llamaherd's log ---\n{served.output}"
+        + f"\n--- llamaherd's log ---\n{served.tail(6000)}"
     )
     # Every status llamaherd answered is one its schema promises (401/403 included).
     assert not tally.undocumented, by_status(tally.undocumented)
 
 
-async def test_fuzz_every_operation_without_keys(served: Served, figures: Figures) -> None:
+async def test_fuzz_every_operation_without_keys(served: ServedLlamaherd, figures: Figures) -> None:
     schema, listed = await schema_of(served, {})
     tally = Tally(served)
     modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -341,19 +329,21 @@ def any_key_accepted(label: str, status: int) -> str | None:
 
 
 @pytest.fixture
-def keyed(tmp_path: Path, real_binary: Path, demo_model: Path) -> Iterator[Served]:
+async def keyed(
+    tmp_path: Path, real_binary: Path, demo_model: Path
+) -> AsyncIterator[ServedLlamaherd]:
     keys = [
         {"name": "admin", "key": ADMIN_KEY, "scopes": ["admin"]},
         {"name": "app", "key": APP_KEY, "scopes": ["inference"]},
     ]
-    serve = Served(config(real_binary, demo_model, api_keys=keys), tmp_path)
-    try:
+    settings = config(real_binary, demo_model, api_keys=keys)
+    async with ServedLlamaherd(write_config(tmp_path, settings)) as serve:
         yield serve
-    finally:
-        serve.close()
 
 
-async def test_fuzz_every_operation_with_and_without_keys(keyed: Served, figures: Figures) -> None:
+async def test_fuzz_every_operation_with_and_without_keys(
+    keyed: ServedLlamaherd, figures: Figures
+) -> None:
     """With keys configured: every operation with the admin key (both generation modes),
     then each again with no key (401 but on the open routes) and with the inference key
     (403 on admin routes); never a 5xx of llamaherd's own."""

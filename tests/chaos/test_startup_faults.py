@@ -27,12 +27,7 @@ from llamaherd.supervisor.states import ServiceState, Status
 from tests.chaos.conftest import Figures
 from tests.chaos.load import Load
 from tests.conftest import ServiceFactory, StateRecorder, free_port, pid_alive
-from tests.gateway import conftest as gateway
 from tests.gateway.conftest import DemoModels, Launch, gateway_config
-
-# The gateway tests' fixtures: a whole llamaherd in this process, and the tiny models.
-launch = gateway.launch
-demo_models = gateway.demo_models
 
 TOLERANCE = 0.2
 

@@ -5,16 +5,9 @@ keeps the key for the tab across a reload, and forgets it on request."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import os
 import re
 import secrets
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,8 +15,9 @@ import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Page, expect
 
-from tests.conftest import free_port, pid_alive
+from tests.conftest import free_port
 from tests.e2e.conftest import Console, snapshot
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.real_server]
 
@@ -65,62 +59,13 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-class Served:
-    """`llamaherd serve` as a user runs it, with `config`, in a session of its own."""
-
-    def __init__(self, config: dict[str, object], folder: Path) -> None:
-        self.url = f"http://127.0.0.1:{config['app_port']}"
-        path = folder / ".llama-proxy-config.json"
-        path.write_text(json.dumps(config))
-        self.log = folder / "llamaherd.log"
-        # The keys come from the config alone, not from a key the environment may hold.
-        env = {k: v for k, v in os.environ.items() if k != "LLAMAHERD_API_KEY"}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llamaherd", "serve", "--config", str(path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
-
-    async def wait_listening(self, timeout_s: float = 30) -> None:
-        """Poll the open `/healthz`: llamaherd is another process, which announces nothing."""
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"llamaherd exited with {self.proc.returncode}:\n{self.output}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get("/healthz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"llamaherd did not listen within {timeout_s} s:\n{self.output}")
-
-    async def stop(self) -> None:
-        """SIGTERM, as a user's Ctrl-C would; SIGKILL to its group only if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-            raise AssertionError(f"llamaherd did not stop on SIGTERM:\n{self.output}") from None
-
-
 @contextlib.asynccontextmanager
 async def keyed_llamaherd(folder: Path, binary: Path, model: Path) -> AsyncIterator[str]:
-    """`llamaherd serve` with the demo model and two keys: `admin` (the dashboard's scope) and
-    `app` (inference only). Afterwards no llama-server it started may be left running."""
-    served = Served(
+    """`llamaherd serve` as a user runs it, with the demo model and two keys: `admin` (the
+    dashboard's scope) and `app` (inference only). Afterwards no llama-server it started may
+    be left running."""
+    config = write_config(
+        folder,
         {
             "llama_server_host": "127.0.0.1",
             "llama_server_port": free_port(),
@@ -133,22 +78,14 @@ async def keyed_llamaherd(folder: Path, binary: Path, model: Path) -> AsyncItera
                 {"name": "app", "key": APP_KEY, "scopes": ["inference"]},
             ],
         },
-        folder,
+        name=".llama-proxy-config.json",
     )
-    child: int | None = None
-    try:
-        await served.wait_listening()
+    # The keys come from the config alone, not from a key the environment may hold.
+    async with ServedLlamaherd(config, env={"LLAMAHERD_API_KEY": None}) as served:
+        await served.wait_healthy()
         yield served.url
-        async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
-            status = (await http.get("/api/status", headers=bearer(ADMIN_KEY))).json()
-        child = status.get("pid")
-    finally:
-        await served.stop()
     output = served.output
     assert ADMIN_KEY not in output and APP_KEY not in output, "a key was written to the log"
-    if child is not None and pid_alive(child):
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError(f"llama-server {child} outlived llamaherd")
 
 
 async def use_key(page: Page, key: str) -> None:

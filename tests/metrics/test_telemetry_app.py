@@ -19,10 +19,8 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +36,9 @@ from llamaherd.config import settings_from_mapping
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.states import ServiceState, Status
 from llamaherd.wiring import build_herd, telemetry_options
-from tests.conftest import free_port, pid_alive, sse_lines, sse_lines_sync, wait_until_dead
+from tests.conftest import free_port, pid_alive, sse_lines, wait_until_dead
 from tests.gateway.conftest import FAST_POLICY, gateway_config, serve
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -237,89 +236,54 @@ async def test_metrics_after_real_chat_requests(
 # ---- llamaherd restarted: history and log files survive ---------------------------------------
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], output: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"llamaherd exited with {proc.returncode}:\n{output.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/api/status", timeout=2).json()["status"] == "ready":
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"llamaherd at {url} was not ready in {WAIT_S} s:\n{output.read_text()}")
-
-
-@contextlib.contextmanager
-def llamaherd_serve(config: Path, output: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`llamaherd serve --config CONFIG` as a process (its output appended to `output`);
-    killed with its group if the test leaves it running."""
-    with output.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _stop(proc: subprocess.Popen[bytes], output: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=WAIT_S) == 0, output.read_text()
+async def _reports_ready(http: httpx.AsyncClient) -> bool:
+    return bool((await http.get("/api/status")).json()["status"] == "ready")
 
 
 @pytest.mark.real_server
 @pytest.mark.timeout(90)
-def test_history_and_log_files_survive_a_restart_of_llamaherd(
+async def test_history_and_log_files_survive_a_restart_of_llamaherd(
     tmp_path: Path, real_binary: Path, demo_model: Path
 ) -> None:
     state = tmp_path / "state"
     app_port, llama_port = free_port(), free_port()
-    config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "llama_server_binary": str(real_binary),
-                "llama_server_port": llama_port,
-                "llama_model_path": str(demo_model),  # the model "demo", loaded at start
-                "app_port": app_port,
-                "state_dir": str(state),
-                **FAST_POLICY,
-            }
-        )
+    config = write_config(
+        tmp_path,
+        {
+            "llama_server_binary": str(real_binary),
+            "llama_server_port": llama_port,
+            "llama_model_path": str(demo_model),  # the model "demo", loaded at start
+            "app_port": app_port,
+            "state_dir": str(state),
+            **FAST_POLICY,
+        },
     )
-    url, output = f"http://127.0.0.1:{app_port}", tmp_path / "output.txt"
     model = demo_model.name.removesuffix(".gguf")
     body = {"model": model, "messages": CHAT, "max_tokens": 8}
 
-    with llamaherd_serve(config, output) as first:
-        _wait_ready(url, first, output)
-        pid = httpx.get(f"{url}/api/status", timeout=5).json()["pid"]
-        plain = httpx.post(url + CHAT_PATH, json=body, timeout=WAIT_S)
+    async with ServedLlamaherd(config) as first, first.http(timeout=WAIT_S) as http:
+        await first.wait_until("llamaherd reports ready", lambda: _reports_ready(http), WAIT_S)
+        pid = (await http.get("/api/status")).json()["pid"]
+        plain = await http.post(CHAT_PATH, json=body)
         assert plain.status_code == 200, plain.text
         stream = {**body, "stream": True}
-        with httpx.stream("POST", url + CHAT_PATH, json=stream, timeout=WAIT_S) as answer:
+        async with http.stream("POST", CHAT_PATH, json=stream) as answer:
             assert answer.status_code == 200
-            chunks = [line for line in sse_lines_sync(answer) if line.startswith("data: {")]
-        _stop(first, output)
-    assert wait_until_dead(pid), "llama-server outlived llamaherd"
+            chunks = [line async for line in sse_lines(answer) if line.startswith("data: {")]
+        assert await first.stop(WAIT_S) == 0, first.output
+    assert await asyncio.to_thread(wait_until_dead, pid), "llama-server outlived llamaherd"
     stopped_at = time.time()
     speeds = [  # as each answer reported it, in the order they were sent
         plain.json()["timings"]["predicted_per_second"],
         json.loads(chunks[-1][6:])["timings"]["predicted_per_second"],
     ]
 
-    with llamaherd_serve(config, output) as second:
-        _wait_ready(url, second, output)
-        answer = httpx.get(f"{url}/api/history", params={"model": model}, timeout=WAIT_S)
+    async with ServedLlamaherd(config) as second, second.http(timeout=WAIT_S) as http:
+        await second.wait_until("llamaherd reports ready", lambda: _reports_ready(http), WAIT_S)
+        answer = await http.get("/api/history", params={"model": model})
         assert answer.status_code == 200, answer.text
         history = answer.json()
-        _stop(second, output)
+        assert await second.stop(WAIT_S) == 0, second.output
 
     check_history_of_two_runs(history, stopped_at, speeds)
     # Log files: llama-server's output per model, llamaherd's own lines, both runs in each.
@@ -332,7 +296,7 @@ def test_history_and_log_files_survive_a_restart_of_llamaherd(
     assert f"Stopping llama-server (pid {pid})" in own_log
     assert own_log.count("llama-server stopped (exited with code 0)") == 2, own_log
     assert f"loading model '{demo_model}'" not in own_log  # llama-server's lines go elsewhere
-    assert "Traceback" not in output.read_text()
+    assert "Traceback" not in first.output + second.output
 
 
 def check_history_of_two_runs(
