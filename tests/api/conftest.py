@@ -24,7 +24,7 @@ async def serve_app(service: LlamaService, *, start_service: bool = True) -> Asy
 
 @contextlib.asynccontextmanager
 async def serve_application(
-    application: Application, *, graceful_s: float | None = None
+    application: Application, *, graceful_s: int | None = None
 ) -> AsyncIterator[str]:
     """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
     (uvicorn's default: no limit), then runs the app's shutdown (which stops every
