@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, pid_alive, serve_once, wait_until_dead
+from tests.serving import ServedLlamaherd
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(90)]
 
@@ -148,55 +150,37 @@ def test_a_weak_key_is_refused_at_start_without_echoing_it(config: Path) -> None
     assert weak not in result.stderr + result.stdout
 
 
-def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None:
+async def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None:
     """The settings reach uvicorn: a third connection from one address is a 503 naming the key
     to raise, and a connection that never sends its headers is closed after header_timeout_s."""
     data = json.loads(config.read_text())
     config.write_text(
         json.dumps({**data, "max_connections_per_client": 2, "header_timeout_s": 1.0})
     )
-    port = data["app_port"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llamaherd", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llamaherd did not answer /healthz"
-            time.sleep(0.1)
-        with contextlib.ExitStack() as sockets:
-            silent = [
-                sockets.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
-                for _ in range(2)
-            ]
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
-                third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                answer = read_until_closed(third)  # it says connection: close
-            assert answer.startswith(b"HTTP/1.1 503"), answer
-            assert b"max_connections_per_client" in answer
-            started = time.monotonic()
-            for conn in silent:
-                said = read_until_closed(conn)  # raises socket.timeout if the server holds it
-                assert said == b"" or said.startswith(b"HTTP/1.1 408"), said
-            waited = time.monotonic() - started
-            assert waited < 8, f"silent connections were held {waited:.1f} s"
-        # With the silent ones gone, the address is served again.
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    async with ServedLlamaherd(config) as served:
+        await served.wait_healthy()
+        await asyncio.to_thread(check_caps, served.port)
+
+
+def check_caps(port: int) -> None:
+    with contextlib.ExitStack() as sockets:
+        silent = [
+            sockets.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for _ in range(2)
+        ]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+            third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = read_until_closed(third)  # it says connection: close
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"max_connections_per_client" in answer
+        started = time.monotonic()
+        for conn in silent:
+            said = read_until_closed(conn)  # raises socket.timeout if the server holds it
+            assert said == b"" or said.startswith(b"HTTP/1.1 408"), said
+        waited = time.monotonic() - started
+        assert waited < 8, f"silent connections were held {waited:.1f} s"
+    # With the silent ones gone, the address is served again.
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
 
 
 def read_until_closed(conn: socket.socket) -> bytes:
