@@ -187,7 +187,6 @@ class AccessGuard:
             return
         verdict = authorize(self.ring, presented_key(scope["headers"]), needed)
         if isinstance(verdict, ApiKey):
-            scope.setdefault("state", {})["api_key"] = verdict.name
             await self.app(scope, receive, send)
             return
         response = error_response(verdict.status, verdict.message, verdict.kind, code=verdict.code)
