@@ -1,4 +1,7 @@
-"""`llamaherd serve` as a process of its own, for the tests that need llamaherd exactly as it is
+"""llamaherd served for a test: in the test's own event loop (`serve_application`, uvicorn on a
+free port), or as `llamaherd serve` in a process of its own (`ServedLlamaherd`).
+
+`llamaherd serve` as a process of its own, for the tests that need llamaherd exactly as it is
 deployed: its own memory and event loop, a SIGKILL or a SIGTERM from outside, a mount
 namespace or a resource limit of its own, an environment of its own.
 
@@ -24,13 +27,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 import psutil
+import uvicorn
+
+from llamaherd.api.app import Application
+from tests.conftest import free_port
 
 T = TypeVar("T")
 POLL_S = 0.05  # between two questions to llamaherd while waiting for a fact
@@ -280,3 +287,35 @@ class ServedLlamaherd:
             left = self.close()
         if exc_type is None:
             assert not left, f"llama-servers left running after llamaherd stopped: {left}"
+
+
+@contextlib.asynccontextmanager
+async def serve_application(
+    application: Application, *, graceful_s: int | None = None
+) -> AsyncIterator[str]:
+    """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
+    (uvicorn's default: no limit), then runs the app's shutdown (which stops every
+    llama-server)."""
+    port = free_port()
+    config = uvicorn.Config(
+        application.asgi,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_s,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(15):
+        while not server.started:  # uvicorn offers no event for this
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        application.hub.close_streams()
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await task

@@ -35,7 +35,7 @@ from llamaherd.remote import DEFAULT_URL, ModelWait, drop_overlap, parse_sse, se
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
 from llamaherd.wiring import build_herd
-from tests.api.conftest import serve_app, serve_application
+from tests.api.conftest import serve_app
 from tests.conftest import (
     RecordingSleep,
     ServiceFactory,
@@ -43,6 +43,7 @@ from tests.conftest import (
     free_port,
     wait_http_ready,
 )
+from tests.serving import serve_application
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,6 @@
-"""A real uvicorn serving the real app on a free port, in the test's own event loop."""
+"""The API's tests: the app of one LlamaService served on a free port (tests/serving.py), and a
+Socket.IO client that records what it hears. `launch` (a whole llamaherd from a config) is
+re-exported from the gateway's fixtures."""
 
 from __future__ import annotations
 
@@ -9,49 +11,17 @@ from typing import Any
 
 import pytest
 import socketio
-import uvicorn
 
-from llamaherd.api.app import Application, create_app
+from llamaherd.api.app import create_app
 from llamaherd.supervisor.service import LlamaService
-from tests.conftest import free_port
+from tests.gateway.conftest import launch  # noqa: F401 (the whole-llamaherd fixture, for test_access)
+from tests.serving import serve_application
 
 
 @contextlib.asynccontextmanager
 async def serve_app(service: LlamaService, *, start_service: bool = True) -> AsyncIterator[str]:
     async with serve_application(create_app(service, start_service=start_service)) as url:
         yield url
-
-
-@contextlib.asynccontextmanager
-async def serve_application(
-    application: Application, *, graceful_s: int | None = None
-) -> AsyncIterator[str]:
-    """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
-    (uvicorn's default: no limit), then runs the app's shutdown (which stops every
-    llama-server)."""
-    port = free_port()
-    config = uvicorn.Config(
-        application.asgi,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=graceful_s,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(15):
-        while not server.started:  # uvicorn offers no event for this
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        application.hub.close_streams()
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
 
 
 class EventLog:

@@ -16,10 +16,7 @@ from socketio.exceptions import ConnectionError as SocketConnectionError
 from llamaherd.api.access import KeyRing, authorize, presented_key, required_scope, socket_key
 from llamaherd.gateway.scheduler import Phase
 from tests.conftest import free_port, raw_http
-from tests.gateway import conftest as gateway_fixtures
 from tests.gateway.conftest import Gateway, gateway_config
-
-launch = gateway_fixtures.launch  # the whole-llamaherd fixture, shared with the gateway's tests
 
 ADMIN = "admin-key-0123456789abcdef"
 INFER = "infer-key-0123456789abcdef"

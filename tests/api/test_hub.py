@@ -13,8 +13,8 @@ from llamaherd.api import hub as hub_module
 from llamaherd.api.app import create_app
 from llamaherd.api.hub import EventHub
 from llamaherd.supervisor.service import LlamaService
-from tests.api.conftest import serve_application
 from tests.conftest import ServiceFactory
+from tests.serving import serve_application
 
 pytestmark = pytest.mark.timeout(30)
 

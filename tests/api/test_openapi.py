@@ -26,8 +26,8 @@ from llamaherd.api.openapi import (
 from llamaherd.gateway.herd import herd_of_one
 from llamaherd.gateway.route import INFERENCE_PATHS
 from llamaherd.gateway.scheduler import Limits
-from tests.api.conftest import serve_application
 from tests.conftest import ServiceFactory
+from tests.serving import serve_application
 
 pytestmark = pytest.mark.timeout(60)
 

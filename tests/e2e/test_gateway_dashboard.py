@@ -14,9 +14,9 @@ from playwright.async_api import Browser, Locator, Page, expect
 from llamaherd.api.app import create_app
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase
-from tests.api.conftest import serve_application
 from tests.conftest import pid_alive
 from tests.e2e.conftest import Console, snapshot_of, two_model_herd
+from tests.serving import serve_application
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.real_server]
 

@@ -20,8 +20,8 @@ from playwright.async_api import Browser, Locator, Page, expect
 from llamaherd.api.app import Application, create_app
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.wiring import telemetry_options
-from tests.api.conftest import serve_application
 from tests.e2e.conftest import Console, snapshot, two_model_herd
+from tests.serving import serve_application
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.real_server]
 

@@ -30,8 +30,8 @@ from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import ModelView, Phase
 from llamaherd.supervisor.states import ServiceState, Status
 from llamaherd.wiring import access_policy, build_herd, request_limits
-from tests.api.conftest import serve_application
 from tests.conftest import free_port, pid_alive
+from tests.serving import serve_application
 
 # The supervisor's numbers, small enough for tests on two busy cores: loading is noticed
 # within ~50 ms, a crash is restarted after 0.3 s, a stop escalates to SIGKILL after 3 s.
