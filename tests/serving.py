@@ -290,21 +290,11 @@ class ServedLlamaherd:
 
 
 @contextlib.asynccontextmanager
-async def serve_application(
-    application: Application, *, graceful_s: int | None = None
+async def serve_uvicorn(
+    config: uvicorn.Config, *, stop_timeout_s: float = 30
 ) -> AsyncIterator[str]:
-    """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
-    (uvicorn's default: no limit), then runs the app's shutdown (which stops every
-    llama-server)."""
-    port = free_port()
-    config = uvicorn.Config(
-        application.asgi,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=graceful_s,
-    )
+    """uvicorn with `config` in the test's own event loop: its URL once it listens; at the end
+    it is told to exit and awaited."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(15):
@@ -313,9 +303,30 @@ async def serve_application(
                 task.result()
             await asyncio.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{config.host}:{config.port}"
     finally:
-        application.hub.close_streams()
         server.should_exit = True
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(stop_timeout_s):
             await task
+
+
+@contextlib.asynccontextmanager
+async def serve_application(
+    application: Application, *, graceful_s: int | None = None
+) -> AsyncIterator[str]:
+    """uvicorn on a free port; at the end it stops accepting, gives open requests `graceful_s`
+    (uvicorn's default: no limit), then runs the app's shutdown (which stops every
+    llama-server)."""
+    config = uvicorn.Config(
+        application.asgi,
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_s,
+    )
+    async with serve_uvicorn(config) as url:
+        try:
+            yield url
+        finally:
+            application.hub.close_streams()

@@ -25,6 +25,7 @@ from llamaherd.connections import (
     refusal,
 )
 from tests.conftest import free_port
+from tests.serving import serve_uvicorn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,21 +79,12 @@ async def serving(limits: ConnectionLimits, counts: ConnectionCounts) -> AsyncIt
         lifespan="off",
         http=guarded_http_protocol(limits, counts=counts),
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    client = Client(config.port)
-    try:
-        async with asyncio.timeout(15):
-            while not server.started:  # uvicorn offers no event for this
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-        yield client
-    finally:
-        await client.close_all()
-        server.should_exit = True
-        async with asyncio.timeout(15):
-            await task
+    async with serve_uvicorn(config, stop_timeout_s=15):
+        client = Client(config.port)
+        try:
+            yield client
+        finally:
+            await client.close_all()
     assert (counts.total, counts.clients) == (0, 0)
 
 

@@ -36,6 +36,7 @@ from llamaherd.gateway.proxy import (
     upstream_headers,
 )
 from tests.conftest import free_port, wait_http_ready
+from tests.serving import serve_uvicorn
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -111,20 +112,11 @@ class RelayApp:
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # uvicorn offers no event for this
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off"
+    )
+    async with serve_uvicorn(config) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
