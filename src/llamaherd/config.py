@@ -435,8 +435,9 @@ def api_key_secrets(
     if env.get(ENV_API_KEY):
         found.append((ENV_API_KEY, _checked_key(ENV_API_KEY, env[ENV_API_KEY]), ("admin",)))
     names = [name for name, _, _ in found]
-    for name in sorted({name for name in names if names.count(name) > 1}):
-        raise ConfigError(f"api_keys: two keys are named {name!r}; give each key its own name")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"api_keys: two keys are named {twice[0]!r}; give each key its own name")
     secrets = [secret for _, secret, _ in found]
     if len(set(secrets)) < len(secrets):
         raise ConfigError(

@@ -125,7 +125,8 @@ def access_policy(settings: Settings) -> AccessPolicy:
     return AccessPolicy(
         keys=KeyRing(api_key_secrets(settings)),
         metrics_public=settings.metrics_public,
-        cors_allowed_origins=tuple(origin.rstrip("/") for origin in settings.cors_allowed_origins),
+        # As written: the config's pattern allows no "/" at the end, as browsers send them.
+        cors_allowed_origins=settings.cors_allowed_origins,
     )
 
 

@@ -59,8 +59,11 @@ def _malformed(header: str, value: str, exc: ValueError, form: str) -> Refusal:
     return Refusal(400, f"malformed {header} header {value!r} ({exc}); send {form}", "bad_request")
 
 
-def same_origin(origin: str, host: str) -> bool:
-    """Whether a page from `origin` is served by the `host` it calls."""
+def origin_allowed(origin: str, host: str, allowed_origins: frozenset[str]) -> bool:
+    """Whether a page from `origin` may call llamaherd at `host`: a page of llamaherd's own
+    (the same host), or of one of the configured sites (cors_allowed_origins)."""
+    if origin.rstrip("/") in allowed_origins:
+        return True
     try:
         return _origin_netloc(origin) == host
     except ValueError:
@@ -86,7 +89,8 @@ def refusal(
     except ValueError as exc:
         return _malformed("Host", host, exc, "HOST[:PORT], e.g. 127.0.0.1:3000")
     try:
-        origin_netloc = None if origin is None else _origin_netloc(origin)
+        if origin is not None:
+            _origin_netloc(origin)  # parsed here once, so a malformed one is a 400
     except ValueError as exc:
         return _malformed("Origin", origin or "", exc, "SCHEME://HOST[:PORT]")
     if loopback_only and host and not is_loopback(host_name):
@@ -96,12 +100,7 @@ def refusal(
             "(open it as http://127.0.0.1:PORT or http://localhost:PORT)",
             "forbidden",
         )
-    if (
-        origin
-        and method not in SAFE_METHODS
-        and origin_netloc != host
-        and origin.rstrip("/") not in allowed_origins
-    ):
+    if origin and method not in SAFE_METHODS and not origin_allowed(origin, host, allowed_origins):
         return Refusal(403, f"cross-origin {method} from {origin} refused", "forbidden")
     return None
 

@@ -13,7 +13,7 @@ import socketio
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
 from llamaherd.api.access import AccessPolicy, ApiKey, authorize, socket_key
-from llamaherd.api.guard import same_origin
+from llamaherd.api.guard import origin_allowed
 from llamaherd.api.hub import EventHub
 from llamaherd.api.payloads import (
     LOAD_MODEL,
@@ -48,19 +48,16 @@ def create_socketio(
     access = access or AccessPolicy()
     allowed = frozenset(access.cors_allowed_origins)
 
-    def origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+    def from_allowed_page(origin: str | None, environ: dict[str, Any]) -> bool:
         # Same-origin only, plus the configured allow-list: a page on another site must not
         # be able to drive a local llama-server through the browser.
-        if not origin:
-            return True
-        host = environ.get("HTTP_HOST", "")
-        return origin.rstrip("/") in allowed or same_origin(origin, host)
+        return not origin or origin_allowed(origin, environ.get("HTTP_HOST", ""), allowed)
 
     sio = socketio.AsyncServer(
         async_mode="asgi",
         logger=False,
         engineio_logger=False,
-        cors_allowed_origins=origin_allowed,
+        cors_allowed_origins=from_allowed_page,
     )
 
     async def send_status(sid: str) -> None:
