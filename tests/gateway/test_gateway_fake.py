@@ -346,6 +346,23 @@ async def test_a_stream_that_waits_gets_its_200_and_comment_lines_first(
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
 
 
+@pytest.mark.parametrize("path", ["/tokenize", "/v1/embeddings", "/apply-template"])
+async def test_stream_true_on_a_route_that_never_streams_waits_without_an_event_stream(
+    launch: Launch, fake_binary: Path, demo_models: DemoModels, path: str
+) -> None:
+    # llama-server answers these with plain JSON whatever "stream" says: a 200 event-stream
+    # start while it waits would turn that JSON into a broken stream.
+    lazy = fake(demo_models.alpha, "--fake-load-s", "2")
+    gw = await launch(gateway_config(fake_binary, {"lazy": lazy}))
+    request = {"model": "lazy", "content": "hello", "input": "hello", "stream": True}
+    async with gw.http() as client:
+        answer = await client.post(path, json=request)
+    assert gw.starts["lazy"] == 1, "the request waited for the load"
+    assert answer.headers["content-type"].startswith("application/json"), answer.headers
+    assert not answer.text.startswith(":"), answer.text[:200]
+    assert isinstance(answer.json(), dict)  # llama-server's own answer, as it sent it
+
+
 async def test_arrivals_a_b_a_b_are_served_a_a_b_b_with_one_swap(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:

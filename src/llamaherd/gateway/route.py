@@ -66,6 +66,21 @@ INFERENCE_PATHS = frozenset(
         "/apply-template",
     }
 )
+# The paths whose answer can be an event stream ("stream": true): only a request to one of
+# these gets its 200 and comment lines while it waits. On any other path llama-server answers
+# plain JSON whatever the body says, and an event-stream start would make that answer a
+# broken stream.
+STREAMING_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/chat/completions",
+        "/v1/completions",
+        "/completions",
+        "/v1/messages",
+        "/completion",
+        "/infill",
+    }
+)
 MODEL_LIST_PATHS = frozenset({"/v1/models", "/models"})
 UPSTREAM_PREFIX = "/upstream/"
 
@@ -160,7 +175,7 @@ class GatewayRoute:
         spec = await self._resolve(name, send)
         if spec is None:
             return
-        stream = payload.get("stream") is True
+        stream = payload.get("stream") is True and scope["path"] in STREAMING_PATHS
         await self._serve(scope, receive, send, spec, body, stream=stream)
 
     async def _upstream(self, scope: Scope, receive: Receive, send: Send) -> None:
