@@ -34,15 +34,17 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def ok_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """200 "ok" to any request; a WebSocket is accepted and kept until the client leaves."""
+    """200 "ok" to any request, once its body is in (`/early`: at once, as `/healthz` answers,
+    without reading the body); a WebSocket is accepted and kept until the client leaves."""
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         while (await receive())["type"] != "websocket.disconnect":
             pass
         return
-    while (await receive()).get("more_body"):
-        pass
+    if scope["path"] != "/early":
+        while (await receive()).get("more_body"):
+            pass
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
     )
@@ -96,8 +98,13 @@ async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
 
 async def request(connection: Connection, extra: bytes = b"") -> tuple[int, dict[str, str], bytes]:
     """One GET on the connection; the status, the headers (lower-case names) and the body."""
-    reader, writer = connection
-    writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n" + extra + b"\r\n")
+    connection[1].write(b"GET / HTTP/1.1\r\nHost: test\r\n" + extra + b"\r\n")
+    return await answer_of(connection)
+
+
+async def answer_of(connection: Connection) -> tuple[int, dict[str, str], bytes]:
+    """The next answer on the connection: its status, headers (lower-case names) and body."""
+    reader = connection[0]
     async with asyncio.timeout(5):
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, *lines = head.decode().rstrip("\r\n").split("\r\n")
@@ -189,6 +196,89 @@ async def test_a_keep_alive_client_is_unaffected_and_its_next_request_is_timed()
         connection[1].write(b"GET / HTTP/1.1\r\n")
         assert await still_open(connection[0], 0.1)
         assert (await read_to_eof(connection[0])).startswith(b"HTTP/1.1 408 ")
+        await until(lambda: counts.total == 0)
+
+
+BODY_TIMEOUT_S = 0.4
+LONG_BODY = b"Content-Length: 1000000\r\n\r\n"
+
+
+async def drip(connection: Connection, head: bytes, byte: bytes = b"x") -> tuple[bytes, int, float]:
+    """Send `head`, then `byte` every 50 ms for as long as the server keeps the connection open.
+    What the server said, how many bytes were dripped, and the seconds until it closed."""
+    reader, writer = connection
+    started = time.monotonic()
+    writer.write(head)
+    said, sent = b"", 0
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                async with asyncio.timeout(0.05):
+                    chunk = await reader.read(65536)
+            except TimeoutError:
+                writer.write(byte)
+                sent += 1
+                continue
+            except ConnectionResetError:
+                chunk = b""  # a byte sent as it closed the connection: closed all the same
+            if not chunk:
+                return said, sent, time.monotonic() - started
+            said += chunk
+
+
+@pytest.mark.parametrize(
+    ("head", "byte"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: test\r\n" + LONG_BODY, b"x"),
+        (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n"),
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_a_dripped_body_is_cut_with_408_at_the_body_deadline(
+    head: bytes, byte: bytes
+) -> None:
+    counts = ConnectionCounts()
+    async with serving(limits(body_timeout_s=BODY_TIMEOUT_S), counts) as client:
+        said, sent, elapsed = await drip(await client.connect(), head, byte)
+        # Each byte arrives well within the timeout: only a deadline from the headers cuts it.
+        assert sent >= 4
+        assert BODY_TIMEOUT_S - 0.05 <= elapsed < BODY_TIMEOUT_S + 3
+        assert said.startswith(b"HTTP/1.1 408 "), said
+        head_part, _, body = said.partition(b"\r\n\r\n")
+        assert b"connection: close" in head_part
+        error = json.loads(body)["error"]
+        assert error["code"] == 408
+        assert "0.4 s of its headers (body_timeout_s)" in error["message"]
+        await until(lambda: counts.total == 0)
+
+
+async def test_a_body_dripped_after_an_early_answer_is_cut_at_the_deadline_too() -> None:
+    """`GET /healthz` with a long body: answered at once, then held for ever by the body's
+    bytes, each of which put off uvicorn's keep-alive timeout."""
+    counts = ConnectionCounts()
+    async with serving(limits(body_timeout_s=BODY_TIMEOUT_S), counts) as client:
+        head = b"GET /early HTTP/1.1\r\nHost: test\r\n" + LONG_BODY
+        said, sent, elapsed = await drip(await client.connect(), head)
+        assert said.startswith(b"HTTP/1.1 200 ")
+        assert said.endswith(b"\r\n\r\nok")  # its answer, and nothing after it
+        assert sent >= 4
+        assert BODY_TIMEOUT_S - 0.05 <= elapsed < BODY_TIMEOUT_S + 3
+        await until(lambda: counts.total == 0)
+
+
+async def test_a_body_in_time_is_served_and_its_connection_kept() -> None:
+    counts = ConnectionCounts()
+    async with serving(limits(body_timeout_s=BODY_TIMEOUT_S), counts) as client:
+        connection = await client.connect()
+        for _ in range(2):
+            connection[1].write(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nabc")
+            await asyncio.sleep(BODY_TIMEOUT_S / 4)
+            connection[1].write(b"def")
+            status, _, body = await answer_of(connection)
+            assert (status, body) == (200, b"ok")
+            # Past the deadline of the body just sent: no timer of it is left behind.
+            assert await still_open(connection[0], BODY_TIMEOUT_S * 1.5)
+        await close(connection)
         await until(lambda: counts.total == 0)
 
 
@@ -329,7 +419,12 @@ def test_the_decision_names_the_cap_that_refused() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [{"max_connections": 0}, {"max_per_client": 0}, {"header_timeout_s": 0}],
+    [
+        {"max_connections": 0},
+        {"max_per_client": 0},
+        {"header_timeout_s": 0},
+        {"body_timeout_s": 0},
+    ],
 )
 def test_limits_that_would_refuse_everything_are_rejected(settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

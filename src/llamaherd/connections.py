@@ -1,4 +1,4 @@
-"""Connection limits for llamaherd's HTTP server: a header timeout and caps on open connections.
+"""Connection limits for llamaherd's HTTP server: header and body timeouts, caps on connections.
 
 Why this exists: uvicorn (0.54) guards a connection only between requests, with its keep-alive
 timeout, armed when a response completes. A fresh connection that sends nothing, or sends its
@@ -15,15 +15,22 @@ So `guarded_http_protocol(limits)` makes a subclass of uvicorn's `HttpToolsProto
 - closes a connection whose request headers are not complete `header_timeout_s` after it
   opened, or after the first byte of the next request on a kept-alive connection, with a
   `408` when no response is under way;
+- closes a connection whose request body is not complete `body_timeout_s` after its headers,
+  on every route (REST, Socket.IO polling, the dashboard, inference), with a `408` when no
+  response has started. A deadline, not an idle timer: a body dripped a byte a second cannot
+  hold the connection, nor can one that follows an answer sent before the body was read
+  (`GET /healthz` with `Content-Length: 1000000`). A request whose body came with its headers
+  (most) never arms the timer;
 - logs each kind of refusal at most once per `warning_interval_s`, with how many it left out,
   and never any of the request.
 
 It leans on `HttpToolsProtocol`'s callbacks: `connection_made` (count, admit, arm the timer),
 `on_message_begin` (re-arm), `on_headers_complete` (disarm; it runs `self.app`, which a refused
-connection replaces with its 503), `connection_lost` (release, once); on the upgrade to a
-WebSocket, after which the WebSocket protocol owns the transport and so the release; and, for a
-refused connection, on `_should_upgrade_to_ws` and `_unsupported_upgrade_warning`, so that it
-cannot upgrade past its 503.
+connection replaces with its 503), `data_received` (arm the body timer once the headers are
+in and the body is not), `on_message_complete` (disarm it), `connection_lost` (release,
+once); on the upgrade to a WebSocket, after which the WebSocket protocol owns the transport and
+so the release; and, for a refused connection, on `_should_upgrade_to_ws` and
+`_unsupported_upgrade_warning`, so that it cannot upgrade past its 503.
 
 The address is the TCP peer's: behind a reverse proxy every client shares the proxy's address
 (the headers that would name the real client have not arrived when a connection is admitted).
@@ -47,6 +54,7 @@ logger = logging.getLogger("llamaherd.connections")
 PER_CLIENT_KEY = "max_connections_per_client"
 TOTAL_KEY = "max_connections"
 HEADER_TIMEOUT_KEY = "header_timeout_s"
+BODY_TIMEOUT_KEY = "body_timeout_s"
 
 
 @dataclass(frozen=True)
@@ -56,14 +64,16 @@ class ConnectionLimits:
     # From connect (or from the first byte of the next request on a kept-alive connection)
     # until the request's headers are complete.
     header_timeout_s: float = 10.0
+    # From the end of a request's headers until the end of its body.
+    body_timeout_s: float = 60.0
     # Each kind of refusal is logged at most once in this many seconds.
     warning_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_per_client < 1:
             raise ValueError("max_connections and max_connections_per_client must be at least 1")
-        if not self.header_timeout_s > 0:
-            raise ValueError("header_timeout_s must be more than 0")
+        if not (self.header_timeout_s > 0 and self.body_timeout_s > 0):
+            raise ValueError("header_timeout_s and body_timeout_s must be more than 0")
 
 
 @dataclass(frozen=True)
@@ -151,12 +161,8 @@ def _refusal_app(refused: Refusal) -> ASGI3Application:
     return refuse  # type: ignore[return-value]
 
 
-def _timeout_answer(default_headers: list[tuple[bytes, bytes]], timeout_s: float) -> bytes:
-    body = error_json(
-        f"request headers not complete within {timeout_s:g} s ({HEADER_TIMEOUT_KEY})",
-        "timeout",
-        408,
-    )
+def _timeout_answer(default_headers: list[tuple[bytes, bytes]], message: str) -> bytes:
+    body = error_json(message, "timeout", 408)
     lines = [b"HTTP/1.1 408 Request Timeout"]
     lines += [name + b": " + value for name, value in default_headers]
     lines += [
@@ -198,6 +204,8 @@ def guarded_http_protocol(
         _admitted = False
         _refusal: Refusal | None = None
         _header_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+        _body_pending = False  # the headers are in, the body is not (yet)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -212,6 +220,7 @@ def guarded_http_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_timer()
+            self._disarm_body_timer()
             self._release()
             super().connection_lost(exc)
 
@@ -222,8 +231,24 @@ def guarded_http_protocol(
         def on_headers_complete(self) -> None:
             self._disarm_header_timer()
             super().on_headers_complete()
+            # An upgrade has no body: what follows belongs to the WebSocket.
+            self._body_pending = not (self.parser.should_upgrade() and self._should_upgrade())
+
+        def on_message_complete(self) -> None:
+            self._body_pending = False
+            self._disarm_body_timer()
+            super().on_message_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Armed once per request, in the read that completed its headers: later bytes of
+            # the body do not move the deadline.
+            if self._body_pending and self._body_timer is None and not self.transport.is_closing():
+                self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_timeout)
 
         def handle_websocket_upgrade(self) -> None:
+            self._body_pending = False
+            self._disarm_body_timer()
             super().handle_websocket_upgrade()
             # The WebSocket protocol now owns the transport, and gets its connection_lost.
             successor = self.transport.get_protocol()
@@ -260,18 +285,39 @@ def guarded_http_protocol(
 
         def _header_timeout(self) -> None:
             self._header_timer = None
+            self._close_late(
+                HEADER_TIMEOUT_KEY,
+                f"request headers not complete within {limits.header_timeout_s:g} s",
+                answer=self.cycle is None or self.cycle.response_complete,
+            )
+
+        def _disarm_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_timeout(self) -> None:
+            self._body_timer = None
+            cycle = self.cycle
+            self._close_late(
+                BODY_TIMEOUT_KEY,
+                f"the request body did not arrive within {limits.body_timeout_s:g} s of its"
+                " headers",
+                answer=not cycle.response_started,
+            )
+            # The app, if it still runs, hears of a disconnect and its answer goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
+
+        def _close_late(self, key: str, what: str, *, answer: bool) -> None:
+            """Close the connection a timeout (`key`) ended; first a 408 saying `what`, if
+            `answer` (no other answer is under way)."""
             if self.transport.is_closing():
                 return
-            warn(
-                HEADER_TIMEOUT_KEY,
-                "closed a connection from %s: request headers not complete within %g s (%s)",
-                self._host or "a local socket",
-                limits.header_timeout_s,
-                HEADER_TIMEOUT_KEY,
-            )
-            if self.cycle is None or self.cycle.response_complete:
-                answer = _timeout_answer(self.server_state.default_headers, limits.header_timeout_s)
-                self.transport.write(answer)
+            message = f"{what} ({key})"
+            warn(key, "closed a connection from %s: %s", self._host or "a local socket", message)
+            if answer:
+                self.transport.write(_timeout_answer(self.server_state.default_headers, message))
             self.transport.close()
 
     return GuardedHttpToolsProtocol

@@ -143,16 +143,17 @@ def _own_log_file(settings: Settings) -> Iterator[None]:
 
 
 def _http_protocol(settings: Settings) -> type[asyncio.Protocol] | Literal["auto"]:
-    """uvicorn's httptools protocol with the connection caps and the header timeout."""
+    """uvicorn's httptools protocol with the connection caps, the header and body timeouts."""
     limits = ConnectionLimits(
         max_connections=settings.max_connections,
         max_per_client=settings.max_connections_per_client,
         header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
     )
     try:
         return guarded_http_protocol(limits)
     except ImportError as exc:
-        logger.warning("no connection caps or header timeout: %s", exc)
+        logger.warning("no connection caps, header or body timeout: %s", exc)
         return "auto"
 
 
