@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.history_routes import create_history_router
 from llamaherd.metrics.records import RequestRecord
 from llamaherd.store.history import HistoryStore
@@ -46,6 +47,7 @@ def record(model: str, at: float, status: int | None = 200) -> RequestRecord:
 @contextlib.asynccontextmanager
 async def client_for(store: HistoryStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
+    install_error_handlers(app)  # the error shape clients get from llamaherd
     app.include_router(create_history_router(store))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
@@ -112,6 +114,18 @@ async def test_model_since_until_and_limit_select_rows(http: httpx.AsyncClient) 
 async def test_bad_parameters_are_refused(http: httpx.AsyncClient, params: dict[str, Any]) -> None:
     response = await http.get("/api/history", params=params)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity"])
+@pytest.mark.parametrize("name", ["since", "until"])
+async def test_a_time_that_is_not_a_finite_number_is_refused(
+    http: httpx.AsyncClient, name: str, value: str
+) -> None:
+    response = await http.get("/api/history", params={name: value})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"] == f"query.{name}: Input should be a finite number"
 
 
 async def test_a_store_that_cannot_write_says_so(tmp_path: Path) -> None:

@@ -84,8 +84,13 @@ def create_history_router(store: HistoryStore) -> APIRouter:
     @router.get("/api/history", response_model=HistoryOut)
     async def get_history(
         model: Annotated[str | None, Query(description="one model's id; all if absent")] = None,
-        since: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
-        until: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
+        # Finite only: "nan" parses as a float, and every comparison with it is false.
+        since: Annotated[
+            float | None, Query(allow_inf_nan=False, description="unix seconds, inclusive")
+        ] = None,
+        until: Annotated[
+            float | None, Query(allow_inf_nan=False, description="unix seconds, inclusive")
+        ] = None,
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description="the most rows of each list, newest kept")
         ] = 1000,
