@@ -148,16 +148,50 @@ def test_a_start_up_mistake_is_one_clear_line(
     assert "short-secret" not in result.stderr + result.stdout  # a key is never echoed
 
 
+async def test_a_second_llamaherd_on_the_same_state_dir_refuses_naming_the_first(
+    config: Path, tmp_path: Path
+) -> None:
+    """Two would write one history and rotate the same log files: the second says who holds
+    the folder and how to get past it, and leaves the first serving."""
+    state = tmp_path / "state"
+    data = {**json.loads(config.read_text()), "state_dir": str(state)}
+    config.write_text(json.dumps(data))
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps({**data, "app_port": free_port(), "llama_server_port": free_port()})
+    )
+    async with ServedLlamaherd(config) as first:
+        await first.wait_healthy()
+        result = await asyncio.to_thread(serve_once, other)
+        assert result.returncode == 1, result.stderr
+        assert (
+            f"another llamaherd (pid {first.pid}) already uses the state folder {state}"
+            in result.stderr
+        )
+        assert "Stop the other llamaherd, or give this one another state_dir" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        await first.wait_healthy(timeout_s=5)
+
+
 async def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None:
     """The settings reach uvicorn: a third connection from one address is a 503 naming the key
-    to raise, and a connection that never sends its headers is closed after header_timeout_s."""
+    to raise, a connection that never sends its headers is closed after header_timeout_s, and
+    one that drips a body to /healthz is closed body_timeout_s after its headers."""
     data = json.loads(config.read_text())
     config.write_text(
-        json.dumps({**data, "max_connections_per_client": 2, "header_timeout_s": 1.0})
+        json.dumps(
+            {
+                **data,
+                "max_connections_per_client": 2,
+                "header_timeout_s": 1.0,
+                "body_timeout_s": 1.0,
+            }
+        )
     )
     async with ServedLlamaherd(config) as served:
         await served.wait_healthy()
         await asyncio.to_thread(check_caps, served.port)
+        await asyncio.to_thread(check_body_deadline, served.port)
 
 
 def check_caps(port: int) -> None:
@@ -179,6 +213,31 @@ def check_caps(port: int) -> None:
         assert waited < 8, f"silent connections were held {waited:.1f} s"
     # With the silent ones gone, the address is served again.
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+def check_body_deadline(port: int) -> None:
+    """`GET /healthz` with a megabyte announced and a byte sent every 0.1 s: answered, then
+    closed a second after its headers, not held for as long as the bytes come."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+        started = time.monotonic()
+        conn.settimeout(0.1)
+        said = b""
+        while time.monotonic() - started < 10:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(ConnectionError):  # it may close as the byte goes
+                    conn.sendall(b"x")
+                continue
+            except ConnectionResetError:
+                break  # a byte sent as it closed the connection: closed all the same
+            if not chunk:
+                break
+            said += chunk
+        held = time.monotonic() - started
+    assert said.startswith(b"HTTP/1.1 200"), said
+    assert 0.9 <= held < 4, f"a dripped body held the connection {held:.1f} s"
 
 
 def read_until_closed(conn: socket.socket) -> bytes:

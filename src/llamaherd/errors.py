@@ -5,6 +5,7 @@
      ├── ModelFileError            a model path is missing, unreadable or not a GGUF file
      ├── BinaryNotFoundError       no llama-server binary could be found or executed
      ├── PortInUseError            another program (not llama-server) holds the configured port
+     ├── StateDirInUseError        another llamaherd holds the state folder (history, log files)
      ├── StartupError              llama-server exited or never became ready while starting
      ├── ControlConflictError      a start/stop/restart was asked while another one runs
      └── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
@@ -33,6 +34,10 @@ class BinaryNotFoundError(LlamaherdError):
 
 class PortInUseError(LlamaherdError):
     """The llama-server port is held by a program that does not answer like llama-server."""
+
+
+class StateDirInUseError(LlamaherdError):
+    """Another llamaherd holds the state folder: the message names its pid and the way out."""
 
 
 class StartupError(LlamaherdError):

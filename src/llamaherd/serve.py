@@ -27,6 +27,7 @@ from llamaherd.config import Settings, state_dir
 from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.metrics.telemetry import Telemetry
+from llamaherd.store.lock import hold_state_dir
 from llamaherd.wiring import (
     access_policy,
     build_herd,
@@ -171,8 +172,16 @@ def _log_access(settings: Settings, access: AccessPolicy) -> None:
         )
 
 
+def _hold_state_dir(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The state folder, for this llamaherd alone while it writes there (history, log files):
+    a second one on the same folder refuses to start, naming this one's pid."""
+    if settings.history_enabled or settings.log_file_max_bytes > 0:
+        return hold_state_dir(state_dir(settings))
+    return contextlib.nullcontext()
+
+
 def run_serve(settings: Settings) -> int:
-    with _own_log_file(settings):
+    with _hold_state_dir(settings), _own_log_file(settings):
         return _serve(settings)
 
 
