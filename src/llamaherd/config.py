@@ -176,6 +176,7 @@ class Settings(BaseModel):
     memory_budget_mb: Annotated[float, Field(gt=0)] | None = None
     queue_depth: Annotated[int, Field(ge=0, le=1_000_000)] = 64
     queue_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    failure_cooldown_s: Annotated[float, Field(ge=0, le=86400)] = 30.0
     # Observability: measurements, history, log files, alerts.
     metrics_enabled: StrictBool = True
     history_enabled: StrictBool = True
@@ -244,6 +245,7 @@ _FIXES = {
     "max_loaded": "use a whole number of models from 1 to 256",
     "queue_depth": "use a whole number of waiting requests per model, e.g. 64",
     "queue_timeout_s": "use a number of seconds from 0.001 to 86400, e.g. 120",
+    "failure_cooldown_s": "use a number of seconds from 0 to 86400, e.g. 30",
     "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
     "api_keys": 'use a list of keys, e.g. [{"name": "app", "key_env": "APP_KEY", '
     '"scopes": ["inference"]}]; scopes are "inference" and "admin"',

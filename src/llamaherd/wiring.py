@@ -55,6 +55,7 @@ def build_herd(settings: Settings, *, source: str = "config") -> Herd:
         memory_budget_mb=settings.memory_budget_mb,
         queue_depth=settings.queue_depth,
         queue_timeout_s=settings.queue_timeout_s,
+        failure_cooldown_s=settings.failure_cooldown_s,
     )
     return Herd(registry, services, limits)
 
@@ -68,6 +69,9 @@ def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> Ll
         server_args=(*spec.server_args, *_unless_given(spec.server_args, "--metrics")),
         binary=binary,
         policy=settings.supervisor_policy(),
+        # A model that fails to load is `error` at once: the scheduler gives its slot to the
+        # others and decides when to try it again (failure_cooldown_s), not a backoff cycle.
+        retry_failed_first_start=False,
     )
 
 

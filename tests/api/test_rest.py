@@ -77,9 +77,11 @@ async def test_restart_leaves_error(
         assert answer.json()["status"]["retries"] == 0
 
 
-async def test_control_during_a_stop_is_409(
+async def test_a_restart_during_a_stop_waits_its_turn_and_wins(
     make_service: ServiceFactory, fake_binary: Path, model_file: Path
 ) -> None:
+    """Start, stop and restart are requests to the scheduler, carried out in order: a restart
+    asked while a stop runs is neither refused nor interleaved with it."""
     service = make_service(
         binary=fake_binary, model_path=model_file, server_args=["--fake-slow-sigterm-s", "1"]
     )
@@ -88,12 +90,12 @@ async def test_control_during_a_stop_is_409(
         await service.wait_settled(20)
         stop = asyncio.create_task(http.post("/api/llama/stop"))
         await recorder.wait_status(service.get_state().status.STOPPING)
-        conflict = await http.post("/api/llama/restart")
+        restart = await http.post("/api/llama/restart", params={"wait": 20})
         assert (await stop).status_code == 200
-    assert conflict.status_code == 409
-    error = conflict.json()["error"]
-    assert error["type"] == "conflict"
-    assert "in progress" in error["message"]
+        assert restart.status_code == 200
+        assert restart.json()["status"]["status"] == "ready"
+    statuses = [s.value for s in recorder.statuses]
+    assert statuses[statuses.index("stopping") :][:2] == ["stopping", "initial"]
 
 
 async def test_errors_are_json_without_traces(

@@ -80,8 +80,9 @@ async def test_unloading_a_model_whose_server_is_already_stopped_completes(
     herd = make_herd(ids=("a",))
     herd.load("a")
     await until(lambda: herd.view("a").phase is Phase.READY)
-    await herd.backends["a"].service.stop()  # what POST /api/llama/stop does
+    herd.stop("a")  # what POST /api/llama/stop does
     await until(lambda: herd.view("a").phase is Phase.UNLOADED)
+    assert herd.backends["a"].service.get_state().status is Status.INITIAL
 
     herd.load("a")
     await until(lambda: herd.view("a").phase is Phase.READY)

@@ -220,7 +220,10 @@ def test_a_busy_model_whose_waiters_are_newer_is_evicted_before_one_with_older_w
     s.arrive(2, "b", 2)
     s.arrive(3, "c", 3)  # c waits: neither a nor b has only newer requests
     waiting_for = s.view("c").waiting_for
-    assert waiting_for == "every slot is held by models serving requests older than its own"
+    assert waiting_for == (
+        "max_loaded 2 is reached and nothing can be evicted now: 'a' (serving requests older"
+        " than those for 'c'), 'b' (serving requests older than those for 'c')"
+    )
     s.arrive(4, "b", 4)
     assert s.finish(2, 5) == [Dispatch(4, "b")]  # b's #4 is newer than c's #3: b drains
     assert s.view("b").draining and not s.view("a").draining
@@ -235,7 +238,8 @@ def test_pinned_models_are_never_evicted_and_the_timeout_says_why() -> None:
     reject = rejected(s.tick(61))
     assert reject.status == 503
     assert reject.message == (
-        "waited 60 s for model 'b' (unloaded); pinned models hold every slot (max_loaded 1: 'p')"
+        "waited 60 s for model 'b' (unloaded); max_loaded 1 is reached and nothing can be"
+        " evicted now: 'p' (pinned)"
     )
     assert s.view("p").phase is Phase.READY and s.view("p").ttl_left_s(61) is None
 
@@ -301,7 +305,7 @@ def test_a_candidate_waits_when_pinned_models_hold_the_memory() -> None:
     assert s.arrive(1, "b", 1) == []
     assert s.view("b").waiting_for == (
         "it needs 500 MB and 600 MB of the 1000 MB budget are held by models that cannot be"
-        " evicted now"
+        " evicted now: 'p' (pinned)"
     )
 
 
@@ -354,7 +358,7 @@ def test_a_restarting_model_keeps_its_queue_and_serves_it_when_back() -> None:
 
 
 def test_failed_rejects_the_queue_frees_the_slot_and_a_later_request_retries() -> None:
-    s = scheduler("a", "b", max_loaded=1)
+    s = scheduler("a", "b", max_loaded=1, failure_cooldown_s=10)
     assert s.arrive(1, "a", 0) == [Load("a")]
     s.arrive(2, "a", 0)
     s.arrive(3, "b", 0)
@@ -366,8 +370,178 @@ def test_failed_rejects_the_queue_frees_the_slot_and_a_later_request_retries() -
     assert s.view("a").phase is Phase.FAILED
     s.loaded("b", 2)
     s.finish(3, 3)
-    assert s.arrive(4, "a", 4) == [Unload("b", "evicted for a")]
-    assert s.unloaded("b", 5) == [Load("a")]
+    assert s.arrive(4, "a", 11) == [Unload("b", "evicted for a")]
+    assert s.unloaded("b", 12) == [Load("a")]
+
+
+def test_a_failed_model_is_refused_during_its_cool_down_then_tried_once() -> None:
+    """Issue 14.1: a model in error must not start a full load cycle per request: for
+    failure_cooldown_s every request gets 503 with the reason at once, holding nothing; then
+    one request gets one fresh attempt, whose waiters share it."""
+    s = scheduler("bad", "good", max_loaded=1, failure_cooldown_s=30)
+    assert s.arrive(1, "bad", 0) == [Load("bad")]
+    s.failed("bad", "llama-server exited with code 1 while starting", 2)
+    reject = rejected(s.arrive(2, "bad", 12))
+    assert (reject.status, reject.retry_after_s) == (503, 20)
+    assert reject.message == (
+        "model 'bad' is unavailable: llama-server exited with code 1 while starting; llamaherd"
+        " tries it again in 20 s, or at once when it is started by hand"
+    )
+    view = s.view("bad")
+    assert (view.failure, view.retry_at) == ("llama-server exited with code 1 while starting", 32)
+    assert s.arrive(3, "good", 13) == [Load("good")]  # the slot is free for others
+    s.loaded("good", 14)
+    assert s.arrive(4, "bad", 33) == []  # one fresh attempt, once "good" is idle...
+    assert s.finish(3, 34) == [Unload("good", "evicted for bad")]
+    assert s.arrive(5, "bad", 35) == []  # ...which later arrivals wait for
+    assert s.unloaded("good", 36) == [Load("bad")]
+    s.loaded("bad", 37)
+    assert s.view("bad").failure is None
+
+
+def test_a_manual_load_or_restart_calls_off_the_cool_down() -> None:
+    s = scheduler("a", failure_cooldown_s=30)
+    s.arrive(1, "a", 0)
+    s.failed("a", "no", 1)
+    assert s.request_load("a", 2) == [Load("a")]
+    s.failed("a", "no", 3)
+    assert s.request_restart("a", 4) == [Load("a")]
+
+
+def test_the_true_reason_while_a_model_loads() -> None:
+    """Issue 14.1: a candidate behind a model that is still loading was told that 'every slot
+    is held by models serving requests older than its own', though nothing was served."""
+    s = scheduler("slow", "b", max_loaded=1, queue_timeout_s=30)
+    assert s.request_load("slow", 0) == [Load("slow")]
+    s.arrive(2, "b", 1)
+    reject = rejected(s.tick(31))
+    assert reject.message == (
+        "waited 30 s for model 'b' (unloaded); max_loaded 1 is reached and nothing can be"
+        " evicted now: 'slow' (loading)"
+    )
+
+
+# ── control: stop, start, restart ───────────────────────────────────────────────────────────
+def test_stop_drains_then_refuses_until_started() -> None:
+    """Issue 14.2: a stop lets requests in flight finish, fails the queued ones with the
+    reason, stops the server, and the next request does not load it again."""
+    s = scheduler("a")
+    ready(s, "a")
+    assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
+    s.arrive(2, "a", 1)
+    actions = s.request_stop("a", "stopped by an operator", 2)
+    assert rejected(actions).request_id == 2
+    assert actions[0].message == (  # type: ignore[union-attr]
+        "model 'a' is stopped (stopped by an operator); start or load it to serve it again"
+    )
+    assert s.view("a").phase is Phase.READY and s.view("a").draining
+    assert s.finish(1, 3) == [Unload("a", "requested")]
+    assert s.unloaded("a", 4) == []
+    refused = rejected(s.arrive(3, "a", 5))
+    assert (refused.status, refused.retry_after_s) == (503, 60)
+    assert s.request_load("a", 6) == [Load("a")]  # a start
+    s.loaded("a", 7)
+    assert s.arrive(4, "a", 8) == [Dispatch(4, "a")]
+
+
+def test_stop_of_a_loading_model_stops_it_at_once() -> None:
+    s = scheduler("a")
+    assert s.arrive(1, "a", 0) == [Load("a")]
+    actions = s.request_stop("a", "stopped", 1)
+    assert [type(a) for a in actions] == [Reject, Unload]
+    assert s.loaded("a", 2) == []  # it came up as the stop began: the stop goes on
+    assert s.view("a").phase is Phase.UNLOADING
+
+
+def test_stop_of_a_failed_model_stops_its_supervisor_too() -> None:
+    s = scheduler("a")
+    s.arrive(1, "a", 0)
+    s.failed("a", "no", 1)
+    assert s.request_stop("a", "stopped", 2) == [Unload("a", "requested")]
+    assert s.unloaded("a", 3) == []
+    assert rejected(s.arrive(2, "a", 100)).message.startswith("model 'a' is stopped")
+
+
+def test_start_respects_max_loaded_and_never_stops_a_busy_model() -> None:
+    """Issue 14.3: a start while another model streams, with max_loaded 1, waited for nothing
+    and ran a second server. Now it takes its turn: the busy model finishes first."""
+    s = scheduler("a", "b", max_loaded=1)
+    ready(s, "a")
+    assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
+    assert s.request_load("b", 2) == []
+    assert s.view("b").load_requested
+    assert s.finish(1, 3) == [Unload("a", "evicted for b")]
+    assert s.unloaded("a", 4) == [Load("b")]
+
+
+def test_start_of_a_model_too_big_for_the_budget_is_refused() -> None:
+    s = scheduler(ModelPolicy("big", memory_mb=900), memory_budget_mb=500)
+    with pytest.raises(ConfigError, match="cannot fit"):
+        s.request_load("big", 0)
+    with pytest.raises(ConfigError, match="cannot fit"):
+        s.request_restart("big", 0)
+
+
+def test_restart_drains_stops_and_loads_again_while_requests_wait() -> None:
+    s = scheduler("a", "b", max_loaded=2)
+    ready(s, "a")
+    assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
+    assert s.request_restart("a", 2) == []
+    assert s.arrive(2, "a", 3) == []  # waits for the new server
+    assert s.finish(1, 4) == [Unload("a", "restart requested")]
+    assert s.unloaded("a", 5) == [Load("a")]
+    assert s.loaded("a", 6) == [Dispatch(2, "a")]
+
+
+def test_restart_of_a_model_that_is_not_running_loads_it() -> None:
+    s = scheduler("a")
+    assert s.request_restart("a", 0) == [Load("a")]
+
+
+# ── servers that come up without a Load ─────────────────────────────────────────────────────
+def test_a_server_that_fits_is_claimed_and_one_that_does_not_is_not() -> None:
+    s = scheduler("a", "b", max_loaded=1)
+    assert s.claim("a", 0) == []
+    assert s.view("a").phase is Phase.READY
+    assert s.claim("b", 1) is None  # it would break max_loaded: the owner stops it
+    assert s.view("b").phase is Phase.UNLOADED
+    assert s.request_stop("a", "stopped", 2) == [Unload("a", "requested")]
+    assert s.claim("a", 3) == []  # held (being unloaded): nothing changes
+    assert s.view("a").phase is Phase.UNLOADING
+
+
+def test_a_stopped_model_is_not_claimed() -> None:
+    s = scheduler("a")
+    s.request_stop("a", "stopped", 0)
+    assert s.claim("a", 1) is None
+
+
+# ── the memory budget, one rule before and after loading ────────────────────────────────────
+def test_a_model_measured_over_the_budget_serves_what_it_has_then_unloads() -> None:
+    """Issue 14.4: with a budget between the estimate and the measured size, one model was
+    refused as too big while the other stayed loaded over budget for ever."""
+    a, b = ModelPolicy("a", memory_mb=5), ModelPolicy("b", memory_mb=5)
+    s = scheduler(a, b, max_loaded=2, memory_budget_mb=10)
+    ready(s, "a")
+    assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
+    assert s.set_memory("a", 20) == []  # busy: it finishes its request first
+    assert "more than the whole memory budget" in rejected(s.arrive(2, "a", 2)).message
+    assert s.finish(1, 3) == [Unload("a", "measured at 20 MB, more than the memory budget")]
+    s.unloaded("a", 4)
+    assert "needs 20 MB" in rejected(s.arrive(3, "a", 5)).message
+    ready(s, "b", now=6)
+    assert s.set_memory("b", 20) == [Unload("b", "measured at 20 MB, more than the memory budget")]
+
+
+def test_measured_sizes_that_break_the_budget_evict_idle_models_first() -> None:
+    a, b, c = (ModelPolicy(m, memory_mb=30) for m in "abc")
+    s = scheduler(a, b, c, max_loaded=3, memory_budget_mb=100)
+    ready(s, "a", "b")
+    s.arrive(1, "a", 1)  # a is busy, b idle
+    assert s.set_memory("a", 60) == []  # 90 of 100: fits
+    reason = "the loaded models' measured memory exceeds the 100 MB budget"
+    assert s.set_memory("a", 80) == [Unload("b", reason)]
+    assert s.view("a").phase is Phase.READY
 
 
 # ── bookkeeping ─────────────────────────────────────────────────────────────────────────────
@@ -466,6 +640,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         max_loaded=st.integers(1, 3),
         budget=st.sampled_from([None, 100.0, 150.0]),
         depth=st.integers(0, 4),
+        cooldown=st.sampled_from([0.0, 15.0]),
         policies=st.tuples(*[
             st.builds(
                 ModelPolicy,
@@ -483,9 +658,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         max_loaded: int,
         budget: float | None,
         depth: int,
+        cooldown: float,
         policies: tuple[ModelPolicy, ...],
     ) -> None:
-        self.limits = Limits(max_loaded, budget, depth, queue_timeout_s=30.0)
+        self.limits = Limits(
+            max_loaded, budget, depth, queue_timeout_s=30.0, failure_cooldown_s=cooldown
+        )
         self.policies = {p.id: p for p in policies}
         self.s = Scheduler(policies, self.limits)
         self.now, self.next_id = 0.0, 0
@@ -494,6 +672,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ended: set[int] = set()
         self.loading: set[str] = set()  # owes loaded() or failed()
         self.unloading: set[str] = set()  # owes unloaded()
+        self.roomless_unloads: set[str] = set()
 
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -507,13 +686,22 @@ class SchedulerMachine(RuleBasedStateMachine):
                     self.waiting.pop(rid, None)
                     self.ended.add(rid)
                 case Load(model):
-                    assert model not in self.loading | self.unloading, "a second Load"
+                    assert model not in self.loading, "a second Load"
+                    # Only the stop of a failed model (no server, so no room held) may still be
+                    # on its way; the owner's start runs after it.
+                    assert model not in self.unloading or model in self.roomless_unloads
                     self.loading.add(model)
                 case Unload(model, reason):
                     assert model not in self.in_flight.values(), "stopped a busy server"
-                    assert model not in self.unloading | self.loading
-                    assert reason == "requested" or not self.policies[model].pinned
+                    assert model not in self.unloading
+                    assert reason in ("requested", "restart requested") or not (
+                        self.policies[model].pinned
+                    )
+                    # A stop while loading: the owner stops the start; unloaded() answers.
+                    self.loading.discard(model)
                     self.unloading.add(model)
+                    if self.s.view(model).phase is not Phase.UNLOADING:
+                        self.roomless_unloads.add(model)  # a failed model's: holds no room
 
     def advance(self, dt: int) -> float:
         self.now += dt
@@ -555,6 +743,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def answer_unload(self, data: st.DataObject, dt: int) -> None:
         model = data.draw(st.sampled_from(sorted(self.unloading)))
         self.unloading.remove(model)
+        self.roomless_unloads.discard(model)
         self.apply(self.s.unloaded(model, self.advance(dt)))
 
     @rule(model=st.sampled_from(MODELS))
@@ -567,25 +756,56 @@ class SchedulerMachine(RuleBasedStateMachine):
     def tick(self, dt: int) -> None:
         self.apply(self.s.tick(self.advance(dt)))
 
-    @rule(model=st.sampled_from(MODELS), load=st.booleans())
-    def manual(self, model: str, load: bool) -> None:
-        if not load:
-            self.apply(self.s.request_unload(model, self.now))
+    @rule(
+        model=st.sampled_from(MODELS),
+        action=st.sampled_from(["load", "unload", "stop", "restart"]),
+        dt=st.integers(0, 5),
+    )
+    def control(self, model: str, action: str, dt: int) -> None:
+        """The operator's controls (REST, CLI, dashboard): every one an event here."""
+        now = self.advance(dt)
+        if action == "unload":
+            self.apply(self.s.request_unload(model, now))
             return
+        if action == "stop":
+            self.apply(self.s.request_stop(model, "stopped by an operator", now))
+            assert self.s.view(model).queued == 0
+            return
+        request = self.s.request_load if action == "load" else self.s.request_restart
         try:
-            self.apply(self.s.request_load(model, self.now))
+            self.apply(request(model, now))
         except ConfigError:
             assert self.limits.memory_budget_mb is not None
-            assert self.policies[model].memory_mb > self.limits.memory_budget_mb
+            assert self.s.view(model).memory_mb > self.limits.memory_budget_mb
+
+    @precondition(lambda self: self.limits.memory_budget_mb is not None)
+    @rule(model=st.sampled_from(MODELS), mb=st.sampled_from([20.0, 70.0, 160.0]))
+    def measure(self, model: str, mb: float) -> None:
+        """A loaded server's measured memory replaces its estimate."""
+        if self.s.view(model).phase is Phase.READY:
+            self.apply(self.s.set_memory(model, mb))
 
     @invariant()
     def capacity_and_queues_hold(self) -> None:
         views = [self.s.view(m) for m in MODELS]
         held = [v for v in views if v.phase in (Phase.LOADING, Phase.READY, Phase.UNLOADING)]
         assert len(held) <= self.limits.max_loaded
-        if self.limits.memory_budget_mb is not None:
-            assert sum(v.memory_mb for v in held) <= self.limits.memory_budget_mb
+        budget = self.limits.memory_budget_mb
+        if budget is not None and sum(v.memory_mb for v in held) > budget:
+            # Only a measurement breaks it, and then every model that could give memory back
+            # is already on its way out: what is left is busy, pinned, or loading.
+            for v in held:
+                idle = v.phase is Phase.READY and not (v.in_flight or v.queued or v.pinned)
+                assert not idle or v.draining, f"{v.id} idle while over budget"
         for v in views:
+            if v.queued:
+                # Nobody waits while a slot is free for them.
+                assert not (v.phase is Phase.READY and not v.draining) or (
+                    v.in_flight >= v.max_concurrency
+                ), f"{v.id} has a free slot and a queue"
+                assert v.stopped is None, "a stopped model keeps a queue"
+            if v.stopped is not None:
+                assert v.queued == 0
             assert v.in_flight <= v.max_concurrency
             assert v.queued <= self.limits.queue_depth
             assert v.in_flight == sum(1 for m in self.in_flight.values() if m == v.id)
@@ -602,6 +822,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             elif self.unloading:
                 model = min(self.unloading)
                 self.unloading.remove(model)
+                self.roomless_unloads.discard(model)
                 self.apply(self.s.unloaded(model, self.advance(1)))
             else:
                 return

@@ -102,7 +102,7 @@ def create_app(
     )
     install_error_handlers(api)
     document_gateway(api)  # the gateway's routes are not FastAPI's, but belong in its schema
-    api.include_router(create_router(service))
+    api.include_router(create_router(herd))
     api.include_router(create_gateway_router(herd))
     api.include_router(create_sse_router(service, hub))
     if telemetry.history is not None:

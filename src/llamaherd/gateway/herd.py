@@ -117,6 +117,9 @@ class Herd:
     async def aclose(self) -> None:
         """Stop every server (gracefully, all at once) and close the upstream pools."""
         self._closed = True
+        now = self._clock()
+        for model in self.backends:  # nothing more is sent to a server being stopped
+            self.scheduler.stopping(model, now)
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         if self._timer is not None:
@@ -188,16 +191,48 @@ class Herd:
         finally:
             unsubscribe()
 
+    async def settle_after_failure(self, model: str, timeout: float) -> None:
+        """A request to `model`'s server failed. If the server died, the supervisor says so
+        within moments; until then the caller keeps its slot, so that no queued request is
+        sent to a dead server. A server that still answers /health (the failure was one
+        dropped connection) lets it go at once."""
+        service = self.backends[model].service
+        if service.get_state().status is not Status.READY:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                if await service.answers_health():
+                    return
+        await self.next_change(model, max(0.0, deadline - loop.time()))
+
     def position(self, ticket: Ticket) -> int | None:
         return self.scheduler.position(ticket.id)
 
     # ---- manual control --------------------------------------------------------------------
 
+    # Every start, stop, restart, load and unload is a request to the scheduler: none reaches a
+    # server past it, so max_loaded, the budget and "never stop a busy model" always hold.
+
     def load(self, model: str) -> None:
+        """Load (or start) it in its turn; calls off a stop and a failure's cool-down. Raises
+        ConfigError when it cannot fit the memory budget on its own."""
         self._apply(self.scheduler.request_load(model, self._clock()))
 
     def unload(self, model: str) -> None:
+        """Unload it once its requests in flight end; the next request loads it again."""
         self._apply(self.scheduler.request_unload(model, self._clock()))
+
+    def stop(self, model: str, reason: str = "stopped by an operator") -> None:
+        """Unload it once its requests in flight end, and refuse requests for it (503 naming
+        `reason`) until it is started or loaded again."""
+        self._apply(self.scheduler.request_stop(model, reason, self._clock()))
+
+    def restart(self, model: str) -> None:
+        """Drain, stop, and start it again with a fresh retry count (the way out of `error`);
+        requests waiting for it wait for the new server. Raises ConfigError as load() does."""
+        self._apply(self.scheduler.request_restart(model, self._clock()))
 
     # ---- what the herd looks like ----------------------------------------------------------
 
@@ -225,28 +260,45 @@ class Herd:
         backend = self.backends[model]
         previous, backend.last_status = backend.last_status, state.status
         now = self._clock()
+        phase = self.scheduler.view(model).phase
         if state.status is Status.READY and previous is not Status.READY:
-            if self.scheduler.view(model).phase is not Phase.LOADING:
-                # Started behind the scheduler's back (/api/llama/start, an adopted server
-                # found again): it takes its turn like a manual load, which finds it ready.
-                self._apply(self.scheduler.request_load(model, now))
-            self._apply(self.scheduler.loaded(model, now))
-            if backend.spec.max_concurrency is None:
-                self._spawn(self._learn_slots(backend), f"props-{model}")
-            if state.pid is not None:
-                self._spawn(self._measure_memory(backend, state.pid), f"memory-{model}")
+            self._on_ready(backend, state, phase, now)
         elif state.status is Status.CRASHED and previous is not Status.CRASHED:
             self._apply(self.scheduler.restarting(model, now))
         elif state.status is Status.ERROR and previous is not Status.ERROR:
             message = state.last_error or "its llama-server gave up"
-            self._apply(self.scheduler.failed(model, f"model {model}: {message}", now))
+            self._apply(self.scheduler.failed(model, message, now))
         elif state.status is Status.INITIAL and previous is not Status.INITIAL:
             self._spawn(self.upstreams.forget(backend.base_url), f"forget-{model}")
             self._apply(self.scheduler.unloaded(model, now))
         else:
             self._changed()
 
-    async def _learn_slots(self, backend: Backend) -> None:
+    def _on_ready(self, backend: Backend, state: ServiceState, phase: Phase, now: float) -> None:
+        model = backend.spec.id
+        if phase is Phase.UNLOADING:
+            return  # it finished starting just as its stop began; the stop goes on
+        if phase is Phase.LOADING:
+            self._apply(self.scheduler.loaded(model, now))
+        elif phase is not Phase.READY:
+            # Ready without a Load (nothing here starts one, but a supervisor that adopts a
+            # server again might): kept only if it fits beside the others as they are.
+            actions = self.scheduler.claim(model, now)
+            if actions is None:
+                logger.warning(
+                    "model %s: its llama-server became ready without being loaded, and does "
+                    "not fit beside the loaded models; stopping it",
+                    model,
+                )
+                self._spawn(backend.service.stop(), f"unload-{model}")
+                return
+            self._apply(actions)
+        if backend.spec.max_concurrency is None:
+            self._spawn(self._learn_slots(backend, state.pid), f"props-{model}")
+        if state.pid is not None:
+            self._spawn(self._measure_memory(backend, state.pid), f"memory-{model}")
+
+    async def _learn_slots(self, backend: Backend, pid: int | None) -> None:
         """Upstream concurrency defaults to the server's slot count (`total_slots` in /props):
         more would only queue inside llama-server, where nobody can see or bound it."""
         session = self.upstreams.session(backend.base_url)
@@ -260,7 +312,8 @@ class Herd:
                 "model %s: could not read its slot count from /props: %s", backend.spec.id, exc
             )
             return
-        if slots >= 1 and not self._closed:
+        # The answer is only this process's: the server may have been restarted meanwhile.
+        if slots >= 1 and not self._closed and self._still_serving(backend, pid):
             self._apply(self.scheduler.set_max_concurrency(backend.spec.id, slots))
 
     async def _measure_memory(self, backend: Backend, pid: int) -> None:
@@ -273,8 +326,13 @@ class Herd:
                 "model %s: cannot read the memory of pid %d: %s", backend.spec.id, pid, exc
             )
             return
-        if not self._closed and backend.service.get_state().pid == pid:
+        if not self._closed and self._still_serving(backend, pid):
             self._apply(self.scheduler.set_memory(backend.spec.id, rss / 2**20))
+
+    def _still_serving(self, backend: Backend, pid: int | None) -> bool:
+        """Whether the server that was measured (`pid`) is still the model's ready one."""
+        state = backend.service.get_state()
+        return state.status is Status.READY and state.pid == pid
 
     # ---- carrying out decisions ------------------------------------------------------------
 

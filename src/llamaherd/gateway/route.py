@@ -286,8 +286,9 @@ class GatewayRoute:
                 if outcome.upstream_failed:
                     # Its server died under it (the client has its 502). The supervisor may not
                     # know yet: until it does, the herd would give this slot to the next queued
-                    # request, sending it to the dead server too. Keep the slot until then.
-                    await self.herd.next_change(spec.id, REFUSED_SETTLE_S)
+                    # request, sending it to the dead server too. Keep the slot until then
+                    # (not when the server still answers: one connection was dropped).
+                    await self.herd.settle_after_failure(spec.id, REFUSED_SETTLE_S)
             finally:
                 self.herd.end(ticket)
             if not outcome.refused:

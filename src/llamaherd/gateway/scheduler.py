@@ -8,17 +8,31 @@ owner carries them out and reports the outcomes back as further events (loaded, 
                    └─► its turn ─► Load               (room now)
                               └─► evict: victim draining ─► Unload ─► unloaded() ─► Load
 
+Control. Every start, stop, restart, load and unload is an event here, never a call past the
+scheduler to a server: a stop drains (requests in flight finish) and the model then refuses
+requests until it is started again; a restart drains, then loads with a fresh retry count.
+
+Failures. A model whose server gives up (a start that failed, or retries spent) is FAILED: it
+holds no slot, its waiters get 503 with the reason at once, and requests for it are refused
+for `failure_cooldown_s`; the first one after that gets one fresh attempt. A manual start,
+load or restart tries at once.
+
 Turns. Models whose requests wait for a server take turns in the order of their oldest waiting
 request. A loaded model keeps its turn while it still serves a request older than that: what
 queued behind it meanwhile is dispatched with it, so arrivals A B A B (A loaded) are served
 A A B B, and steady streams for two models alternate between them instead of starving one.
 
 Capacity. At most `max_loaded` models are LOADING, READY or UNLOADING (an unloading server still
-holds its memory), and with a memory budget their memory must fit too. A candidate that does not
-fit evicts READY, unpinned models: idle ones first, then those whose oldest pending request is
-newer than the candidate's oldest, least recently used first. A victim is *draining*: it
-dispatches nothing new, its requests wait, and it is unloaded once its last request ends, so a
-model serving a request is never stopped. Earlier candidates claim the room being freed first.
+holds its memory), and with a memory budget their memory must fit too: one rule, before and
+after loading. A model is planned with its estimate until its server is measured; a measured
+size that breaks the budget drains idle models (least recently used first) until it holds
+again, and a model that turns out bigger than the whole budget serves what it has, then
+unloads and is refused from then on, like one whose estimate was too big from the start.
+A candidate that does not fit evicts READY, unpinned models: idle ones first, then those whose
+oldest pending request is newer than the candidate's oldest, least recently used first. A
+victim is *draining*: it dispatches nothing new, its requests wait, and it is unloaded once its
+last request ends, so a model serving a request is never stopped. Earlier candidates claim the
+room being freed first.
 
       slots (max_loaded 2)                candidate C, oldest waiter #7
     ┌───────────────┬──────────────┐
@@ -44,9 +58,9 @@ _REQUESTED = "requested"
 
 
 class Phase(enum.StrEnum):
-    """A model's server as the scheduler sees it. FAILED holds no capacity, and the next request
-    (or request_load) for it starts a fresh Load: the supervisor already spent its retries, but
-    the person running it may have fixed the cause, and a quick 503 says so if not."""
+    """A model's server as the scheduler sees it. FAILED holds no capacity; requests for it are
+    refused during the failure cool-down, and the first one after it starts a fresh Load: the
+    person running it may have fixed the cause, and a quick 503 says so if not."""
 
     UNLOADED = "unloaded"
     LOADING = "loading"
@@ -64,9 +78,15 @@ class Limits:
     memory_budget_mb: float | None = None
     queue_depth: int = 64  # waiting requests per model, loaded or not
     queue_timeout_s: float = 120.0
+    failure_cooldown_s: float = 30.0  # a failed model refuses requests this long, then retries
 
     def __post_init__(self) -> None:
-        if self.max_loaded < 1 or self.queue_depth < 0 or self.queue_timeout_s <= 0:
+        if (
+            self.max_loaded < 1
+            or self.queue_depth < 0
+            or self.queue_timeout_s <= 0
+            or self.failure_cooldown_s < 0
+        ):
             raise ValueError(f"limits out of range: {self}")
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive, got {self.memory_budget_mb}")
@@ -132,6 +152,9 @@ class ModelView:
     memory_mb: float
     waiting_for: str | None  # why its waiters cannot get a server yet, when known
     load_requested: bool = False  # a manual load waits for its turn (for room to be made)
+    stopped: str | None = None  # why it refuses requests until started (a manual stop)
+    failure: str | None = None  # why it failed, while it is FAILED
+    retry_at: float | None = None  # when a failed model may be tried again (monotonic)
 
     def ttl_left_s(self, now: float) -> float | None:
         """Seconds until the idle unload; None when none is due (no TTL, pinned, busy...)."""
@@ -162,6 +185,10 @@ class _Model:
     wanted: int | None = None  # arrival number of a manual load not yet carried out
     waiting_for: str | None = None
     mean_service_s: float | None = None
+    stopped: str | None = None  # a manual stop: refuse requests until started again
+    failure: str | None = None  # the reason it is FAILED
+    retry_at: float = -math.inf  # a FAILED model refuses requests until then
+    crashed: bool = False  # LOADING again because its server crashed and is restarting
 
     def turn(self) -> float:
         """A candidate's place in turn order: its oldest waiter, or its manual load."""
@@ -200,8 +227,9 @@ class Scheduler:
         if request_id in self._requests:
             raise ValueError(f"request {request_id} is already queued or in flight")
         actions = self._expire(now)
-        if m.phase not in _HELD and not self._fits_alone(m):
-            actions.append(Reject(request_id, model, 503, _RETRY_MAX_S, self._too_big(m)))
+        refusal = self._refusal(m, now)
+        if refusal is not None:
+            actions.append(Reject(request_id, model, 503, refusal[0], refusal[1]))
         elif len(m.queue) >= self._limits.queue_depth and not (m.open() and not m.queue):
             msg = f"the queue for model {model!r} is full ({len(m.queue)} waiting); retry later"
             actions.append(Reject(request_id, model, 429, self._retry_after(m), msg))
@@ -235,13 +263,40 @@ class Scheduler:
         """Its server is ready: the first load, or back after a crash."""
         m = self._models[model]
         if m.phase is Phase.LOADING:
-            m.phase, m.last_used, m.wanted, m.waiting_for = Phase.READY, now, None, None
+            self._apply_loaded(m, now)
         return self._decide(now)
 
+    def _apply_loaded(self, m: _Model, now: float) -> None:
+        m.phase, m.last_used, m.wanted, m.waiting_for = Phase.READY, now, None, None
+        m.failure, m.retry_at, m.crashed = None, -math.inf, False
+
     def unloaded(self, model: str, now: float) -> list[Action]:
-        """Its server stopped; waiters left behind make it a candidate again."""
+        """Its server stopped (after an Unload, or stopping()); waiters left behind make it a
+        candidate again. In any other phase it changes nothing: a Load issued since then is on
+        its way (the owner's start runs after the stop)."""
         m = self._models[model]
-        m.phase, m.draining = Phase.UNLOADED, None
+        if m.phase is Phase.UNLOADING:
+            m.phase, m.draining = Phase.UNLOADED, None
+        return self._decide(now)
+
+    def stopping(self, model: str, now: float) -> list[Action]:
+        """Its server is being stopped by something other than an Unload (a shutdown): nothing
+        more is dispatched to it; unloaded() follows."""
+        m = self._models[model]
+        if m.phase in (Phase.LOADING, Phase.READY):
+            m.phase, m.draining = Phase.UNLOADING, None
+        return self._decide(now)
+
+    def claim(self, model: str, now: float) -> list[Action] | None:
+        """A server became ready that no Load asked for. If it fits beside the held models
+        without evicting anything (and is not stopped), it is READY from now; otherwise None:
+        the owner must stop it, or `max_loaded` and the budget would no longer hold."""
+        m = self._models[model]
+        if m.phase not in _HELD:
+            held = [x for x in self._models.values() if x.phase in _HELD]
+            if m.stopped or not self._fits(held, m):
+                return None
+            self._apply_loaded(m, now)
         return self._decide(now)
 
     def restarting(self, model: str, now: float) -> list[Action]:
@@ -249,22 +304,25 @@ class Scheduler:
         are the proxy's to fail; the owner calls finish() for each."""
         m = self._models[model]
         if m.phase is Phase.READY:
-            m.phase = Phase.LOADING
+            m.phase, m.crashed = Phase.LOADING, True
         return self._decide(now)
 
     def failed(self, model: str, message: str, now: float) -> list[Action]:
         """It gave up: every waiter gets a 503 with the message, and its capacity is freed."""
         m = self._models[model]
+        m.phase, m.draining, m.wanted, m.crashed = Phase.FAILED, None, None, False
+        m.failure, m.retry_at = message, now + self._limits.failure_cooldown_s
         text = f"model {model!r} is unavailable: {message}"
         actions = [self._drop(m, r, 503, text) for r in list(m.queue)]
-        m.phase, m.draining, m.wanted = Phase.FAILED, None, None
         return actions + self._decide(now)
 
     def request_load(self, model: str, now: float) -> list[Action]:
-        """A manual load takes its turn like a request arriving now."""
+        """A manual load (or start) takes its turn like a request arriving now. It calls off a
+        manual stop and a failure's cool-down: the person asking may have fixed the cause."""
         m = self._models[model]
         if not self._fits_alone(m):
             raise ConfigError(self._too_big(m))
+        m.stopped, m.retry_at = None, -math.inf
         if m.draining == _REQUESTED:
             m.draining = None  # a manual unload not yet begun is called off
         elif (m.phase not in (Phase.LOADING, Phase.READY) or m.draining) and m.wanted is None:
@@ -277,6 +335,34 @@ class Scheduler:
         m.wanted = None
         if m.phase in (Phase.LOADING, Phase.READY) and not m.draining:
             m.draining = _REQUESTED
+        return self._decide(now)
+
+    def request_stop(self, model: str, reason: str, now: float) -> list[Action]:
+        """Like an unload, and then it stays down: its waiters and every later request get 503
+        with `reason` until request_load() (a start) or request_restart()."""
+        m = self._models[model]
+        m.stopped, m.wanted = reason, None
+        actions: list[Action] = [self._drop(m, r, 503, self._stopped(m)) for r in list(m.queue)]
+        if m.phase in (Phase.LOADING, Phase.READY) and not m.draining:
+            m.draining = _REQUESTED
+        elif m.phase is Phase.FAILED:
+            # Its supervisor still says `error`: stop that too. No server runs, so it holds no
+            # room meanwhile, and the unloaded() that answers changes nothing.
+            m.phase = Phase.UNLOADED
+            actions.append(Unload(model, _REQUESTED))
+        return actions + self._decide(now)
+
+    def request_restart(self, model: str, now: float) -> list[Action]:
+        """Drain, stop, then load again (a fresh start for its supervisor, and retries from
+        zero); its waiters wait for the new server. A model that is not running just loads."""
+        m = self._models[model]
+        if not self._fits_alone(m):
+            raise ConfigError(self._too_big(m))
+        m.stopped, m.retry_at = None, -math.inf
+        if m.wanted is None:
+            m.wanted = next(self._seq)
+        if m.phase in (Phase.LOADING, Phase.READY):
+            m.draining = "restart requested"
         return self._decide(now)
 
     def tick(self, now: float) -> list[Action]:
@@ -320,6 +406,8 @@ class Scheduler:
             p.id, m.phase, len(m.in_flight), len(m.queue), m.last_used, m.draining is not None,
             p.pinned, p.ttl_s, m.concurrency, m.memory_mb, m.waiting_for,
             m.wanted is not None and m.phase is not Phase.READY,
+            m.stopped, m.failure if m.phase is Phase.FAILED else None,
+            m.retry_at if m.phase is Phase.FAILED and m.retry_at > -math.inf else None,
         )  # fmt: skip
 
     # ── the decision ──────────────────────────────────────────────────────────────────────
@@ -337,12 +425,38 @@ class Scheduler:
             due = self._ttl_due(m)
             if due is not None and due <= now:
                 m.draining = f"idle for {m.policy.ttl_s:g} s (ttl)"
+        self._drain_over_budget()
         actions += self._take_turns()
         for m in self._models.values():
-            if m.draining and m.phase is Phase.READY and not m.in_flight:
+            if m.draining and m.phase in (Phase.READY, Phase.LOADING) and not m.in_flight:
                 actions.append(Unload(m.policy.id, m.draining))
                 m.phase, m.draining = Phase.UNLOADING, None
         return actions
+
+    def _drain_over_budget(self) -> None:
+        """The budget holds after loading as before: when measured sizes break it, a model
+        bigger than the whole budget drains, then idle models (least recently used first)
+        until the rest fits. Busy ones are left until they are idle; pinned ones are kept."""
+        budget = self._limits.memory_budget_mb
+        if budget is None:
+            return
+        staying = [
+            m for m in self._models.values() if m.phase in _HELD and m.phase is not Phase.UNLOADING
+        ]
+        for m in staying:
+            if not self._fits_alone(m) and not m.draining and not m.policy.pinned:
+                m.draining = f"measured at {m.memory_mb:g} MB, more than the memory budget"
+        kept = [m for m in staying if not m.draining]
+        idle = [
+            m
+            for m in kept
+            if m.phase is Phase.READY and not (m.policy.pinned or m.queue or m.in_flight)
+        ]
+        idle.sort(key=lambda m: m.last_used or 0.0)
+        while sum(m.memory_mb for m in kept) > budget and idle:
+            victim = idle.pop(0)
+            victim.draining = f"the loaded models' measured memory exceeds the {budget:g} MB budget"
+            kept.remove(victim)
 
     def _take_turns(self) -> list[Action]:
         """Each model waiting for a server, in turn order: load if there is room, else claim the
@@ -415,6 +529,23 @@ class Scheduler:
         del self._requests[r.id]
         return Reject(r.id, m.policy.id, status, retry_after, message)
 
+    def _refusal(self, m: _Model, now: float) -> tuple[int, str] | None:
+        """Retry-After and the reason, when a request for `m` is refused on arrival."""
+        if m.stopped:
+            return _RETRY_MAX_S, self._stopped(m)
+        if m.phase is Phase.FAILED and now < m.retry_at:
+            wait = min(_RETRY_MAX_S, max(1, math.ceil(m.retry_at - now)))
+            return wait, (
+                f"model {m.policy.id!r} is unavailable: {m.failure}; llamaherd tries it again"
+                f" in {wait} s, or at once when it is started by hand"
+            )
+        if not self._fits_alone(m):
+            return _RETRY_MAX_S, self._too_big(m)
+        return None
+
+    def _stopped(self, m: _Model) -> str:
+        return f"model {m.policy.id!r} is stopped ({m.stopped}); start or load it to serve it again"
+
     def _retry_after(self, m: _Model) -> int:
         """Whole seconds until a retry may succeed: the model's mean service time (an
         exponentially weighted mean over finished requests) times the requests ahead per
@@ -447,14 +578,23 @@ class Scheduler:
         )
 
     def _why_waiting(self, staying: list[_Model], c: _Model) -> str:
-        pinned = [repr(m.policy.id) for m in staying if m.policy.pinned]
+        """The true reason a candidate waits: what each model holding the room is doing."""
+        holders = ", ".join(f"{m.policy.id!r} ({self._holding(m, c)})" for m in staying)
         limit = self._limits.max_loaded
-        if len(pinned) >= limit:
-            return f"pinned models hold every slot (max_loaded {limit}: {', '.join(pinned)})"
-        if len(staying) < limit:  # a slot is free: memory is what is missing
-            used, budget = sum(m.memory_mb for m in staying), self._limits.memory_budget_mb
-            return (
-                f"it needs {c.memory_mb:g} MB and {used:g} MB of the {budget:g} MB budget are held"
-                " by models that cannot be evicted now"
-            )
-        return "every slot is held by models serving requests older than its own"
+        if len(staying) >= limit:
+            return f"max_loaded {limit} is reached and nothing can be evicted now: {holders}"
+        used, budget = sum(m.memory_mb for m in staying), self._limits.memory_budget_mb
+        return (
+            f"it needs {c.memory_mb:g} MB and {used:g} MB of the {budget:g} MB budget are held"
+            f" by models that cannot be evicted now: {holders}"
+        )
+
+    @staticmethod
+    def _holding(m: _Model, c: _Model) -> str:
+        if m.policy.pinned:
+            return "pinned"
+        if m.phase is Phase.LOADING:
+            return "restarting after a crash" if m.crashed else "loading"
+        if m.oldest_pending() < c.turn():
+            return f"serving requests older than those for {c.policy.id!r}"
+        return "busy"
