@@ -316,6 +316,27 @@ async def test_unknown_model_and_malformed_bodies_are_refused(
     assert sum(gw.starts.values()) == 0, "no request here should have started a server"
 
 
+async def test_json_nested_too_deeply_is_a_400_not_a_traceback(
+    launch: Launch,
+    fake_binary: Path,
+    demo_models: DemoModels,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Python's JSON parser recurses: about a thousand levels raise RecursionError, not the
+    # ValueError of other bad JSON.
+    gw = await launch(gateway_config(fake_binary, {"alpha": fake(demo_models.alpha)}))
+    async with gw.http() as client:
+        for path in ("/v1/chat/completions", "/completion", "/tokenize"):
+            for body in (b"[" * 100_000, b'{"model": "alpha", "messages": ' + b"[" * 5_000):
+                answer = await client.post(path, content=body)
+                error = assert_openai_error(answer, 400, "invalid_request_error")
+                assert error["message"] == (
+                    "the request body nests arrays or objects too deeply to be read"
+                )
+    assert "Traceback" not in capfd.readouterr().err
+    assert sum(gw.starts.values()) == 0
+
+
 async def test_a_stream_that_waits_gets_its_200_and_comment_lines_first(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:

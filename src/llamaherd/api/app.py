@@ -24,6 +24,7 @@ from llamaherd.api.history_routes import create_history_router
 from llamaherd.api.hub import EventHub
 from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.openapi import document_gateway
+from llamaherd.api.packets import PacketCheck
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
@@ -111,7 +112,10 @@ def create_app(
         _mount_metrics(api, telemetry)
     _mount_dashboard(api)
     sio = create_socketio(service, hub, herd, telemetry, access)
-    combined = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    combined = PacketCheck(
+        socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io"),
+        max_bytes=sio.eio.max_http_buffer_size,
+    )
     # Inference first: its paths never touch FastAPI or Socket.IO.
     observe = telemetry.observe if telemetry.measuring else None
     asgi: ASGIApp = GatewayRoute(herd, combined, limits=limits, observe=observe)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llamaherd.errors import ControlConflictError, LlamaherdError
+from llamaherd.gateway.proxy import TOO_DEEP
 
 logger = logging.getLogger("llamaherd.api")
 
@@ -26,6 +27,9 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "There was an error parsing the body", raised from why.
+            return error_response(400, _bad_body(exc), "invalid_request_error")
         kind = "not_found" if exc.status_code == 404 else "http_error"
         return error_response(exc.status_code, str(exc.detail), kind)
 
@@ -49,3 +53,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error in %s %s", request.method, request.url.path)
         return error_response(500, "internal error; see llamaherd's log", "internal_error")
+
+
+def _bad_body(exc: HTTPException) -> str:
+    if isinstance(exc.__cause__, RecursionError):
+        return f"the request body {TOO_DEEP}"
+    return str(exc.detail)

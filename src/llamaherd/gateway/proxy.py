@@ -57,6 +57,9 @@ SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_LABEL = "llama-server"
 STREAM_DONE = b"data: [DONE]\n\n"  # the last event of an OpenAI-style stream
+# Why a client's JSON was not read: Python's parser recurses, and raises RecursionError (not
+# the ValueError of other bad JSON) for a document nested about a thousand levels deep.
+TOO_DEEP = "nests arrays or objects too deeply to be read"
 UPSTREAM_ERROR = "upstream_error"
 # The errors an upstream exchange can fail with. aiohttp's timeouts are TimeoutErrors;
 # OSError covers a reset that reaches us without aiohttp's wrapping.

@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 
 from llamaherd.gateway.herd import Herd, Ticket
 from llamaherd.gateway.proxy import (
+    TOO_DEEP,
     BodyTooLarge,
     ChunkObserver,
     ClientDisconnected,
@@ -165,6 +166,9 @@ class GatewayRoute:
             await send_error(
                 send, 400, f"the request body is not valid JSON: {exc}", "invalid_request_error"
             )
+            return
+        except RecursionError:
+            await send_error(send, 400, f"the request body {TOO_DEEP}", "invalid_request_error")
             return
         problem = _wrong_type(payload)
         if problem is not None:
