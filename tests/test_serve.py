@@ -194,6 +194,29 @@ async def test_serve_caps_connections_and_cuts_silent_ones(config: Path) -> None
         await asyncio.to_thread(check_body_deadline, served.port)
 
 
+async def test_serve_bounds_socketio_sessions_waiting_for_a_connect(config: Path) -> None:
+    """The settings reach Socket.IO: a third handshake from one address with two sessions
+    waiting for their connect is a 503 naming the key; at their deadline they are closed."""
+    data = json.loads(config.read_text())
+    config.write_text(
+        json.dumps(
+            {**data, "max_socketio_pending_per_client": 2, "socketio_connect_timeout_s": 1.0}
+        )
+    )
+    handshake = {"EIO": "4", "transport": "polling"}
+    async with ServedLlamaherd(config) as served, served.http() as http:
+        await served.wait_healthy()
+        answers = [await http.get("/socket.io/", params=handshake) for _ in range(3)]
+        assert [answer.status_code for answer in answers] == [200, 200, 503]
+        message = answers[2].json()["error"]["message"]
+        assert "(2 open; max_socketio_pending_per_client)" in message
+
+        async def admitted() -> bool:
+            return (await http.get("/socket.io/", params=handshake)).status_code == 200
+
+        await served.wait_until("a handshake is admitted again", admitted, timeout_s=5)
+
+
 def check_caps(port: int) -> None:
     with contextlib.ExitStack() as sockets:
         silent = [

@@ -198,6 +198,10 @@ class Settings(BaseModel):
     idle_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 5  # a kept-alive connection, unused
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     max_connections_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    # Socket.IO sessions between their handshake and an authorized connect (api/handshakes.py).
+    max_socketio_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    max_socketio_pending_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    socketio_connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 
     def supervisor_policy(self) -> SupervisorPolicy:
         # Every policy number has a config key of the same name (a new one without a key
@@ -256,6 +260,9 @@ _FIXES = {
     "idle_timeout_s": "use a whole number of seconds, e.g. 5",
     "max_connections": "use a whole number of connections, e.g. 1024",
     "max_connections_per_client": "use a whole number of connections, e.g. 256",
+    "max_socketio_pending": "use a whole number of sessions, e.g. 256",
+    "max_socketio_pending_per_client": "use a whole number of sessions, e.g. 32",
+    "socketio_connect_timeout_s": "use a number of seconds, e.g. 10",
 } | {name: _policy_fix(name) for name in POLICY_BOUNDS}
 
 # What a wrong value looked like, kept short: the value may be a megabyte of nested lists.

@@ -75,6 +75,12 @@ class ConnectionLimits:
         if not (self.header_timeout_s > 0 and self.body_timeout_s > 0):
             raise ValueError("header_timeout_s and body_timeout_s must be more than 0")
 
+    @property
+    def caps(self) -> Caps:
+        return Caps(
+            "connections", self.max_connections, self.max_per_client, TOTAL_KEY, PER_CLIENT_KEY
+        )
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -82,23 +88,42 @@ class Refusal:
     message: str
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Two caps on things counted by client address, and the config keys that set them."""
+
+    what: str  # "connections": what a refusal says there are too many of
+    total: int
+    per_client: int
+    total_key: str
+    per_client_key: str
+
+    def refusal(self, total: int, from_client: int, host: str | None) -> Refusal | None:
+        """Whether one more from `host` must be refused, given `total` open now, `from_client`
+        of them from `host`. The client's own cap is named first: it is the one that client
+        can do something about."""
+        if host is not None and from_client >= self.per_client:
+            return Refusal(
+                self.per_client_key,
+                f"too many {self.what} from {host} ({from_client} open; {self.per_client_key})",
+            )
+        if total >= self.total:
+            return Refusal(
+                self.total_key, f"too many {self.what} in total ({total} open; {self.total_key})"
+            )
+        return None
+
+
 def refusal(
     limits: ConnectionLimits, total: int, from_client: int, host: str | None
 ) -> Refusal | None:
-    """Whether a new connection from `host` must be refused, given the connections open now.
-    The client's own cap is named first: it is the one that client can do something about."""
-    if host is not None and from_client >= limits.max_per_client:
-        return Refusal(
-            PER_CLIENT_KEY,
-            f"too many connections from {host} ({from_client} open; {PER_CLIENT_KEY})",
-        )
-    if total >= limits.max_connections:
-        return Refusal(TOTAL_KEY, f"too many connections in total ({total} open; {TOTAL_KEY})")
-    return None
+    """Whether a new connection from `host` must be refused, given the connections open now."""
+    return limits.caps.refusal(total, from_client, host)
 
 
 class ConnectionCounts:
-    """The admitted connections of one server, in total and per client address."""
+    """The admitted connections of one server, in total and per client address (or anything
+    else counted that way: api/handshakes.py counts Engine.IO sessions with it)."""
 
     def __init__(self) -> None:
         self.total = 0
@@ -111,13 +136,16 @@ class ConnectionCounts:
     def clients(self) -> int:
         return len(self._per_client)
 
-    def admit(self, limits: ConnectionLimits, host: str | None) -> Refusal | None:
-        refused = refusal(limits, self.total, self.open_from(host), host)
+    def admit(self, caps: Caps, host: str | None) -> Refusal | None:
+        refused = caps.refusal(self.total, self.open_from(host), host)
         if refused is None:
-            self.total += 1
-            if host is not None:
-                self._per_client[host] = self._per_client.get(host, 0) + 1
+            self.add(host)
         return refused
+
+    def add(self, host: str | None) -> None:
+        self.total += 1
+        if host is not None:
+            self._per_client[host] = self._per_client.get(host, 0) + 1
 
     def release(self, host: str | None) -> None:
         self.total -= 1
@@ -146,6 +174,16 @@ class WarningThrottle:
             return None
         self._last[reason] = now
         return self._left_out.pop(reason, 0)
+
+    def warn(self, log: logging.Logger, reason: str, message: str, *args: Any) -> None:
+        """`log.warning(message, *args)`, unless one for `reason` was logged lately."""
+        left_out = self.due(reason, time.monotonic())
+        if left_out is None:
+            return
+        if left_out:
+            message += " (%d more since the last such warning)"
+            args = (*args, left_out)
+        log.warning(message, *args)
 
 
 def _refusal_app(refused: Refusal) -> ASGI3Application:
@@ -188,16 +226,11 @@ def guarded_http_protocol(
         ) from exc
 
     shared = ConnectionCounts() if counts is None else counts
+    caps = limits.caps
     throttle = WarningThrottle(limits.warning_interval_s)
 
     def warn(reason: str, message: str, *args: Any) -> None:
-        left_out = throttle.due(reason, time.monotonic())
-        if left_out is None:
-            return
-        if left_out:
-            message += " (%d more since the last such warning)"
-            args = (*args, left_out)
-        logger.warning(message, *args)
+        throttle.warn(logger, reason, message, *args)
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _host: str | None = None
@@ -210,7 +243,7 @@ def guarded_http_protocol(
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._host = self.client[0] if self.client else None
-            self._refusal = shared.admit(limits, self._host)
+            self._refusal = shared.admit(caps, self._host)
             if self._refusal is None:
                 self._admitted = True
             else:

@@ -23,6 +23,7 @@ import uvicorn
 from llamaherd.api.access import AccessPolicy
 from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
+from llamaherd.api.handshakes import HandshakeLimits
 from llamaherd.config import Settings, state_dir
 from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
@@ -197,6 +198,11 @@ def _serve(settings: Settings) -> int:
         telemetry=telemetry,
         access=access,
         limits=request_limits(settings),
+        handshakes=HandshakeLimits(
+            max_total=settings.max_socketio_pending,
+            max_per_client=settings.max_socketio_pending_per_client,
+            connect_timeout_s=settings.socketio_connect_timeout_s,
+        ),
     )
     config = uvicorn.Config(
         application.asgi,

@@ -20,6 +20,7 @@ from llamaherd.api.access import AccessGuard, AccessPolicy
 from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
+from llamaherd.api.handshakes import HandshakeLimits
 from llamaherd.api.history_routes import create_history_router
 from llamaherd.api.hub import EventHub
 from llamaherd.api.models_feed import ModelsFeed
@@ -63,6 +64,7 @@ def create_app(
     telemetry: Telemetry | None = None,
     access: AccessPolicy | None = None,
     limits: RequestLimits | None = None,
+    handshakes: HandshakeLimits | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
@@ -70,7 +72,8 @@ def create_app(
     `loopback_only`: llamaherd listens on loopback, so only loopback Host names are served
     (see api/guard.py). `telemetry`: what measures and records the herd (default: metrics,
     no history, no log files, no alerts). `access`: keys, scopes and CORS (default: no keys,
-    no other origins). `limits`: how large and how slow a request body may be."""
+    no other origins). `limits`: how large and how slow a request body may be. `handshakes`:
+    how many Socket.IO sessions may wait for an authorized connect, and how long."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
     telemetry = telemetry or Telemetry(herd)
     access = access or AccessPolicy()
@@ -111,7 +114,7 @@ def create_app(
     if telemetry.metrics is not None:
         _mount_metrics(api, telemetry)
     _mount_dashboard(api)
-    sio = create_socketio(service, hub, herd, telemetry, access)
+    sio = create_socketio(service, hub, herd, telemetry, access, handshakes=handshakes)
     combined = PacketCheck(
         socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io"),
         max_bytes=sio.eio.max_http_buffer_size,

@@ -14,6 +14,7 @@ from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
 from llamaherd.api.access import AccessPolicy, ApiKey, authorize, socket_key
 from llamaherd.api.guard import origin_allowed
+from llamaherd.api.handshakes import HandshakeLimits, bound_handshakes
 from llamaherd.api.hub import EventHub
 from llamaherd.api.payloads import (
     LOAD_MODEL,
@@ -44,7 +45,11 @@ def create_socketio(
     herd: Herd,
     telemetry: Telemetry,
     access: AccessPolicy | None = None,
+    *,
+    handshakes: HandshakeLimits | None = None,
 ) -> socketio.AsyncServer:
+    """`handshakes`: how many Engine.IO sessions may wait for an authorized connect, and for
+    how long (api/handshakes.py)."""
     access = access or AccessPolicy()
     allowed = frozenset(access.cors_allowed_origins)
 
@@ -59,6 +64,7 @@ def create_socketio(
         engineio_logger=False,
         cors_allowed_origins=from_allowed_page,
     )
+    pending = bound_handshakes(sio, handshakes or HandshakeLimits())
 
     async def send_status(sid: str) -> None:
         await sio.emit(STATUS_EVENT, status_event(service.get_state()), to=sid)
@@ -77,6 +83,7 @@ def create_socketio(
             verdict = authorize(access.keys, socket_key(auth, environ), "admin")
             if not isinstance(verdict, ApiKey):
                 raise SocketRefused(verdict.message, {"code": verdict.code})
+        pending.connected(environ)
         await send_status(sid)
         await send_models(sid)
         await send_metrics(sid)
