@@ -1,16 +1,20 @@
-"""Cross-site requests and DNS rebinding are refused; same-origin and CLI use is not."""
+"""Cross-site requests (by Origin, and by Sec-Fetch-Site for those that carry none) and DNS
+rebinding are refused; same-origin and CLI use is not."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from llamaherd.api.guard import BrowserGuard
+from llamaherd.api.guard import NOT_A_BROWSER, BrowserGuard, FetchMetadata, refusal
+from llamaherd.gateway.scheduler import Phase
 from tests.api.conftest import serve_app
 from tests.conftest import ServiceFactory
+from tests.gateway.conftest import Gateway, gateway_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,6 +38,82 @@ async def test_cross_origin_control_is_refused(
     }
     assert same.status_code == 200 and cli.status_code == 200
     assert read.status_code == 200
+
+
+HOST = "127.0.0.1:3000"
+SITE = "https://app.example.com"  # a configured cors_allowed_origins entry
+
+
+@pytest.mark.parametrize(
+    ("method", "origin", "fetch", "path", "allowed"),
+    [
+        # llamaherd's own pages, an address typed, a client that is no browser: as before.
+        ("GET", None, FetchMetadata("same-origin"), "/upstream/m2/health", True),
+        ("POST", f"http://{HOST}", FetchMetadata("same-origin"), "/v1/chat/completions", True),
+        ("GET", None, FetchMetadata("none", navigation=True), "/upstream/m2/", True),
+        ("GET", None, NOT_A_BROWSER, "/upstream/m2/health", True),
+        # <img>, <script>, a no-cors fetch from another site: nothing, reads included.
+        ("GET", None, FetchMetadata("cross-site"), "/upstream/m2/health", False),
+        ("GET", None, FetchMetadata("cross-site"), "/api/status", False),
+        ("GET", None, FetchMetadata("cross-site"), "/socket.io/", False),
+        # Another port of this site (another local app) is another origin all the same.
+        ("GET", None, FetchMetadata("same-site"), "/upstream/m2/health", False),
+        ("GET", "http://127.0.0.1:8080", FetchMetadata("same-site"), "/api/status", False),
+        # A link followed from another site: to a page that changes nothing, not to a load;
+        # never into a frame (which could trick clicks on the dashboard).
+        ("GET", None, FetchMetadata("cross-site", navigation=True), "/", True),
+        ("GET", None, FetchMetadata("cross-site", navigation=True), "/api/status", True),
+        ("GET", None, FetchMetadata("cross-site", navigation=True), "/upstream/m2/", False),
+        ("GET", None, FetchMetadata("cross-site"), "/", False),
+        # A configured site's page, which says who it is (CORS).
+        ("GET", SITE, FetchMetadata("cross-site"), "/upstream/m2/slots", True),
+        ("POST", SITE, FetchMetadata("cross-site"), "/v1/chat/completions", True),
+        ("OPTIONS", SITE, FetchMetadata("cross-site"), "/v1/chat/completions", True),
+        ("GET", "https://evil.example", FetchMetadata("cross-site"), "/api/status", False),
+    ],
+)
+def test_a_request_from_another_site_is_refused_unless_it_changes_nothing_or_is_allowed(
+    method: str, origin: str | None, fetch: FetchMetadata, path: str, allowed: bool
+) -> None:
+    problem = refusal(
+        method,
+        HOST,
+        origin,
+        loopback_only=True,
+        allowed_origins=frozenset({SITE}),
+        fetch=fetch,
+        get_has_effects=path.startswith("/upstream/"),
+    )
+    assert (problem is None) is allowed, problem
+    if problem is not None:
+        assert problem.status == 403 and problem.kind == "forbidden"
+        assert problem.message.startswith(f"cross-site {method} refused: ")
+
+
+async def test_an_image_on_another_site_cannot_load_a_model(
+    launch: Any, fake_binary: Path, model_file: Path
+) -> None:
+    # What Chromium sends for <img src="http://127.0.0.1:3000/upstream/m2/health"> on a
+    # page of another site: no Origin, only the fetch metadata.
+    models = {"m1": {"path": str(model_file)}, "m2": {"path": str(model_file)}}
+    gw: Gateway = await launch(gateway_config(fake_binary, models, max_loaded=1))
+    await gw.loaded("m1")
+    image = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}
+    link = {
+        "sec-fetch-site": "cross-site",
+        "sec-fetch-mode": "navigate",
+        "sec-fetch-dest": "document",
+    }
+    async with gw.http() as client:
+        embedded = await client.get("/upstream/m2/health", headers=image)
+        followed = await client.get("/upstream/m2/", headers=link)
+        dashboard = await client.get("/", headers=link)
+    for refused in (embedded, followed):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["type"] == "forbidden"
+    assert "may not load a model" in followed.json()["error"]["message"]
+    assert dashboard.status_code == 200
+    assert gw.starts["m2"] == 0 and gw.view("m1").phase is Phase.READY
 
 
 async def test_rebound_host_names_are_refused(
