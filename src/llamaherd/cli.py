@@ -144,9 +144,12 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     helps = {
-        "start": "start (or adopt) llama-server and wait until it is ready",
-        "stop": "stop llama-server (an adopted one is left running)",
-        "restart": "stop, then start llama-server with a fresh retry count (the way out of error)",
+        "start": "start (or adopt) the default model's llama-server in its turn (within "
+        "max_loaded and the memory budget) and wait until it is ready",
+        "stop": "stop the default model once its requests in flight have finished; it then "
+        "refuses requests until started again (an adopted server is left running)",
+        "restart": "stop the default model once its requests have finished, then start it with "
+        "a fresh retry count (the way out of error)",
     }
     for action, text in helps.items():
         control = sub.add_parser(
@@ -154,15 +157,16 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             parents=[_remote_options()],
             help=text,
             description=f"{text[0].upper()}{text[1:]}. Prints the resulting status; exits 1 "
-            "if it is error or another start/stop/restart is running.",
+            "if it is error.",
         )
-        if action == "stop":  # the API's stop answers once llama-server has exited
+        if action == "stop":  # the API's stop answers once drained and stopped
             control.add_argument(
                 "--wait",
                 type=_bounded(float, 1, MAX_WAIT_S),
                 default=DEFAULT_WAIT_S,
                 metavar="SECONDS",
-                help=f"wait up to this long for llama-server to stop (default: {DEFAULT_WAIT_S:g})",
+                help="wait up to this long for requests in flight to finish and llama-server "
+                f"to stop (default: {DEFAULT_WAIT_S:g})",
             )
         else:
             control.add_argument(
@@ -365,6 +369,8 @@ def model_state(entry: dict[str, Any], notes: dict[str, str] | None = None) -> s
     """The word for where a model is: the scheduler's phase, "draining" while it is to be
     unloaded once its requests end, and the retry while its llama-server restarts."""
     phase = str(entry.get("phase", "unknown"))
+    if entry.get("stopped") and phase == "unloaded":
+        return "stopped"
     if phase == "ready" and entry.get("draining"):
         return "draining"
     # In `error` the count is the last run's, until the new load's first step resets it.
@@ -424,6 +430,10 @@ def _model_notes(entry: dict[str, Any]) -> list[tuple[str, str]]:
         notes.append(("aliases", ", ".join(entry["aliases"])))
     if entry.get("waitingFor"):
         notes.append(("waiting", str(entry["waitingFor"])))
+    if entry.get("stopped"):
+        notes.append(("stopped", f"{entry['stopped']}; 'llamaherd load {entry['id']}' starts it"))
+    if entry.get("retryIn") is not None:
+        notes.append(("failed", f"tried again by the first request in {entry['retryIn']:g} s"))
     if entry.get("lastError"):
         notes.append(("last error", _one_line(entry["lastError"])))
     return notes

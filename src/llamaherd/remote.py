@@ -51,9 +51,10 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 REQUEST_TIMEOUT_S = 10.0
 # A start/restart answers after up to `wait` seconds; the margin covers the request itself.
 ANSWER_MARGIN_S = 30.0
-# Stop answers once llama-server has exited (SIGTERM, then SIGKILL after stop_timeout_s); the
-# API takes no wait for it, so the client bounds its own wait (the CLI's `stop --wait`).
+# Stop answers once the requests in flight have finished and llama-server has exited, or after
+# the `wait` it is given, with the state then (the CLI's `stop --wait`).
 DEFAULT_STOP_WAIT_S = 60.0
+STOP_ANSWER_MARGIN_S = 5.0  # the server answers at `wait` at the latest
 # The one extra request that finds out what answers when the answer was not llamaherd's.
 IDENTIFY_TIMEOUT_S = 5.0
 # The server sends a keep-alive every 15 s; four missed ones mean the connection is dead.
@@ -154,12 +155,13 @@ class RemoteClient:
     def control(self, action: Action, wait: float | None = None) -> dict[str, Any]:
         """POST start, stop or restart; returns the status the server answers with.
 
-        start and restart pass `wait` to the server, which answers within it; stop has no such
-        parameter, so `wait` (default DEFAULT_STOP_WAIT_S) bounds how long this waits for it.
+        Each passes `wait` to the server, which answers within it: start and restart once
+        ready or error, stop once drained and stopped (default DEFAULT_STOP_WAIT_S).
         """
         if action == "stop":
-            params: dict[str, Any] = {}
-            answer_s = DEFAULT_STOP_WAIT_S if wait is None else wait
+            wait = DEFAULT_STOP_WAIT_S if wait is None else wait
+            params: dict[str, Any] = {"wait": wait}
+            answer_s = wait + STOP_ANSWER_MARGIN_S
             unanswered = (
                 f"llamaherd at {self.base_url} did not answer the stop within {answer_s:g} s; "
                 "llama-server may still be stopping: 'llamaherd status' shows where it is, "

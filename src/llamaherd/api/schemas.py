@@ -90,6 +90,13 @@ class GatewayModelOut(BaseModel):
     retries: int
     lastError: str | None
     waitingFor: str | None
+    stopped: str | None = Field(
+        default=None, description="why it refuses requests until started (a manual stop)"
+    )
+    retryIn: float | None = Field(
+        default=None,
+        description="failed: seconds until a request may try it again (failure_cooldown_s)",
+    )
     path: str | None
     size: int | None = Field(description="bytes, every part of the file")
     architecture: str | None

@@ -271,11 +271,11 @@ class Scheduler:
         m.failure, m.retry_at, m.crashed = None, -math.inf, False
 
     def unloaded(self, model: str, now: float) -> list[Action]:
-        """Its server stopped (after an Unload, or stopping()); waiters left behind make it a
-        candidate again. In any other phase it changes nothing: a Load issued since then is on
-        its way (the owner's start runs after the stop)."""
+        """Its server stopped (after an Unload, after stopping(), or behind the scheduler's
+        back while READY); waiters left behind make it a candidate again. While LOADING it
+        changes nothing: that Load came after the stop, and its start runs after it."""
         m = self._models[model]
-        if m.phase is Phase.UNLOADING:
+        if m.phase in (Phase.UNLOADING, Phase.READY):
             m.phase, m.draining = Phase.UNLOADED, None
         return self._decide(now)
 

@@ -66,6 +66,9 @@ def _facts(herd: Herd, backend: Backend, view: ModelView, state: ServiceState) -
         "retries": state.retries,
         "lastError": state.last_error,
         "waitingFor": view.waiting_for,
+        # A manual stop's reason: requests are refused until it is started again.
+        "stopped": view.stopped,
+        "retryIn": None if view.retry_at is None else round(max(0.0, view.retry_at - now_mono), 1),
         "path": None if spec.path is None else str(spec.path),
         "size": meta.size_bytes if meta else None,
         "architecture": meta.architecture if meta else None,

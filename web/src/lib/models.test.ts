@@ -71,6 +71,13 @@ describe('modelLook', () => {
     expect(look({ phase: 'failed', state: 'error' })).toMatchObject({ label: 'failed', color: 'error' });
     expect(look({ phase: 'ready', state: 'error', draining: true })).toMatchObject({ label: 'error', color: 'error' });
   });
+
+  it('shows a stopped model as stopped, with the reason, once it is down', () => {
+    const stopped = look({ phase: 'unloaded', state: 'initial', stopped: 'stopped by an operator' });
+    expect(stopped).toMatchObject({ label: 'stopped', color: 'default', busy: false });
+    expect(stopped.detail).toContain('stopped by an operator');
+    expect(look({ phase: 'ready', draining: true, inFlight: 1, stopped: 'stopped' }).label).toBe('draining');
+  });
 });
 
 describe('ticking fields', () => {

@@ -29,6 +29,8 @@ function normalizeModel(raw: unknown): GatewayModel | null {
     retries: numOr(raw.retries, 0),
     lastError: strOrNull(raw.lastError),
     waitingFor: strOrNull(raw.waitingFor),
+    stopped: strOrNull(raw.stopped),
+    retryIn: numOr(raw.retryIn, null),
     path: strOrNull(raw.path),
     size: numOr(raw.size, null),
     architecture: strOrNull(raw.architecture),
@@ -77,9 +79,15 @@ export interface ModelLook {
  * (crashed, error), and draining wins over `ready`: such a model takes no new requests.
  */
 export function modelLook(
-  m: Pick<GatewayModel, 'state' | 'phase' | 'draining' | 'inFlight'> & { loadRequested?: boolean },
+  m: Pick<GatewayModel, 'state' | 'phase' | 'draining' | 'inFlight'> & {
+    loadRequested?: boolean;
+    stopped?: string | null;
+  },
 ): ModelLook {
   const where = `llama-server ${m.state}, scheduler ${m.phase}`;
+  if (m.stopped && m.phase === 'unloaded') {
+    return { label: 'stopped', color: 'default', busy: false, detail: `Stopped (${m.stopped}); refuses requests until loaded again (${where})` };
+  }
   if (m.state === 'error' || m.phase === 'failed') {
     return { label: m.phase === 'failed' ? 'failed' : 'error', color: 'error', busy: false, detail: `Failed to load (${where})` };
   }

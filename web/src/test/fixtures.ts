@@ -90,6 +90,8 @@ export function gatewayModel(overrides: Partial<GatewayModel> = {}): GatewayMode
     retries: 0,
     lastError: null,
     waitingFor: null,
+    stopped: null,
+    retryIn: null,
     path: '/srv/models/a.gguf',
     size: 439040,
     architecture: 'llama',

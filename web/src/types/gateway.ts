@@ -42,6 +42,10 @@ export interface GatewayModel {
   lastError: string | null;
   /** Why its requests wait, when they do. */
   waitingFor: string | null;
+  /** A manual stop's reason: requests get 503 until it is loaded (started) again. */
+  stopped: string | null;
+  /** A failed model: seconds until a request may try it again. */
+  retryIn: number | null;
   path: string | null;
   /** Bytes. */
   size: number | null;
