@@ -169,6 +169,25 @@ async def test_keys_and_scopes_guard_every_route(
         assert key not in caplog.text
 
 
+async def test_model_files_are_listed_to_admin_keys_only(
+    launch: Any, fake_binary: Path, model_file: Path
+) -> None:
+    keyed: Gateway = await launch(keyed_config(fake_binary, model_file))
+    open_: Gateway = await launch(gateway_config(fake_binary, {"alpha": {"path": str(model_file)}}))
+
+    async def listed_paths(gw: Gateway, headers: dict[str, str]) -> list[Any]:
+        async with gw.http() as client:
+            listing = await client.get("/v1/models", headers=headers)
+        assert listing.status_code == 200, listing.text
+        return [model["meta"]["path"] for model in listing.json()["data"]]
+
+    assert await listed_paths(keyed, bearer(INFER)) == [None]
+    assert await listed_paths(keyed, bearer(ADMIN)) == [str(model_file)]
+    # Without keys, whoever can connect may do everything: the paths are shown.
+    assert await listed_paths(open_, {}) == [str(model_file)]
+    assert str(model_file) not in str(await listed_paths(keyed, {"x-api-key": INFER}))
+
+
 async def test_socketio_needs_an_admin_key_in_its_connect_payload(
     launch: Any, fake_binary: Path, model_file: Path
 ) -> None:

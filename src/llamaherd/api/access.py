@@ -1,8 +1,9 @@
 """API keys and scopes: who may call what.
 
-Two scopes. `inference` opens the OpenAI and llama.cpp routes (and `/v1/models`); `admin` opens
-everything else: status, control, model load/unload, logs, history, `/upstream/...`, Socket.IO,
-`/metrics` (unless it is public). An admin key is also an inference key: `/upstream/{model}/...`
+Two scopes. `inference` opens the OpenAI and llama.cpp routes (and `/v1/models`, without the
+models' file paths, which only an admin key sees there); `admin` opens everything else:
+status, control, model load/unload, logs, history, `/upstream/...`, Socket.IO, `/metrics`
+(unless it is public). An admin key is also an inference key: `/upstream/{model}/...`
 already lets an admin send completions, so keeping them apart would only pretend.
 
 Open to everyone: `/healthz` (a load balancer's probe), and the pages that carry no data (the
@@ -26,7 +27,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaherd.api.errors import error_response
-from llamaherd.gateway.route import INFERENCE_PATHS, MODEL_LIST_PATHS
+from llamaherd.gateway.route import ADMIN_SCOPE_KEY, INFERENCE_PATHS, MODEL_LIST_PATHS
 
 KeyScope = Literal["inference", "admin"]
 SCOPES: tuple[KeyScope, ...] = ("inference", "admin")
@@ -181,12 +182,16 @@ class AccessGuard:
         if scope["type"] != "http":  # websockets: only Socket.IO's, which checks its payload
             await self.app(scope, receive, send)
             return
+        # What the request's key may see where an answer differs by scope (/v1/models shows
+        # model files to admins only); no key is no admin.
+        scope[ADMIN_SCOPE_KEY] = False
         needed = required_scope(scope["path"], metrics_public=self.metrics_public)
         if needed is None:
             await self.app(scope, receive, send)
             return
         verdict = authorize(self.ring, presented_key(scope["headers"]), needed)
         if isinstance(verdict, ApiKey):
+            scope[ADMIN_SCOPE_KEY] = verdict.allows("admin")
             await self.app(scope, receive, send)
             return
         response = error_response(verdict.status, verdict.message, verdict.kind, code=verdict.code)

@@ -83,6 +83,10 @@ STREAMING_PATHS = frozenset(
     }
 )
 MODEL_LIST_PATHS = frozenset({"/v1/models", "/models"})
+# Set in the ASGI scope by the API's key check (api/access.py) when keys are configured:
+# whether the request's key has the admin scope. Absent without keys, where everyone who can
+# connect may do everything (on loopback only, unless told otherwise).
+ADMIN_SCOPE_KEY = "llamaherd.admin"
 UPSTREAM_PREFIX = "/upstream/"
 
 
@@ -227,7 +231,8 @@ class GatewayRoute:
                 headers=[(b"allow", b"GET")],
             )
             return
-        body = json.dumps(model_listing(self.herd)).encode()
+        admin = scope.get(ADMIN_SCOPE_KEY, True)
+        body = json.dumps(model_listing(self.herd, admin=admin)).encode()
         await send(
             {
                 "type": "http.response.start",

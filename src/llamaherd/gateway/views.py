@@ -15,9 +15,11 @@ from llamaherd.supervisor.states import ServiceState
 OWNER = "llamaherd"
 
 
-def model_listing(herd: Herd) -> dict[str, Any]:
+def model_listing(herd: Herd, *, admin: bool = True) -> dict[str, Any]:
     """`GET /v1/models`: every model, loaded or not, in OpenAI's list shape; llamaherd's own
-    facts under `meta`, beside what OpenAI clients read (`id`, `object`, `created`)."""
+    facts under `meta`, beside what OpenAI clients read (`id`, `object`, `created`).
+    `admin`: the caller may see where the models live on this machine (their files); an
+    inference-only key may not."""
     return {
         "object": "list",
         "data": [
@@ -26,7 +28,7 @@ def model_listing(herd: Herd) -> dict[str, Any]:
                 "object": "model",
                 "created": _created(backend),
                 "owned_by": OWNER,
-                "meta": _facts(herd, backend, view, state),
+                "meta": _facts(herd, backend, view, state, admin=admin),
             }
             for backend, view, state in herd.views()
         ],
@@ -41,7 +43,9 @@ def models_data(herd: Herd) -> list[dict[str, Any]]:
     ]
 
 
-def _facts(herd: Herd, backend: Backend, view: ModelView, state: ServiceState) -> dict[str, Any]:
+def _facts(
+    herd: Herd, backend: Backend, view: ModelView, state: ServiceState, *, admin: bool = True
+) -> dict[str, Any]:
     spec, meta = backend.spec, backend.spec.metadata
     now_mono, now_wall = herd.now(), time.time()
     last_used = None if view.last_used is None else now_wall - (now_mono - view.last_used)
@@ -69,7 +73,7 @@ def _facts(herd: Herd, backend: Backend, view: ModelView, state: ServiceState) -
         # A manual stop's reason: requests are refused until it is started again.
         "stopped": view.stopped,
         "retryIn": None if view.retry_at is None else round(max(0.0, view.retry_at - now_mono), 1),
-        "path": None if spec.path is None else str(spec.path),
+        "path": None if spec.path is None or not admin else str(spec.path),
         "size": meta.size_bytes if meta else None,
         "architecture": meta.architecture if meta else None,
         "parameters": meta.parameter_count if meta else None,
