@@ -69,9 +69,6 @@ def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> Ll
         server_args=(*spec.server_args, *_unless_given(spec.server_args, "--metrics")),
         binary=binary,
         policy=settings.supervisor_policy(),
-        # A model that fails to load is `error` at once: the scheduler gives its slot to the
-        # others and decides when to try it again (failure_cooldown_s), not a backoff cycle.
-        retry_failed_first_start=False,
     )
 
 

@@ -3,7 +3,8 @@ model makes hard to reproduce (slow generation, slow loading, a server killed mi
 
 Each test runs a whole llamaherd (config -> build_herd -> create_app -> uvicorn) in its own
 event loop; the fake is the configured llama_server_binary and the demo GGUF files are its
-model paths (it reports a file's name as the model of a native /completion answer).
+model paths (it reports the --alias llamaherd gives it, the model's id, as the model of a
+native /completion answer).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ async def test_killed_server_restarts_and_every_queued_request_succeeds(
         answer.text for answer in answers
     ]
     for answer in answers:
-        assert answer.json()["model"] == "alpha.gguf"
+        assert answer.json()["model"] == "m"
         assert answer.json()["tokens_predicted"] == 2
     error = assert_openai_error(cut, 502, "upstream_error")
     assert "llama-server for model m" in error["message"]
@@ -250,15 +251,14 @@ async def test_a_pinned_model_is_never_evicted(
         "y": fake(demo_models.gamma),
     }
     gw = await launch(gateway_config(fake_binary, models, max_loaded=2))
-    files = {"p": "alpha.gguf", "x": "beta.gguf", "y": "gamma.gguf"}
     async with gw.http() as client:
         first = await client.post("/completion", json=completion("p", 1))
-        assert first.json()["model"] == "alpha.gguf"
+        assert first.json()["model"] == "p"
         pinned_pid = gw.pid("p")
         for model in ["x", "y", "x", "y", "p"]:
             answer = await client.post("/completion", json=completion(model, 1))
             assert answer.status_code == 200, answer.text
-            assert answer.json()["model"] == files[model]
+            assert answer.json()["model"] == model
             assert gw.view("p").phase is Phase.READY
             assert gw.pid("p") == pinned_pid
     assert gw.starts == {"p": 1, "x": 2, "y": 2}
@@ -409,7 +409,7 @@ async def test_arrivals_a_b_a_b_are_served_a_a_b_b_with_one_swap(
             await gw.wait_until(queued(gw, model, waiting), f"{name} waits")
         served_by = await asyncio.gather(*tasks)
 
-    assert served_by == ["alpha.gguf", "beta.gguf", "alpha.gguf", "beta.gguf"]
+    assert served_by == ["a", "b", "a", "b"]
     assert finished[:2] == ["a1", "a2"] and sorted(finished[2:]) == ["b1", "b2"]
     assert gw.starts == {"a": 1, "b": 1}
     assert census.most == 1
@@ -488,8 +488,12 @@ async def test_an_upstream_refusal_after_the_stream_started_is_one_error_event(
 async def test_a_model_whose_server_cannot_start_answers_503_and_is_tried_again(
     launch: Launch, fake_binary: Path, demo_models: DemoModels
 ) -> None:
+    """A failed start answers its requests with 503 and the reason at once (nobody waits
+    through the backoff); once the supervisor gives up, requests are refused for the
+    cool-down without starting anything; then one request gets one fresh attempt."""
     broken = fake(demo_models.alpha, "--fake-exit-at-start", "1")
-    gw = await launch(gateway_config(fake_binary, {"broken": broken}, max_retries=1))
+    config = gateway_config(fake_binary, {"broken": broken}, max_retries=1, failure_cooldown_s=3)
+    gw = await launch(config)
     async with gw.http() as client:
         async with asyncio.timeout(15):
             answers = await asyncio.gather(
@@ -500,14 +504,23 @@ async def test_a_model_whose_server_cannot_start_answers_503_and_is_tried_again(
             assert "model 'broken' is unavailable" in error["message"]
             assert "exited with code 1" in error["message"]
             retry_after(answer)
-        assert gw.view("broken").phase is Phase.FAILED
+        await gw.wait_phase("broken", Phase.FAILED)  # the one retry failed too
         assert gw.state("broken").status is Status.ERROR
         assert gw.starts["broken"] == 2  # the first try and one retry
 
-        # The next request tries again from scratch (the cause may have been fixed).
+        cooling = await client.post("/completion", json=completion("broken", 1))
+        error = assert_openai_error(cooling, 503, "service_unavailable")
+        assert "Gave up after 1 retries" in error["message"]
+        assert "tries it again in" in error["message"]
+        assert gw.starts["broken"] == 2
+
+        await asyncio.sleep(3.1)  # the cool-down is a span of time: nothing to await but it
         again = await client.post("/completion", json=completion("broken", 1))
-        assert_openai_error(again, 503, "service_unavailable")
-    assert gw.starts["broken"] == 4
+        assert (
+            "exited with code 1"
+            in assert_openai_error(again, 503, "service_unavailable")["message"]
+        )
+    assert gw.starts["broken"] >= 3
 
 
 async def test_a_completion_through_upstream_is_never_evicted_mid_answer(

@@ -399,6 +399,35 @@ def test_a_failed_model_is_refused_during_its_cool_down_then_tried_once() -> Non
     assert s.view("bad").failure is None
 
 
+def test_a_failed_start_answers_at_once_and_keeps_its_room_only_while_nobody_needs_it() -> None:
+    """Issue 14.1: a model whose start failed held the only slot through the supervisor's
+    whole backoff (about 31 s) while requests for the others waited."""
+    s = scheduler("bad", "good", max_loaded=1, failure_cooldown_s=30)
+    assert s.arrive(1, "bad", 0) == [Load("bad")]
+    actions = s.start_failed("bad", "llama-server exited with code 1 while starting", 1, 1)
+    assert rejected(actions).message == (
+        "model 'bad' is unavailable: llama-server exited with code 1 while starting"
+    )
+    refused = rejected(s.arrive(2, "bad", 1.5))
+    assert (refused.status, refused.retry_after_s) == (503, 1)
+    assert refused.message.endswith("; its llama-server is retried in 1 s")
+    assert s.view("bad").phase is Phase.LOADING  # nobody else waits: the retry keeps its room
+    assert s.arrive(3, "good", 3) == [Unload("bad", "evicted for good")]
+    assert s.unloaded("bad", 4) == [Load("good")]
+    view = s.view("bad")
+    assert (view.phase, view.retry_at) == (Phase.FAILED, 34)  # the cool-down begins
+    assert "tries it again in 30 s" in rejected(s.arrive(4, "bad", 4)).message
+
+
+def test_a_failed_start_that_then_comes_up_serves_again() -> None:
+    s = scheduler("a")
+    s.request_load("a", 0)
+    s.start_failed("a", "exited", 1, 1)
+    assert s.loaded("a", 2) == []
+    assert s.arrive(1, "a", 3) == [Dispatch(1, "a")]
+    assert s.view("a").failure is None
+
+
 def test_a_manual_load_or_restart_calls_off_the_cool_down() -> None:
     s = scheduler("a", failure_cooldown_s=30)
     s.arrive(1, "a", 0)
@@ -751,6 +780,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         if self.s.view(model).phase is Phase.READY:
             self.loading.add(model)  # the supervisor restarts it and will answer
             self.apply(self.s.restarting(model, self.now))
+
+    @precondition(lambda self: self.loading)
+    @rule(data=st.data(), retry_in=st.integers(0, 16))
+    def start_fails(self, data: st.DataObject, retry_in: int) -> None:
+        """A start failed and the supervisor backs off; it still owes loaded() or failed()."""
+        model = data.draw(st.sampled_from(sorted(self.loading)))
+        self.apply(self.s.start_failed(model, "exited while starting", retry_in, self.now))
 
     @rule(dt=st.integers(0, 40))
     def tick(self, dt: int) -> None:

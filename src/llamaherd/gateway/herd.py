@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -264,7 +265,11 @@ class Herd:
         if state.status is Status.READY and previous is not Status.READY:
             self._on_ready(backend, state, phase, now)
         elif state.status is Status.CRASHED and previous is not Status.CRASHED:
-            self._apply(self.scheduler.restarting(model, now))
+            if phase is Phase.LOADING:  # a start that failed: nobody waits through the backoff
+                message = state.last_error or "its llama-server failed to start"
+                self._apply(self.scheduler.start_failed(model, message, _until(state), now))
+            else:
+                self._apply(self.scheduler.restarting(model, now))
         elif state.status is Status.ERROR and previous is not Status.ERROR:
             message = state.last_error or "its llama-server gave up"
             self._apply(self.scheduler.failed(model, message, now))
@@ -434,6 +439,13 @@ def _policy(spec: ModelSpec) -> ModelPolicy:
         ttl_s=spec.ttl_s,
         memory_mb=spec.memory_mb or 0.0,
     )
+
+
+def _until(state: ServiceState) -> float:
+    """Seconds until a crashed server's next start (0 when not known)."""
+    if state.next_retry_at is None:
+        return 0.0
+    return max(0.0, (state.next_retry_at - datetime.now(UTC)).total_seconds())
 
 
 def _resident_bytes(pid: int) -> int:

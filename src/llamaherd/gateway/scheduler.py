@@ -12,10 +12,12 @@ Control. Every start, stop, restart, load and unload is an event here, never a c
 scheduler to a server: a stop drains (requests in flight finish) and the model then refuses
 requests until it is started again; a restart drains, then loads with a fresh retry count.
 
-Failures. A model whose server gives up (a start that failed, or retries spent) is FAILED: it
-holds no slot, its waiters get 503 with the reason at once, and requests for it are refused
-for `failure_cooldown_s`; the first one after that gets one fresh attempt. A manual start,
-load or restart tries at once.
+Failures. A start that fails does not make anyone wait through the supervisor's backoff: the
+model's waiters get 503 with the reason at once, and so do its requests while it is retried.
+Its slot is kept for the retry only while nobody else needs it: a model whose start is being
+retried is the first to be evicted. Evicted so, or given up by its supervisor (retries spent),
+it is FAILED: it holds no slot, and its requests are refused for `failure_cooldown_s`; the
+first one after that gets one fresh attempt. A manual start, load or restart tries at once.
 
 Turns. Models whose requests wait for a server take turns in the order of their oldest waiting
 request. A loaded model keeps its turn while it still serves a request older than that: what
@@ -189,6 +191,7 @@ class _Model:
     failure: str | None = None  # the reason it is FAILED
     retry_at: float = -math.inf  # a FAILED model refuses requests until then
     crashed: bool = False  # LOADING again because its server crashed and is restarting
+    retrying: bool = False  # LOADING, its start failed, and the supervisor backs off to retry
 
     def turn(self) -> float:
         """A candidate's place in turn order: its oldest waiter, or its manual load."""
@@ -268,7 +271,7 @@ class Scheduler:
 
     def _apply_loaded(self, m: _Model, now: float) -> None:
         m.phase, m.last_used, m.wanted, m.waiting_for = Phase.READY, now, None, None
-        m.failure, m.retry_at, m.crashed = None, -math.inf, False
+        m.failure, m.retry_at, m.crashed, m.retrying = None, -math.inf, False, False
 
     def unloaded(self, model: str, now: float) -> list[Action]:
         """Its server stopped (after an Unload, after stopping(), or behind the scheduler's
@@ -277,6 +280,9 @@ class Scheduler:
         m = self._models[model]
         if m.phase in (Phase.UNLOADING, Phase.READY):
             m.phase, m.draining = Phase.UNLOADED, None
+            if m.retrying:  # evicted while its failed start waited for a retry
+                m.phase, m.retrying = Phase.FAILED, False
+                m.retry_at = now + self._limits.failure_cooldown_s
         return self._decide(now)
 
     def stopping(self, model: str, now: float) -> list[Action]:
@@ -307,10 +313,23 @@ class Scheduler:
             m.phase, m.crashed = Phase.LOADING, True
         return self._decide(now)
 
+    def start_failed(self, model: str, message: str, retry_in_s: float, now: float) -> list[Action]:
+        """Its server failed to start and the supervisor retries it in `retry_in_s`: waiters
+        get 503 with the message at once, as do new requests until it is up. It keeps its
+        room for the retry only until another model needs it (it is evicted first)."""
+        m = self._models[model]
+        if m.phase is not Phase.LOADING:
+            return self._decide(now)
+        m.retrying, m.failure, m.retry_at = True, message, now + retry_in_s
+        text = f"model {model!r} is unavailable: {message}"
+        actions = [self._drop(m, r, 503, text) for r in list(m.queue)]
+        return actions + self._decide(now)
+
     def failed(self, model: str, message: str, now: float) -> list[Action]:
         """It gave up: every waiter gets a 503 with the message, and its capacity is freed."""
         m = self._models[model]
-        m.phase, m.draining, m.wanted, m.crashed = Phase.FAILED, None, None, False
+        m.phase, m.draining, m.wanted = Phase.FAILED, None, None
+        m.crashed = m.retrying = False
         m.failure, m.retry_at = message, now + self._limits.failure_cooldown_s
         text = f"model {model!r} is unavailable: {message}"
         actions = [self._drop(m, r, 503, text) for r in list(m.queue)]
@@ -406,8 +425,8 @@ class Scheduler:
             p.id, m.phase, len(m.in_flight), len(m.queue), m.last_used, m.draining is not None,
             p.pinned, p.ttl_s, m.concurrency, m.memory_mb, m.waiting_for,
             m.wanted is not None and m.phase is not Phase.READY,
-            m.stopped, m.failure if m.phase is Phase.FAILED else None,
-            m.retry_at if m.phase is Phase.FAILED and m.retry_at > -math.inf else None,
+            m.stopped, m.failure if m.phase is Phase.FAILED or m.retrying else None,
+            m.retry_at if m.phase is Phase.FAILED or m.retrying else None,
         )  # fmt: skip
 
     # ── the decision ──────────────────────────────────────────────────────────────────────
@@ -493,9 +512,14 @@ class Scheduler:
         eligible = [
             v
             for v in staying
-            if v.phase is Phase.READY and not v.policy.pinned and v.oldest_pending() > c.turn()
+            if (v.phase is Phase.READY or v.retrying)
+            and not v.policy.pinned
+            and v.oldest_pending() > c.turn()
         ]
-        eligible.sort(key=lambda v: (v.oldest_pending() < math.inf, v.last_used or 0.0))
+        # A failed start waiting for its retry first: it serves nobody.
+        eligible.sort(
+            key=lambda v: (not v.retrying, v.oldest_pending() < math.inf, v.last_used or 0.0)
+        )
         taken: list[_Model] = []
         for v in eligible:
             if self._fits([s for s in staying if s not in taken], c):
@@ -533,11 +557,17 @@ class Scheduler:
         """Retry-After and the reason, when a request for `m` is refused on arrival."""
         if m.stopped:
             return _RETRY_MAX_S, self._stopped(m)
+        wait = min(_RETRY_MAX_S, max(1, math.ceil(max(m.retry_at, now) - now)))
         if m.phase is Phase.FAILED and now < m.retry_at:
-            wait = min(_RETRY_MAX_S, max(1, math.ceil(m.retry_at - now)))
             return wait, (
                 f"model {m.policy.id!r} is unavailable: {m.failure}; llamaherd tries it again"
                 f" in {wait} s, or at once when it is started by hand"
+            )
+        if m.retrying:
+            when = f"in {wait} s" if m.retry_at > now else "now"
+            return wait, (
+                f"model {m.policy.id!r} is unavailable: {m.failure}; its llama-server is"
+                f" retried {when}"
             )
         if not self._fits_alone(m):
             return _RETRY_MAX_S, self._too_big(m)
@@ -594,6 +624,8 @@ class Scheduler:
         if m.policy.pinned:
             return "pinned"
         if m.phase is Phase.LOADING:
+            if m.retrying:
+                return "retrying a failed start"
             return "restarting after a crash" if m.crashed else "loading"
         if m.oldest_pending() < c.turn():
             return f"serving requests older than those for {c.policy.id!r}"

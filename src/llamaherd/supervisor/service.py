@@ -62,13 +62,10 @@ SETTLED = frozenset({Status.READY, Status.ERROR, Status.INITIAL})
 class _Crash(Exception):
     """Internal: the server went down; carries why, for last_error and the log."""
 
-    def __init__(
-        self, reason: str, exit: ExitInfo | None = None, *, starting: bool = False
-    ) -> None:
+    def __init__(self, reason: str, exit: ExitInfo | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.exit = exit
-        self.starting = starting  # it never became ready in this run
 
 
 class _Fatal(Exception):
@@ -88,7 +85,6 @@ class LlamaService:
         *,
         policy: SupervisorPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
-        retry_failed_first_start: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -96,11 +92,6 @@ class LlamaService:
         self.server_args = tuple(server_args)
         self.binary = str(binary) if binary is not None else None
         self.policy = policy or SupervisorPolicy()
-        # False: a start that fails before the server was ever ready (a model that cannot load)
-        # ends in `error` at once instead of a backoff cycle. The gateway's scheduler sets it:
-        # it decides when to try again, and must not have the slot held through the backoff.
-        # Crashes of a server that was ready are retried with backoff either way.
-        self.retry_failed_first_start = retry_failed_first_start
         self.output = LogRing(self.policy.log_lines)
         # Backoff waits go through an injectable sleep so tests can record the exact schedule.
         self._sleep = sleep
@@ -352,11 +343,6 @@ class LlamaService:
         self._proc = None
         retries = self._state.retries
         max_retries = self.policy.max_retries
-        if crash.starting and retries == 0 and not self.retry_failed_first_start:
-            message = f"{crash.reason}. The model did not load; fix the cause, then start it again"
-            logger.error("%s", message)
-            self._give_up(message, crash.exit)
-            return None
         if retries >= max_retries:
             message = (
                 f"{crash.reason}. Gave up after {max_retries} retries; fix the cause, then "
@@ -487,8 +473,7 @@ class LlamaService:
         await proc.kill()
         raise _Crash(
             f"llama-server did not become ready within {budget_s:g} s ({checks} health "
-            "checks); killed it",
-            starting=True,
+            "checks); killed it"
         )
 
     async def _become_ready(self, proc: LlamaProcess | None, *, adopted: bool) -> None:
@@ -579,13 +564,12 @@ class LlamaService:
             return task.result()
         code = ended.result()
         evidence = self._evidence(code)
-        starting = self._state.status is not Status.READY
-        during = "while starting" if starting else "unexpectedly"
+        during = "while starting" if self._state.status is not Status.READY else "unexpectedly"
         complaint = main_complaint(evidence.last_output)
         reason = f"llama-server {evidence.describe()} {during}" + (
             f": {complaint}" if complaint else ""
         )
-        raise _Crash(reason, evidence, starting=starting)
+        raise _Crash(reason, evidence)
 
     def _evidence(self, code: int | None) -> ExitInfo:
         # This run's output only: the ring also holds the runs before it.
