@@ -66,7 +66,11 @@ def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> Ll
         port=port,
         model_path=spec.path,
         # --metrics: llama-server's own counters, readable at /upstream/{model}/metrics.
-        server_args=(*spec.server_args, *_unless_given(spec.server_args, "--metrics")),
+        server_args=(
+            *spec.server_args,
+            *_unless_given(spec.server_args, "--metrics"),
+            *_alias(spec),
+        ),
         binary=binary,
         policy=settings.supervisor_policy(),
     )
@@ -74,6 +78,17 @@ def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> Ll
 
 def _unless_given(args: tuple[str, ...], flag: str) -> tuple[str, ...]:
     return () if flag in args else (flag,)
+
+
+def _alias(spec: ModelSpec) -> tuple[str, ...]:
+    """`--alias ID`: llama-server names its model so in every answer ("model", streamed or
+    not) and in its /v1/models, where it would otherwise give the file's path; clients see the
+    id they use. Not when the args name an alias already, nor for an id llama-server would
+    change (it splits the value at commas and strips spaces)."""
+    given = any(arg in ("-a", "--alias") for arg in spec.server_args)
+    if given or "," in spec.id or spec.id != spec.id.strip():
+        return ()
+    return ("--alias", spec.id)
 
 
 def _assign_ports(registry: ModelRegistry, settings: Settings) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """The gateway end to end with the real llama-server and tiny real models: the official openai
 client, llama.cpp's own paths, switching models, concurrency, and a client leaving mid-stream.
 
-Which model answered is visible in every answer: llama-server reports its model file's path
-as "model" (OpenAI answers and native /completion alike).
+Which model answered is visible in every answer: llamaherd starts each llama-server with
+`--alias ID`, and llama-server reports that id as "model" (OpenAI answers, their streamed
+chunks and native /completion alike), never the model file's path.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def test_openai_client_chat_stream_completions_and_embeddings(
         "embed": entry(demo_models.beta, "--embeddings", "--pooling", "mean"),
     }
     gw = await launch(gateway_config(real_binary, models, default_model="chat", max_loaded=2))
-    alpha, beta = str(demo_models.alpha), str(demo_models.beta)
+    alpha, beta = "chat", "embed"  # the ids, whatever the files are called
     async with gw.openai() as oai:
         listed = await oai.models.list()
         assert [model.id for model in listed.data] == ["chat", "embed"]
@@ -64,7 +65,7 @@ async def test_openai_client_chat_stream_completions_and_embeddings(
         assert answer.choices[0].message.role == "assistant"
         assert answer.usage is not None and answer.usage.completion_tokens == 4
 
-        # Through an alias: the same model.
+        # Through an alias: the same model, named by its id.
         aliased = await oai.chat.completions.create(
             model="gpt-4o-mini", messages=CHAT, max_tokens=2
         )
@@ -112,16 +113,49 @@ async def test_openai_client_chat_stream_completions_and_embeddings(
     assert gw.starts == {"chat": 1, "embed": 1}
 
 
+async def test_answers_and_streams_name_the_model_by_its_id_never_its_file(
+    launch: Launch, real_binary: Path, demo_models: DemoModels
+) -> None:
+    models = {
+        "coder": entry(demo_models.alpha),  # an id that is not the file's name
+        "own": entry(demo_models.beta, "--alias", "theirs"),  # the user's alias stands
+    }
+    gw = await launch(gateway_config(real_binary, models, max_loaded=2))
+    chat = {"model": "coder", "messages": CHAT, "max_tokens": 3, "stream": True}
+    async with gw.http() as client:
+        for path, body in (
+            ("/v1/chat/completions", chat),
+            ("/completion", {"model": "coder", "prompt": "Hi", "n_predict": 3, "stream": True}),
+        ):
+            async with client.stream("POST", path, json=body) as answer:
+                raw = (await answer.aread()).decode()
+            assert answer.status_code == 200, raw
+            events = [json.loads(line[6:]) for line in raw.splitlines() if line[6:7] == "{"]
+            assert any("model" in event for event in events), raw
+            assert {event.get("model", "coder") for event in events} == {"coder"}
+            assert str(demo_models.alpha) not in raw
+        own = await client.post(
+            "/completion", json={"model": "own", "prompt": "Hi", "n_predict": 1}
+        )
+        assert own.json()["model"] == "theirs"
+        # llama-server's own listing names the id; the dashboard still has the file's facts.
+        listed = await client.get("/upstream/coder/v1/models")
+        assert [model["id"] for model in listed.json()["data"]] == ["coder"]
+    (info,) = gw.state("coder").models
+    assert (info.id, info.type) == ("coder", "llama")
+    assert info.size == demo_models.alpha.stat().st_size
+    assert info.modified_at == int(demo_models.alpha.stat().st_mtime)
+
+
 async def test_switching_back_and_forth_never_runs_two_servers(
     launch: Launch, real_binary: Path, demo_models: DemoModels
 ) -> None:
     models = {"a": entry(demo_models.alpha), "b": entry(demo_models.beta)}
     gw = await launch(gateway_config(real_binary, models, max_loaded=1))
-    files = {"a": str(demo_models.alpha), "b": str(demo_models.beta)}
     async with ServerCensus() as census:
         for model in ["a", "b", "a", "b", "a", "b"]:
             answer = await native(gw, model)
-            assert answer["model"] == files[model]
+            assert answer["model"] == model
             others = [m for m in models if m != model]
             assert all(gw.view(m).phase is Phase.UNLOADED for m in others)
     assert census.samples > 10
@@ -150,7 +184,7 @@ async def test_eight_concurrent_requests_for_an_unloaded_model_start_one_server(
         answers = await asyncio.gather(
             *(oai.chat.completions.create(model="a", messages=CHAT, max_tokens=2) for _ in range(8))
         )
-    assert all(answer.model == str(demo_models.alpha) for answer in answers)
+    assert all(answer.model == "a" for answer in answers)
     assert waiting_while_loading >= 2, "the requests did not meet a loading model"
     assert gw.starts["a"] == 1
     assert len(gw.pids["a"]) == 1
@@ -271,7 +305,7 @@ async def test_the_seed_three_key_config_still_works(
     async with gw.http() as client:
         answer = await client.post("/v1/chat/completions", json={"messages": CHAT, "max_tokens": 2})
         assert answer.status_code == 200, answer.text
-        assert answer.json()["model"] == str(tmp_path / "models" / "your-model.gguf")
+        assert answer.json()["model"] == "your-model"
         listing = await client.get("/v1/models")
         assert [model["id"] for model in listing.json()["data"]] == ["your-model"]
     assert gw.state("your-model").status is Status.READY

@@ -37,18 +37,27 @@ class ModelInfo:
         }
 
 
-def _local_file(model_id: str, model_path: Path | None) -> Path | None:
-    """The configured file when llama-server's id names it (by path or by file name)."""
+def _local_model(
+    model_id: str, meta: dict[str, Any], model_path: Path | None
+) -> tuple[Path | None, GgufSummary | None]:
+    """The configured file, and what its header says, when llama-server's entry is that file:
+    its id names the file (by path or by file name), or, for an id that does not (an
+    `--alias`, which llamaherd gives every model it starts), its parameter count is the
+    file's. A server found running with another model matches neither."""
     if model_path is None:
-        return None
+        return None, None
     if model_id in (str(model_path), model_path.name, model_path.stem):
-        return model_path
-    return None
+        return model_path, _summary(model_path)
+    n_params = meta.get("n_params")
+    if not isinstance(n_params, int) or n_params <= 0:
+        return None, None
+    summary = _summary(model_path)
+    if summary is None or summary.parameter_count != n_params:
+        return None, None
+    return model_path, summary
 
 
-def _summary(path: Path | None) -> GgufSummary | None:
-    if path is None:
-        return None
+def _summary(path: Path) -> GgufSummary | None:
     try:
         return read_gguf_summary(path)
     except ModelFileError as exc:
@@ -60,8 +69,7 @@ def model_info(entry: dict[str, Any], model_path: Path | None) -> ModelInfo:
     model_id = str(entry.get("id", ""))
     meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
     assert isinstance(meta, dict)
-    local = _local_file(model_id, model_path)
-    summary = _summary(local)
+    local, summary = _local_model(model_id, meta, model_path)
     size = summary.size_bytes if summary else int(meta.get("size") or 0)
     arch = (summary.architecture if summary else None) or "unknown"
     name = (summary.name if summary else None) or model_id
