@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -48,56 +49,46 @@ async def _polling_session(http: httpx.AsyncClient) -> str:
     return str(json.loads(opened.text[1:])["sid"])
 
 
+@pytest.fixture
+async def url(
+    make_service: ServiceFactory, fake_binary: Path, model_file: Path
+) -> AsyncIterator[str]:
+    """A llamaherd of one (fake, unloaded) model, served."""
+    service = make_service(binary=fake_binary, model_path=model_file)
+    async with serve_app(service, start_service=False) as served:
+        yield served
+
+
+async def _post(http: httpx.AsyncClient, payload: bytes) -> httpx.Response:
+    """`payload` POSTed into a new polling session."""
+    sid = await _polling_session(http)
+    params = {"EIO": "4", "transport": "polling", "sid": sid}
+    headers = {"content-type": "text/plain;charset=UTF-8"}
+    return await http.post("/socket.io/", params=params, content=payload, headers=headers)
+
+
 async def test_a_polling_post_that_does_not_parse_is_a_400(
-    make_service: ServiceFactory,
-    fake_binary: Path,
-    model_file: Path,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    url: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.ERROR)
-    service = make_service(binary=fake_binary, model_path=model_file)
-    async with (
-        serve_app(service, start_service=False) as url,
-        httpx.AsyncClient(base_url=url, timeout=20) as http,
-    ):
+    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         for payload in BROKEN_PAYLOADS:
-            sid = await _polling_session(http)
-            answer = await http.post(
-                "/socket.io/",
-                params={"EIO": "4", "transport": "polling", "sid": sid},
-                content=payload.encode(),
-                headers={"content-type": "text/plain;charset=UTF-8"},
-            )
+            answer = await _post(http, payload.encode())
             assert answer.status_code == 400, (payload[:40], answer.text)
             error = answer.json()["error"]
             assert error["type"] == "invalid_request_error"
             assert error["message"].startswith("the Socket.IO payload does not parse: ")
-        # A good payload still goes through.
-        sid = await _polling_session(http)
-        good = await http.post(
-            "/socket.io/",
-            params={"EIO": "4", "transport": "polling", "sid": sid},
-            content=b"40",
-        )
+        good = await _post(http, b"40")  # a connect: still goes through
         assert good.status_code == 200 and good.text == "OK"
     assert_no_traceback(caplog, capfd)
 
 
 async def test_a_websocket_packet_that_breaks_the_protocol_costs_no_traceback(
-    make_service: ServiceFactory,
-    fake_binary: Path,
-    model_file: Path,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    url: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.ERROR)
-    service = make_service(binary=fake_binary, model_path=model_file)
     ws_url = "/socket.io/?EIO=4&transport=websocket"
-    async with (
-        serve_app(service, start_service=False) as url,
-        aiohttp.ClientSession(base_url=url) as session,
-    ):
+    async with aiohttp.ClientSession(base_url=url) as session:
         for payload in BROKEN_PAYLOADS:
             async with session.ws_connect(ws_url, max_msg_size=0) as ws:
                 assert (await ws.receive_str(timeout=10)).startswith("0")  # Engine.IO open
@@ -109,7 +100,7 @@ async def test_a_websocket_packet_that_breaks_the_protocol_costs_no_traceback(
                 while not ws.closed:
                     await ws.receive(timeout=10)
                 assert ws.close_code == 1008, payload[:40]
-        # The server serves the next client as ever.
-        async with socketio_client(url) as (_, log):
-            await log.wait_count(1)
+    # The server serves the next client as ever.
+    async with socketio_client(url) as (_, log):
+        await log.wait_count(1)
     assert_no_traceback(caplog, capfd)
