@@ -104,3 +104,13 @@ async def test_a_websocket_packet_that_breaks_the_protocol_costs_no_traceback(
     async with socketio_client(url) as (_, log):
         await log.wait_count(1)
     assert_no_traceback(caplog, capfd)
+
+
+async def test_an_event_with_more_arguments_than_its_handler_takes_is_answered(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with socketio_client(url) as (client, _):
+        answer = await client.call("loadModel", ({"id": "nope"}, 2, 3), timeout=10)
+    assert answer["ok"] is False and "'nope'" in answer["error"]
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

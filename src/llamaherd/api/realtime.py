@@ -97,9 +97,10 @@ def create_socketio(
         await send_models(sid)
 
     def on_control(action: str) -> Any:
-        async def handler(sid: str, data: Any = None) -> dict[str, Any]:
+        async def handler(sid: str, data: Any = None, *_more: Any) -> dict[str, Any]:
             """`loadModel` / `unloadModel` with `{"id": "coder"}`; the acknowledgement is
-            `{"ok": true, "model": {...}}` or `{"ok": false, "error": "..."}`."""
+            `{"ok": true, "model": {...}}` or `{"ok": false, "error": "..."}`. Arguments
+            beyond the first are ignored: a client that sends them must not cost a traceback."""
             name = data.get("id") if isinstance(data, dict) else data
             try:
                 return {"ok": True, "model": control_model(herd, action, name)}
