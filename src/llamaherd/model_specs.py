@@ -57,6 +57,13 @@ def build_registry(settings: Settings, *, source: str = "config") -> ModelRegist
             f"{source}: max_loaded: {settings.max_loaded} is fewer than the pinned models "
             f"({', '.join(pinned)}); raise max_loaded or unpin some"
         )
+    known = {spec.id for spec in specs}
+    unknown = [name for name in settings.preload if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{source}: preload: {', '.join(map(repr, unknown))} is not a model here; the "
+            f"models are {', '.join(sorted(known))}"
+        )
     default = settings.default_model
     if default is None and seed is not None:
         default = seed.id
@@ -97,7 +104,16 @@ def _entry_spec(settings: Settings, name: str, source: str) -> ModelSpec:
         port=entry.port,
         mmproj=file.mmproj,
         metadata=_metadata(file, key, source),
+        preload=_preload_rank(settings, name, entry.preload),
     )
+
+
+def _preload_rank(settings: Settings, name: str, flagged: bool) -> int | None:
+    """The top-level `preload` list first, in its order; then the models flagged `preload`,
+    in the config's order."""
+    if name in settings.preload:
+        return settings.preload.index(name)
+    return len(settings.preload) + list(settings.models).index(name) if flagged else None
 
 
 def _scanned_specs(settings: Settings, source: str) -> list[ModelSpec]:

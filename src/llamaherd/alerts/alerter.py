@@ -20,7 +20,7 @@ from llamaherd.supervisor.states import ServiceState
 
 if TYPE_CHECKING:
     from llamaherd.config import AlertSettings
-    from llamaherd.gateway.herd import Herd
+    from llamaherd.gateway.herd import Backend, Herd
 
 logger = logging.getLogger("llamaherd.alerts")
 
@@ -104,15 +104,16 @@ class Alerter:
     def start(self) -> None:
         if not self._outboxes or self._unsubscribes:
             return
-        for model, backend in self._herd.backends.items():
-            service = backend.service
-            self.rules.track(model, service.get_state().status)
-            listener = functools.partial(self._on_state, model)
-            self._unsubscribes.append(service.on_state_change(listener))
+        self._unsubscribes.append(self._herd.follow_backends(self._follow))
         for outbox in self._outboxes:
             outbox.start()
         labels = ", ".join(outbox.destination.label for outbox in self._outboxes)
         logger.info("alerts go to %s", labels)
+
+    def _follow(self, model: str, backend: Backend) -> Callable[[], None]:
+        """Every model's state changes, and those of models a reload adds."""
+        self.rules.track(model, backend.service.get_state().status)
+        return backend.service.on_state_change(functools.partial(self._on_state, model))
 
     async def aclose(self) -> None:
         for unsubscribe in self._unsubscribes:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +59,13 @@ class Denial:
     code: str
 
 
+def _api_keys(keys: Iterable[tuple[str, str, Iterable[KeyScope]]]) -> tuple[ApiKey, ...]:
+    return tuple(
+        ApiKey(name=name, digest=_digest(secret), scopes=frozenset(scopes))
+        for name, secret, scopes in keys
+    )
+
+
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
@@ -67,13 +74,26 @@ class KeyRing:
     """The configured keys; `find` answers which one a presented key is, if any."""
 
     def __init__(self, keys: Iterable[tuple[str, str, Iterable[KeyScope]]]) -> None:
-        self.keys = tuple(
-            ApiKey(name=name, digest=_digest(secret), scopes=frozenset(scopes))
-            for name, secret, scopes in keys
-        )
+        self.keys = _api_keys(keys)
+        self._listeners: list[Callable[[], None]] = []
 
     def __bool__(self) -> bool:
         return bool(self.keys)
+
+    def replace(self, other: KeyRing) -> None:
+        """Take `other`'s keys (a reloaded config), in place: every holder of this ring sees
+        them from the next request on; listeners (Socket.IO, which closes the sessions of
+        removed keys) are told."""
+        self.keys = other.keys
+        for listener in list(self._listeners):
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def holds(self, digest: bytes) -> bool:
+        """Whether a key with this digest is still configured."""
+        return any(hmac.compare_digest(key.digest, digest) for key in self.keys)
 
     def find(self, presented: str) -> ApiKey | None:
         digest = _digest(presented)
@@ -171,7 +191,8 @@ def socket_key(auth: object, environ: Mapping[str, object]) -> str | None:
 class AccessGuard:
     """ASGI: every HTTP request to a path that needs a scope must carry a key that has it.
 
-    Installed only when keys are configured: without keys it is not in the chain at all."""
+    Without keys (none configured, or a reload removed them) it passes everything on: a
+    reload may add keys, so it stays in the chain."""
 
     def __init__(self, app: ASGIApp, ring: KeyRing, *, metrics_public: bool = False) -> None:
         self.app = app
@@ -179,7 +200,7 @@ class AccessGuard:
         self.metrics_public = metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # websockets: only Socket.IO's, which checks its payload
+        if scope["type"] != "http" or not self.ring:  # websockets: Socket.IO checks its payload
             await self.app(scope, receive, send)
             return
         # What the request's key may see where an answer differs by scope (/v1/models shows

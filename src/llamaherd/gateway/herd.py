@@ -48,6 +48,8 @@ logger = logging.getLogger("llamaherd.gateway")
 
 Decision = Dispatch | Reject
 ChangeListener = Callable[[], None]
+# Follows one model's backend; returns how to stop following it (or None).
+BackendAttacher = Callable[[str, "Backend"], Callable[[], None] | None]
 PROPS_TIMEOUT_S = 5.0
 
 
@@ -70,6 +72,8 @@ class Backend:
     spec: ModelSpec
     service: LlamaService
     last_status: Status = Status.INITIAL
+    unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
+    relaunch: LlamaService | None = field(default=None, repr=False)  # applied once stopped
 
     @property
     def base_url(self) -> str:
@@ -96,46 +100,113 @@ class Herd:
         self._tickets: dict[int, Ticket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[ChangeListener] = []
-        self._unsubscribes: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._closed = False
+        self.config_info: dict[str, Any] = {}  # when the config was loaded, the last reload
+        self._attachers: list[tuple[BackendAttacher, list[Callable[[], None]]]] = []
+        # The model of llamaStatus and /api/llama/*: fixed for the process's life, so a reload
+        # that changes default_model does not move the seed's contract under its clients.
+        default = registry.default
+        self._primary_id = default.id if default else next(iter(self.backends))
 
     # ---- life ------------------------------------------------------------------------------
 
     def start(self, preload: Iterable[str] = ()) -> None:
-        """Follow every server's state; load `preload` (ids) at once."""
-        for model, backend in self.backends.items():
-            backend.last_status = backend.service.get_state().status
-            listener = self._state_listener(model)
-            self._unsubscribes.append(backend.service.on_state_change(listener))
-        for model in preload:
+        """Follow every server's state; preload `preload` (ids, in order) as far as they fit."""
+        for backend in self.backends.values():
+            self._follow(backend)
+        self.preload(preload)
+
+    def preload(self, models: Iterable[str]) -> list[str]:
+        """Load `models` in order, each only if it fits beside those before it (max_loaded,
+        the memory budget) without evicting anything; returns those asked to load."""
+        loading: list[str] = []
+        for model in models:
+            if not self.scheduler.room_for(model):
+                logger.warning(
+                    "not preloading model %s: max_loaded or the memory budget is taken by %s",
+                    model,
+                    ", ".join(loading) or "the models loaded already",
+                )
+                continue
             try:
                 self.load(model)
             except ConfigError as exc:  # it cannot fit the memory budget: say so, serve on
-                logger.error("not loading model %s at start: %s", model, exc)
+                logger.error("not preloading model %s: %s", model, exc)
+                continue
+            loading.append(model)
+        return loading
+
+    def preload_order(self) -> list[str]:
+        """The models to load at start, in order: those the config marks, else the primary
+        (the seed's one model was started with llamaherd)."""
+        marked = sorted((s for s in self.registry if s.preload is not None), key=_preload_key)
+        return [s.id for s in marked] or [self._primary_id]
+
+    def follow_backends(self, attach: BackendAttacher) -> Callable[[], None]:
+        """Call `attach(model, backend)` for every model served now and for every model a
+        reload adds later (history, alerts, log files, the sampler follow each server this
+        way); returns an unsubscribe that also calls what each attach returned."""
+        entry: tuple[BackendAttacher, list[Callable[[], None]]] = (attach, [])
+        self._attachers.append(entry)
+        for model, backend in self.backends.items():
+            self._attach(entry, model, backend)
+
+        def unsubscribe() -> None:
+            if entry in self._attachers:
+                self._attachers.remove(entry)
+            for detach in entry[1]:
+                detach()
+            entry[1].clear()
+
+        return unsubscribe
+
+    @staticmethod
+    def _attach(
+        entry: tuple[BackendAttacher, list[Callable[[], None]]], model: str, backend: Backend
+    ) -> None:
+        detach = entry[0](model, backend)
+        if detach is not None:
+            entry[1].append(detach)
+
+    def _follow(self, backend: Backend) -> None:
+        backend.last_status = backend.service.get_state().status
+        listener = self._state_listener(backend.spec.id)
+        backend.unsubscribe = backend.service.on_state_change(listener)
+
+    async def stop_all(self) -> None:
+        """Stop every server now (gracefully, all at once), whatever it serves: the shutdown's
+        last step, or a second Ctrl-C. Requests in flight end with a clear error (a 502, or
+        an error event in their stream), never a cut connection."""
+        now = self._clock()
+        for model in list(self.backends):  # nothing more is sent to a server being stopped
+            self._apply(self.scheduler.stopping(model, now))
+        await asyncio.gather(
+            *(backend.service.stop() for backend in list(self.backends.values())),
+            return_exceptions=True,
+        )
 
     async def aclose(self) -> None:
         """Stop every server (gracefully, all at once) and close the upstream pools."""
+        await self.stop_all()
         self._closed = True
-        now = self._clock()
-        for model in self.backends:  # nothing more is sent to a server being stopped
-            self.scheduler.stopping(model, now)
-        for unsubscribe in self._unsubscribes:
-            unsubscribe()
+        for backend in self.backends.values():
+            if backend.unsubscribe is not None:
+                backend.unsubscribe()
         if self._timer is not None:
             self._timer.cancel()
         for ticket in list(self._tickets.values()):
             if not ticket.decision.done():
                 ticket.decision.cancel()
-        await asyncio.gather(
-            *(backend.service.stop() for backend in self.backends.values()),
-            return_exceptions=True,
-        )
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstreams.aclose()
+
+    def notify_changed(self) -> None:
+        """Something the views show changed outside the scheduler (the config's info)."""
+        self._changed()
 
     def on_change(self, listener: ChangeListener) -> Callable[[], None]:
         """Call `listener()` after every event that may change what `views()` shows."""
@@ -146,8 +217,7 @@ class Herd:
     def primary(self) -> Backend:
         """The model `llamaStatus` and `/api/llama/*` speak of: the default model, else the
         first one configured (the seed's `llama_model_path` comes first)."""
-        default = self.registry.default
-        return self.backends[default.id] if default else next(iter(self.backends.values()))
+        return self.backends[self._primary_id]
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -235,6 +305,87 @@ class Herd:
         requests waiting for it wait for the new server. Raises ConfigError as load() does."""
         self._apply(self.scheduler.request_restart(model, self._clock()))
 
+    # ---- a reload -------------------------------------------------------------------------
+
+    def reconfigure(
+        self, registry: ModelRegistry, services: Mapping[str, LlamaService], limits: Limits
+    ) -> list[str]:
+        """Serve `registry` from now on. `services` holds a LlamaService, never started, for
+        each of its models: how that model's server should start. Returns what changed, a
+        line each. Per model: unchanged, it is untouched; launched differently (file, args,
+        port), it drains and restarts with the new launch while new requests wait; removed,
+        it drains and stops (the registry no longer names it: new requests get 404); added,
+        it is served at once (and loaded, if preloaded); routed differently (aliases, ttl,
+        pinned, concurrency), that applies at once. New limits evict only idle models. The
+        caller keeps the primary model in `registry`."""
+        now = self._clock()
+        changes: list[str] = []
+        self.registry = registry
+        for model in [m for m in self.backends if m not in services]:
+            changes.append(f"{model}: removed; stops once its requests in flight end")
+            self._retire(model, now)
+        for spec in registry:
+            backend = self.backends.get(spec.id)
+            if backend is None:
+                changes.append(f"{spec.id}: added")
+                self._add(spec, services[spec.id], now)
+                if spec.preload is not None:
+                    self.preload([spec.id])
+                continue
+            old, backend.spec = backend.spec, spec
+            if backend.service.launch != services[spec.id].launch:
+                changes.append(f"{spec.id}: launched differently; restarts once drained")
+                self._relaunch(backend, services[spec.id], now)
+            else:
+                backend.service.take_launch(services[spec.id])  # the policy only
+            if _routing(old) != _routing(spec):
+                changes.append(f"{spec.id}: routed differently (applied at once)")
+            slots = spec.max_concurrency
+            self._apply(self.scheduler.update_policy(_policy(spec), now, slots=slots))
+        if limits != self.limits:
+            changes.append("limits: " + _limits_change(self.limits, limits))
+            self.limits = limits
+            self._apply(self.scheduler.set_limits(limits, now))
+        self._changed()
+        return changes
+
+    def _add(self, spec: ModelSpec, service: LlamaService, now: float) -> None:
+        backend = self.backends[spec.id] = Backend(spec, service)
+        self._follow(backend)
+        self._apply(self.scheduler.add_model(_policy(spec), now))
+        for entry in self._attachers:
+            self._attach(entry, spec.id, backend)
+
+    def _relaunch(self, backend: Backend, desired: LlamaService, now: float) -> None:
+        model, service = backend.spec.id, backend.service
+        status = service.get_state().status
+        if status is Status.INITIAL:
+            service.take_launch(desired)
+            self._apply(self.scheduler.relaunched(model, now))
+            return
+        backend.relaunch = desired  # taken once its server has stopped (see _on_service_state)
+        phase = self.scheduler.view(model).phase
+        if phase in (Phase.READY, Phase.LOADING):
+            try:
+                self._apply(self.scheduler.request_restart(model, now))
+            except ConfigError:  # the new launch cannot fit the budget: stop, do not restart
+                self._apply(self.scheduler.request_unload(model, now))
+        elif phase is Phase.FAILED:
+            # Its supervisor gave up: no server runs. Stopping it lets the new launch in.
+            self._spawn(service.stop(), f"relaunch-{model}")
+
+    def _retire(self, model: str, now: float) -> None:
+        self._apply(self.scheduler.retire(model, now))
+        if not self.scheduler.has(model):  # no server ran: gone at once
+            self._forget(model)
+
+    def _forget(self, model: str) -> None:
+        backend = self.backends.pop(model)
+        if backend.unsubscribe is not None:
+            backend.unsubscribe()
+        self._spawn(self.upstreams.forget(backend.base_url), f"forget-{model}")
+        logger.info("model %s is no longer served", model)
+
     # ---- what the herd looks like ----------------------------------------------------------
 
     def view(self, model: str) -> ModelView:
@@ -258,7 +409,9 @@ class Herd:
         return on_state
 
     def _on_service_state(self, model: str, state: ServiceState) -> None:
-        backend = self.backends[model]
+        backend = self.backends.get(model)
+        if backend is None or not self.scheduler.has(model):
+            return  # removed by a reload
         previous, backend.last_status = backend.last_status, state.status
         now = self._clock()
         phase = self.scheduler.view(model).phase
@@ -275,7 +428,13 @@ class Herd:
             self._apply(self.scheduler.failed(model, message, now))
         elif state.status is Status.INITIAL and previous is not Status.INITIAL:
             self._spawn(self.upstreams.forget(backend.base_url), f"forget-{model}")
+            if backend.relaunch is not None:  # a reload changed how it starts: from now on
+                backend.service.take_launch(backend.relaunch)
+                backend.relaunch = None
+                self._apply(self.scheduler.relaunched(model, now))
             self._apply(self.scheduler.unloaded(model, now))
+            if not self.scheduler.has(model):  # removed by a reload, and now stopped
+                self._forget(model)
         else:
             self._changed()
 
@@ -438,6 +597,29 @@ def _policy(spec: ModelSpec) -> ModelPolicy:
         pinned=spec.pinned,
         ttl_s=spec.ttl_s,
         memory_mb=spec.memory_mb or 0.0,
+    )
+
+
+def _preload_key(spec: ModelSpec) -> int:
+    return spec.preload or 0
+
+
+def _routing(spec: ModelSpec) -> tuple[object, ...]:
+    return (spec.aliases, spec.ttl_s, spec.pinned, spec.max_concurrency, spec.preload)
+
+
+def _limits_change(old: Limits, new: Limits) -> str:
+    names = (
+        "max_loaded",
+        "memory_budget_mb",
+        "queue_depth",
+        "queue_timeout_s",
+        "failure_cooldown_s",
+    )
+    return ", ".join(
+        f"{name} {getattr(old, name)} -> {getattr(new, name)}"
+        for name in names
+        if getattr(old, name) != getattr(new, name)
     )
 
 

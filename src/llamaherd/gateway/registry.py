@@ -73,6 +73,9 @@ class ModelSpec:
     """A multimodal projector, passed as `--mmproj`."""
     metadata: ModelMetadata | None = None
     """What the file says (architecture, size, context...); None if not read."""
+    preload: int | None = None
+    """Its place in the order of models loaded at start (or when a reload adds it), as far as
+    the limits allow; None: loaded on its first request."""
 
     @property
     def memory_mb(self) -> float | None:

@@ -192,6 +192,7 @@ class _Model:
     retry_at: float = -math.inf  # a FAILED model refuses requests until then
     crashed: bool = False  # LOADING again because its server crashed and is restarting
     retrying: bool = False  # LOADING, its start failed, and the supervisor backs off to retry
+    retired: bool = False  # removed from the config: it goes once its server has stopped
 
     def turn(self) -> float:
         """A candidate's place in turn order: its oldest waiter, or its manual load."""
@@ -278,6 +279,9 @@ class Scheduler:
         back while READY); waiters left behind make it a candidate again. While LOADING it
         changes nothing: that Load came after the stop, and its start runs after it."""
         m = self._models[model]
+        if m.retired and m.phase in (Phase.UNLOADING, Phase.READY):
+            del self._models[model]
+            return self._decide(now)
         if m.phase in (Phase.UNLOADING, Phase.READY):
             m.phase, m.draining = Phase.UNLOADED, None
             if m.retrying:  # evicted while its failed start waited for a retry
@@ -384,6 +388,62 @@ class Scheduler:
             m.draining = "restart requested"
         return self._decide(now)
 
+    # ── a reload changes the set of models and the limits ─────────────────────────────────────
+    def add_model(self, policy: ModelPolicy, now: float) -> list[Action]:
+        if policy.id in self._models:
+            raise ValueError(f"model {policy.id!r} is listed twice")
+        self._models[policy.id] = _Model(policy, policy.max_concurrency, policy.memory_mb)
+        return self._decide(now)
+
+    def update_policy(self, policy: ModelPolicy, now: float, *, slots: int | None) -> list[Action]:
+        """How a model is routed changed (pinned, ttl, its estimate): applied at once, to the
+        requests already queued too. `slots`: its new concurrency, or None to keep the one in
+        force (a slot count learned from its server)."""
+        m = self._models[policy.id]
+        m.policy = policy
+        if slots is not None:
+            m.concurrency = slots
+        if m.phase not in _HELD or not self._fits_alone(m):
+            m.memory_mb = policy.memory_mb  # a measurement stands while its server runs
+        return self._decide(now)
+
+    def relaunched(self, model: str, now: float) -> list[Action]:
+        """It will start differently from now on (new file, arguments, port): a failure of the
+        old launch says nothing about the new one, so its cool-down ends."""
+        m = self._models[model]
+        if m.phase is Phase.FAILED:
+            m.phase, m.failure, m.retry_at = Phase.UNLOADED, None, -math.inf
+        return self._decide(now)
+
+    def retire(self, model: str, now: float) -> list[Action]:
+        """It was removed from the config: requests in flight finish, queued ones get 503, and
+        it is forgotten once its server has stopped (unloaded()), or at once if none runs.
+        The owner stops routing new requests to it first."""
+        m = self._models[model]
+        m.retired, m.stopped, m.wanted = True, "removed from the config", None
+        actions: list[Action] = [self._drop(m, r, 503, self._stopped(m)) for r in list(m.queue)]
+        if m.phase in (Phase.LOADING, Phase.READY):
+            m.draining = "removed from the config"
+        elif m.phase is not Phase.UNLOADING:
+            del self._models[model]
+        return actions + self._decide(now)
+
+    def has(self, model: str) -> bool:
+        return model in self._models
+
+    def room_for(self, model: str) -> bool:
+        """Whether `model` would load beside the models held or already asked for, evicting
+        nothing (preloading takes only what fits)."""
+        m = self._models[model]
+        claimed = [x for x in self._models.values() if x.phase in _HELD or x.wanted is not None]
+        return m in claimed or self._fits([x for x in claimed if x is not m], m)
+
+    def set_limits(self, limits: Limits, now: float) -> list[Action]:
+        """New max_loaded, budget, queue settings: held models beyond them are unloaded once
+        idle (never a busy one); queued requests keep their place."""
+        self._limits = limits
+        return self._decide(now)
+
     def tick(self, now: float) -> list[Action]:
         """Queue timeouts and idle unloads; run it at next_deadline()."""
         return self._decide(now)
@@ -444,7 +504,7 @@ class Scheduler:
             due = self._ttl_due(m)
             if due is not None and due <= now:
                 m.draining = f"idle for {m.policy.ttl_s:g} s (ttl)"
-        self._drain_over_budget()
+        self._drain_over_limits()
         actions += self._take_turns()
         for m in self._models.values():
             if m.draining and m.phase in (Phase.READY, Phase.LOADING) and not m.in_flight:
@@ -452,18 +512,18 @@ class Scheduler:
                 m.phase, m.draining = Phase.UNLOADING, None
         return actions
 
-    def _drain_over_budget(self) -> None:
-        """The budget holds after loading as before: when measured sizes break it, a model
-        bigger than the whole budget drains, then idle models (least recently used first)
-        until the rest fits. Busy ones are left until they are idle; pinned ones are kept."""
-        budget = self._limits.memory_budget_mb
-        if budget is None:
-            return
+    def _drain_over_limits(self) -> None:
+        """The limits hold after loading as before: when measured sizes break the budget (or a
+        reload lowers max_loaded or the budget), a model bigger than the whole budget drains,
+        then idle models (least recently used first) until the rest fits. Busy ones are left
+        until they are idle; pinned ones are kept."""
+        budget, limit = self._limits.memory_budget_mb, self._limits.max_loaded
         staying = [
             m for m in self._models.values() if m.phase in _HELD and m.phase is not Phase.UNLOADING
         ]
         for m in staying:
-            if not self._fits_alone(m) and not m.draining and not m.policy.pinned:
+            too_big = budget is not None and not self._fits_alone(m)
+            if too_big and not (m.draining or m.policy.pinned):
                 m.draining = f"measured at {m.memory_mb:g} MB, more than the memory budget"
         kept = [m for m in staying if not m.draining]
         idle = [
@@ -472,9 +532,15 @@ class Scheduler:
             if m.phase is Phase.READY and not (m.policy.pinned or m.queue or m.in_flight)
         ]
         idle.sort(key=lambda m: m.last_used or 0.0)
-        while sum(m.memory_mb for m in kept) > budget and idle:
+        while idle and (
+            len(kept) > limit or (budget is not None and sum(m.memory_mb for m in kept) > budget)
+        ):
             victim = idle.pop(0)
-            victim.draining = f"the loaded models' measured memory exceeds the {budget:g} MB budget"
+            victim.draining = (
+                f"max_loaded is {limit}"
+                if len(kept) > limit
+                else f"the loaded models' measured memory exceeds the {budget:g} MB budget"
+            )
             kept.remove(victim)
 
     def _take_turns(self) -> list[Action]:

@@ -122,23 +122,28 @@ class ServerSampler:
         self._start_sinks: list[StartSink] = []
         self._sample_listeners: list[SampleListener] = []
         self._closed = False
+        self._unfollow: Callable[[], None] = lambda: None
 
     # ---- life ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Follow every model's server; one already ready is sampled at once."""
-        for model, backend in self._herd.backends.items():
-            server = self._servers[model] = _Server(backend)
-            server.unsubscribe = backend.service.on_state_change(
-                functools.partial(self._on_state, server)
-            )
-            state = backend.service.get_state()
-            if state.status is not Status.INITIAL:
-                self._on_state(server, state)
+        """Follow every model's server (and those a reload adds); one already ready is sampled
+        at once."""
+        self._unfollow = self._herd.follow_backends(self._follow)
+
+    def _follow(self, model: str, backend: Backend) -> None:
+        server = self._servers[model] = _Server(backend)
+        server.unsubscribe = backend.service.on_state_change(
+            functools.partial(self._on_state, server)
+        )
+        state = backend.service.get_state()
+        if state.status is not Status.INITIAL:
+            self._on_state(server, state)
 
     async def aclose(self) -> None:
         """Stop following the servers and cancel every measurement under way."""
         self._closed = True
+        self._unfollow()
         tasks = []
         for server in self._servers.values():
             server.unsubscribe()

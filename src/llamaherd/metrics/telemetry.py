@@ -111,8 +111,9 @@ class Telemetry:
                 subscribe(self.sampler.on_sample(self.history.record_sample))
         if self.logfiles is not None:
             self.logfiles.start()
-            for model, backend in self.herd.backends.items():
-                self.logfiles.attach(model, backend.service.output)
+            logfiles = self.logfiles
+            # Every model's, and those a reload adds later.
+            subscribe(self.herd.follow_backends(lambda m, b: logfiles.attach(m, b.service.output)))
         if self.alerter is not None:
             self.alerter.start()
 

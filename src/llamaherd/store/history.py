@@ -43,7 +43,7 @@ from llamaherd.store.writer import HistoryWriter
 from llamaherd.supervisor.states import ServiceState, Status
 
 if TYPE_CHECKING:
-    from llamaherd.gateway.herd import Herd
+    from llamaherd.gateway.herd import Backend, Herd
 
 logger = logging.getLogger("llamaherd.store")
 
@@ -324,16 +324,12 @@ def follow_herd(store: HistoryStore, herd: Herd) -> Callable[[], None]:
 
     Changes that keep the status (ready to ready: models refreshed, retries reset) are no
     transitions and are not recorded."""
-    unsubscribes = []
-    for model, backend in herd.backends.items():
+
+    def attach(model: str, backend: Backend) -> Callable[[], None]:
         listener = _TransitionListener(store, model, backend.service.get_state().status)
-        unsubscribes.append(backend.service.on_state_change(listener))
+        return backend.service.on_state_change(listener)
 
-    def unsubscribe() -> None:
-        for each in unsubscribes:
-            each()
-
-    return unsubscribe
+    return herd.follow_backends(attach)  # every model, and those a reload adds
 
 
 class _TransitionListener:

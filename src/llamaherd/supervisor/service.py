@@ -110,6 +110,26 @@ class LlamaService:
         self._changed = asyncio.Event()
 
     @property
+    def launch(self) -> tuple[object, ...]:
+        """How it starts its server: equal launches start the same server."""
+        return (self.host, self.port, self.model_path, self.server_args, self.binary)
+
+    def take_launch(self, other: LlamaService) -> None:
+        """Start as `other` would from now on (a reloaded config): its policy at once (read at
+        each step), its launch (host, port, model, arguments, binary) only while no server is
+        supervised, so the one running is never mistaken for the new one."""
+        self.policy = other.policy
+        if self.launch == other.launch:
+            return
+        if self._state.status is not Status.INITIAL or self._task is not None:
+            raise ControlConflictError(
+                f"llama-server on port {self.port} is supervised: stop it before changing how "
+                "it starts"
+            )
+        self.host, self.port, self.model_path = other.host, other.port, other.model_path
+        self.server_args, self.binary = other.server_args, other.binary
+
+    @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
