@@ -15,20 +15,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+# Only what every command needs: the server (llamaherd.serve), the config's validation and the
+# REST client (httpx) are imported by the handlers that use them, so `llamaherd --version` and
+# `llamaherd status` do not load the whole server first (bench/cli_startup.py).
 from llamaherd import __version__
-from llamaherd.config import DEFAULT_CONFIG_NAME, client_api_key, load_config
+from llamaherd.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL, client_api_key
 from llamaherd.errors import LlamaherdError
-from llamaherd.remote import (
-    DEFAULT_URL,
-    REQUEST_TIMEOUT_S,
-    ModelWait,
-    RemoteClient,
-    follow_logs,
-    service_url,
-    wait_for_model,
-)
+
+if TYPE_CHECKING:
+    from llamaherd.remote import ModelWait, RemoteClient
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -261,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from llamaherd.config import load_config
     from llamaherd.serve import run_serve
 
     overrides = {}
@@ -283,6 +281,8 @@ def _demo_model(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> RemoteClient:
+    from llamaherd.remote import RemoteClient, service_url
+
     return RemoteClient(service_url(args.url, args.config), api_key=client_api_key())
 
 
@@ -294,6 +294,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
+    from llamaherd.remote import REQUEST_TIMEOUT_S
+
     action, wait = args.action, args.wait
     with _client(args) as client:
         # The stop's answer is the state after it, where `adopted` is already gone: ask first.
@@ -332,6 +334,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _model_control(args: argparse.Namespace) -> int:
+    from llamaherd.remote import wait_for_model
+
     with _client(args) as client:
         entry = client.control_model(args.action, args.model)
         result = wait_for_model(client, args.action, entry, args.wait)
@@ -440,6 +444,8 @@ def _model_notes(entry: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from llamaherd.remote import follow_logs
+
     try:
         with _client(args) as client:
             if not args.follow:

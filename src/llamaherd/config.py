@@ -7,7 +7,8 @@ The seed's file keeps working exactly as written:
 
 Every other key is optional (see `Settings`). Relative paths are resolved against the folder of
 the config file, so `llamaherd serve --config some/dir/.llama-proxy-config.json` works from
-anywhere. This is the only module that reads the environment.
+anywhere. This is the only module that reads the environment, with llamaherd.defaults, which
+reads the command line's key (LLAMAHERD_API_KEY) without loading pydantic.
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from llamaherd.catalog.gguf import read_gguf_summary
+from llamaherd.defaults import DEFAULT_CONFIG_NAME, ENV_API_KEY
 from llamaherd.errors import BinaryNotFoundError, ConfigError, ModelFileError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 
-DEFAULT_CONFIG_NAME = ".llama-proxy-config.json"
-ENV_API_KEY = "LLAMAHERD_API_KEY"  # a key with every scope, for serve and for the CLI
 MIN_KEY_CHARS = 16
 KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' makes a good one"
 LLAMA_CPP_SOURCE_PIN = "11434.0.0"  # keep in step with scripts/build-llama-server
@@ -468,11 +468,6 @@ def _checked_key(where: str, secret: str) -> str:
             f"header cannot carry; use letters, digits and -._~+/= ({KEY_HINT})"
         )
     return secret
-
-
-def client_api_key() -> str | None:
-    """The key the command line sends to a llamaherd that asks for one."""
-    return os.environ.get(ENV_API_KEY) or None
 
 
 def state_dir(settings: Settings) -> Path:

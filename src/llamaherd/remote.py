@@ -31,7 +31,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from llamaherd import __version__
-from llamaherd.api.payloads import LOG_EVENT
+from llamaherd.api.event_names import LOG_EVENT
 from llamaherd.api.schemas import (
     ControlOut,
     GatewayModelOut,
@@ -39,7 +39,7 @@ from llamaherd.api.schemas import (
     LogsOut,
     StatusOut,
 )
-from llamaherd.config import ENV_API_KEY, load_config
+from llamaherd.defaults import DEFAULT_URL, ENV_API_KEY
 from llamaherd.errors import (
     ConfigError,
     ControlConflictError,
@@ -47,7 +47,6 @@ from llamaherd.errors import (
     ServiceUnreachableError,
 )
 
-DEFAULT_URL = "http://127.0.0.1:3000"
 REQUEST_TIMEOUT_S = 10.0
 # A start/restart answers after up to `wait` seconds; the margin covers the request itself.
 ANSWER_MARGIN_S = 30.0
@@ -90,6 +89,9 @@ def service_url(url: str | None, config_path: Path) -> str:
         return _checked_url(url)
     if not config_path.exists():
         return DEFAULT_URL
+    # Only here: validating a config costs pydantic's models, which `status --url` need not pay.
+    from llamaherd.config import load_config
+
     settings = load_config(config_path, check_files=False)
     host = _WILDCARDS.get(settings.app_host, settings.app_host)
     if ":" in host:  # an IPv6 address must be bracketed in a URL
