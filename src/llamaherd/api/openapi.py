@@ -194,7 +194,10 @@ MODEL_LIST_SCHEMA: dict[str, Any] = {
                     "owned_by": {"type": "string"},
                     "meta": {
                         "type": "object",
-                        "description": "llamaherd's facts: the `llamaModels` event's fields",
+                        "description": (
+                            "llamaherd's facts: the `llamaModels` event's fields (`path`, the "
+                            "model file, is null unless the key has the admin scope)"
+                        ),
                     },
                 },
             },
