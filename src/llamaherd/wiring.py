@@ -8,6 +8,7 @@ before a service exists, so the supervisor never reads the environment.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from llamaherd.api.access import AccessPolicy, KeyRing
@@ -47,17 +48,28 @@ def build_herd(settings: Settings, *, source: str = "config") -> Herd:
     """Every configured model, each with its own supervised llama-server, and the scheduler
     that shares them out. Raises ConfigError or BinaryNotFoundError."""
     registry = build_registry(settings, source=source)
+    return Herd(registry, build_services(settings, registry), herd_limits(settings))
+
+
+def build_services(
+    settings: Settings, registry: ModelRegistry, keep_ports: Mapping[str, int] | None = None
+) -> dict[str, LlamaService]:
+    """A LlamaService (not started) per model of `registry`. `keep_ports`: the ports that
+    models already running keep when the config names none for them (a reload must not move
+    a server only because a free port is chosen again). Raises BinaryNotFoundError."""
     binary = locate_llama_server(settings.llama_server_binary)
-    ports = _assign_ports(registry, settings)
-    services = {spec.id: _service(settings, spec, ports[spec.id], binary) for spec in registry}
-    limits = Limits(
+    ports = _assign_ports(registry, settings, keep_ports or {})
+    return {spec.id: _service(settings, spec, ports[spec.id], binary) for spec in registry}
+
+
+def herd_limits(settings: Settings) -> Limits:
+    return Limits(
         max_loaded=settings.max_loaded,
         memory_budget_mb=settings.memory_budget_mb,
         queue_depth=settings.queue_depth,
         queue_timeout_s=settings.queue_timeout_s,
         failure_cooldown_s=settings.failure_cooldown_s,
     )
-    return Herd(registry, services, limits)
 
 
 def _service(settings: Settings, spec: ModelSpec, port: int, binary: Path) -> LlamaService:
@@ -91,9 +103,12 @@ def _alias(spec: ModelSpec) -> tuple[str, ...]:
     return ("--alias", spec.id)
 
 
-def _assign_ports(registry: ModelRegistry, settings: Settings) -> dict[str, int]:
+def _assign_ports(
+    registry: ModelRegistry, settings: Settings, keep: Mapping[str, int]
+) -> dict[str, int]:
     """The seed's model (and a model without a file) keeps llama_server_port; a model with a
-    `port` keeps it; every other model gets a port that is free now, chosen by the OS."""
+    `port` keeps it; a model in `keep` keeps that one; every other model gets a port that is
+    free now, chosen by the OS."""
     taken = {settings.llama_server_port, settings.app_port}
     ports: dict[str, int] = {}
     for spec in registry:
@@ -102,6 +117,11 @@ def _assign_ports(registry: ModelRegistry, settings: Settings) -> dict[str, int]
         elif spec.path is None:
             ports[spec.id] = settings.llama_server_port
     taken |= set(ports.values())
+    for spec in registry:
+        port = keep.get(spec.id)
+        if spec.id not in ports and port is not None and port not in taken:
+            ports[spec.id] = port
+            taken.add(port)
     for spec in registry:
         if spec.id not in ports:
             ports[spec.id] = _free_port(settings.llama_server_host, taken)

@@ -18,10 +18,15 @@ from llamaherd.api.event_names import (
     LOG_SUBSCRIBE,
     LOG_UNSUBSCRIBE,
     METRICS_REQUEST,
+    MODEL_STATUS_EVENT,
+    MODEL_STATUS_REQUEST,
     MODELS_EVENT,
     MODELS_REQUEST,
+    RESTART_MODEL,
+    START_MODEL,
     STATUS_EVENT,
     STATUS_REQUEST,
+    STOP_MODEL,
     UNLOAD_MODEL,
 )
 from llamaherd.gateway.herd import Herd
@@ -37,10 +42,17 @@ __all__ = [
     "METRICS_REQUEST",
     "MODELS_EVENT",
     "MODELS_REQUEST",
+    "MODEL_STATUS_EVENT",
+    "MODEL_STATUS_REQUEST",
+    "RESTART_MODEL",
+    "START_MODEL",
     "STATUS_EVENT",
     "STATUS_REQUEST",
+    "STOP_MODEL",
     "UNLOAD_MODEL",
     "log_event",
+    "model_status_data",
+    "model_status_event",
     "models_event",
     "now_ms",
     "status_data",
@@ -91,8 +103,20 @@ def status_event(state: ServiceState) -> dict[str, Any]:
     return {"type": "llama_status", "data": status_data(state), "timestamp": now_ms()}
 
 
-def log_event(lines: list[str]) -> dict[str, Any]:
-    return {"type": "llama_log", "data": {"lines": lines}, "timestamp": now_ms()}
+def log_event(lines: list[str], model: str) -> dict[str, Any]:
+    """New output lines of `model`'s llama-server (`model` was added to the seed's event)."""
+    return {"type": "llama_log", "data": {"lines": lines, "model": model}, "timestamp": now_ms()}
+
+
+def model_status_data(model: str, state: ServiceState) -> dict[str, Any]:
+    """Any model's server, in the shape of `llamaStatus`'s data, with its id in `model`."""
+    return {"model": model, **status_data(state)}
+
+
+def model_status_event(model: str, state: ServiceState) -> dict[str, Any]:
+    """`llamaModelStatus`: `model_status_data` in the envelope of the other events."""
+    data = model_status_data(model, state)
+    return {"type": "model_status", "data": data, "timestamp": now_ms()}
 
 
 def without_uptime(data: dict[str, Any]) -> dict[str, Any]:
@@ -102,4 +126,5 @@ def without_uptime(data: dict[str, Any]) -> dict[str, Any]:
 
 def models_event(herd: Herd) -> dict[str, Any]:
     """Every model the gateway serves, loaded or not, with its queue and its server's state."""
-    return {"type": "llama_models", "data": {"models": models_data(herd)}, "timestamp": now_ms()}
+    data = {"models": models_data(herd), "config": herd.config_info or None}
+    return {"type": "llama_models", "data": data, "timestamp": now_ms()}
