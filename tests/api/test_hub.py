@@ -48,29 +48,6 @@ async def test_status_events_in_order_and_not_repeated(fake_binary: Path, model_
     assert [name for name, _ in sink.events] == ["llamaStatus"]
 
 
-async def test_log_lines_are_batched_and_a_flood_is_cut(
-    fake_binary: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(hub_module, "LOG_BATCH_S", 0.05)
-    service = LlamaService(model_path=model_file, binary=fake_binary)
-    hub = EventHub(service)
-    sink = Recorder()
-    hub.add_sink(sink)
-    hub.start()
-    try:
-        for n in range(hub_module.LOG_BATCH_MAX_LINES + 10):
-            service.output.append(f"line {n}")
-        await asyncio.sleep(0.2)
-    finally:
-        await hub.aclose()
-    ((name, payload),) = sink.events
-    lines = payload["data"]["lines"]
-    assert name == "llamaLog"
-    assert lines[0] == "[llamaherd: 10 lines skipped]"
-    assert lines[-1] == f"line {hub_module.LOG_BATCH_MAX_LINES + 9}"
-    assert len(lines) == hub_module.LOG_BATCH_MAX_LINES + 1
-
-
 async def test_a_slow_stream_client_loses_its_oldest_events_not_the_newest(
     fake_binary: Path, model_file: Path
 ) -> None:

@@ -23,6 +23,8 @@ from llamaherd.api.guard import BrowserGuard
 from llamaherd.api.handshakes import HandshakeLimits
 from llamaherd.api.history_routes import create_history_router
 from llamaherd.api.hub import EventHub
+from llamaherd.api.model_routes import create_model_router
+from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.openapi import document_gateway
 from llamaherd.api.packets import PacketCheck
@@ -80,10 +82,13 @@ def create_app(
     service = herd.primary.service  # what llamaStatus and /api/llama/* speak of
     hub = EventHub(service)
     feed = ModelsFeed(herd, hub)
+    streams = ModelStreams(herd, hub.publish)  # every model's lines and state, as events
+    hub.on_close_streams(streams.end_follows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
+        streams.start()
         await telemetry.start(hub.publish)
         try:
             # Loads run in the background: the API answers at once while llama-server loads.
@@ -96,6 +101,7 @@ def create_app(
             await telemetry.close_before_herd()
             await herd.aclose()
             await telemetry.close_after_herd()
+            streams.close()
             await hub.aclose()
 
     api = FastAPI(
@@ -108,7 +114,8 @@ def create_app(
     document_gateway(api)  # the gateway's routes are not FastAPI's, but belong in its schema
     api.include_router(create_router(herd))
     api.include_router(create_gateway_router(herd))
-    api.include_router(create_sse_router(service, hub))
+    api.include_router(create_model_router(herd, streams))
+    api.include_router(create_sse_router(herd, hub))
     if telemetry.history is not None:
         api.include_router(create_history_router(telemetry.history))
     if telemetry.metrics is not None:

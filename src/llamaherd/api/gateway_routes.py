@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from llamaherd.api.schemas import ErrorOut, GatewayModelOut, GatewayModelsOut
-from llamaherd.gateway.control import ModelControlError, control_model
+from llamaherd.gateway.control import Action, ModelControlError, control_model
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.views import models_data
 
@@ -42,7 +42,7 @@ def create_gateway_router(herd: Herd) -> APIRouter:
     return router
 
 
-def _control(herd: Herd, action: str, model: str) -> dict[str, Any]:
+def _control(herd: Herd, action: Action, model: str) -> dict[str, Any]:
     try:
         return control_model(herd, action, model)
     except ModelControlError as exc:

@@ -1,9 +1,10 @@
-"""One ordered stream of events from the supervisor to every connected client.
+"""One ordered stream of events from the supervisors to every connected client.
 
-State changes and batches of llama-server output go into a single queue, drained by one
-publisher task, so every client sees events in the order they happened. Sinks are the
-transports: Socket.IO's broadcast, and one bounded queue per Server-Sent-Events client (a slow
-SSE client loses its oldest events rather than slowing anyone else down).
+State changes and batches of llama-server output (api/model_streams.py batches every model's)
+go into a single queue, drained by one publisher task, so every client sees events in the
+order they happened. Sinks are the transports: Socket.IO's broadcast, and one bounded queue per
+Server-Sent-Events client (a slow SSE client loses its oldest events rather than slowing
+anyone else down), which may take only the events it `accepts`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from llamaherd.api.payloads import LOG_EVENT, STATUS_EVENT, log_event, status_event, without_uptime
+from llamaherd.api.payloads import STATUS_EVENT, status_event, without_uptime
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState
 
@@ -22,9 +23,8 @@ logger = logging.getLogger("llamaherd.api")
 
 Event = tuple[str, dict[str, Any]]
 Sink = Callable[[str, dict[str, Any]], Awaitable[None]]
+Accepts = Callable[[str, dict[str, Any]], bool]
 
-LOG_BATCH_S = 0.1  # output lines are sent in batches: a flood is a few events a second
-LOG_BATCH_MAX_LINES = 500
 SUBSCRIBER_QUEUE = 256
 
 
@@ -33,9 +33,8 @@ class EventHub:
         self._service = service
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._sinks: list[Sink] = []
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
-        self._pending_lines: list[str] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._subscribers: dict[asyncio.Queue[Event | None], Accepts | None] = {}
+        self._stream_closers: list[Callable[[], None]] = []
         self._last_status: dict[str, Any] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._unsubscribes: list[Callable[[], None]] = []
@@ -44,18 +43,13 @@ class EventHub:
         self._sinks.append(sink)
 
     def start(self) -> None:
-        self._unsubscribes = [
-            self._service.on_state_change(self.publish_status),
-            self._service.output.subscribe(self._on_line),
-        ]
+        self._unsubscribes = [self._service.on_state_change(self.publish_status)]
         self._publisher = asyncio.create_task(self._publish_forever(), name="llamaherd-events")
 
     async def aclose(self) -> None:
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         self.close_streams()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -63,23 +57,32 @@ class EventHub:
 
     # ---- per-client streams (SSE) ----------------------------------------------------------
 
-    def subscribe(self) -> asyncio.Queue[Event | None]:
+    def subscribe(self, accepts: Accepts | None = None) -> asyncio.Queue[Event | None]:
+        """A queue of every event from now on (only those `accepts(name, payload)`, if given),
+        and None once the hub closes the streams."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = accepts
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
-        self._subscribers.discard(queue)
+        self._subscribers.pop(queue, None)
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    def on_close_streams(self, closer: Callable[[], None]) -> None:
+        """Call `closer()` when the streams are told to end: other streams (a model's followed
+        logs) end with these."""
+        self._stream_closers.append(closer)
 
     def close_streams(self) -> None:
         """Tell every per-client stream to end (None), so shutdown need not wait for them."""
         for queue in list(self._subscribers):
             _put_dropping_oldest(queue, None)
         self._subscribers.clear()
+        for closer in self._stream_closers:
+            closer()
 
     # ---- producers -------------------------------------------------------------------------
 
@@ -90,21 +93,6 @@ class EventHub:
     def publish_status(self, state: ServiceState) -> None:
         self.publish(STATUS_EVENT, status_event(state))
 
-    def _on_line(self, line: str) -> None:
-        self._pending_lines.append(line)
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(LOG_BATCH_S, self._flush_lines)
-
-    def _flush_lines(self) -> None:
-        self._flush_handle = None
-        lines, self._pending_lines = self._pending_lines, []
-        if len(lines) > LOG_BATCH_MAX_LINES:
-            skipped = len(lines) - LOG_BATCH_MAX_LINES
-            lines = [f"[llamaherd: {skipped} lines skipped]", *lines[-LOG_BATCH_MAX_LINES:]]
-        if lines:
-            self.publish(LOG_EVENT, log_event(lines))
-
     # ---- the one publisher -----------------------------------------------------------------
 
     async def _publish_forever(self) -> None:
@@ -112,8 +100,9 @@ class EventHub:
             name, payload = await self._queue.get()
             if name == STATUS_EVENT and not self._changed(payload):
                 continue
-            for queue in list(self._subscribers):
-                _put_dropping_oldest(queue, (name, payload))
+            for queue, accepts in list(self._subscribers.items()):
+                if accepts is None or accepts(name, payload):
+                    _put_dropping_oldest(queue, (name, payload))
             for sink in self._sinks:
                 try:
                     await sink(name, payload)

@@ -15,28 +15,46 @@ from socketio.exceptions import ConnectionRefusedError as SocketRefused
 from llamaherd.api.access import AccessPolicy, ApiKey, authorize, socket_key
 from llamaherd.api.guard import origin_allowed
 from llamaherd.api.handshakes import HandshakeLimits, bound_handshakes
-from llamaherd.api.hub import EventHub
+from llamaherd.api.hub import EventHub, Sink
 from llamaherd.api.payloads import (
     LOAD_MODEL,
     LOG_EVENT,
     LOG_SUBSCRIBE,
     LOG_UNSUBSCRIBE,
     METRICS_REQUEST,
+    MODEL_STATUS_EVENT,
+    MODEL_STATUS_REQUEST,
     MODELS_EVENT,
     MODELS_REQUEST,
+    RESTART_MODEL,
+    START_MODEL,
     STATUS_EVENT,
     STATUS_REQUEST,
+    STOP_MODEL,
     UNLOAD_MODEL,
+    model_status_event,
     models_event,
     status_event,
 )
-from llamaherd.gateway.control import ModelControlError, control_model
+from llamaherd.gateway.control import Action, ModelControlError, control_model, resolve_model
 from llamaherd.gateway.herd import Herd
 from llamaherd.metrics.live import METRICS_EVENT
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
 
-LOG_ROOM = "llama-logs"
+LOG_ROOM = "llama-logs"  # the seed's subscribers: the primary model's lines
+
+
+def log_room(model: str) -> str:
+    """The room of the clients that follow `model`'s lines (never LOG_ROOM: it has a colon)."""
+    return f"{LOG_ROOM}:{model}"
+
+
+def _named(data: Any) -> object:
+    """The model an event names: `{"model": ID}`, `{"id": ID}` or the bare id; None if none."""
+    if isinstance(data, dict):
+        return data.get("model", data.get("id"))
+    return data
 
 
 def create_socketio(
@@ -96,7 +114,20 @@ def create_socketio(
     async def request_models(sid: str, *args: Any) -> None:
         await send_models(sid)
 
-    def on_control(action: str) -> Any:
+    @sio.on(STATUS_REQUEST)  # type: ignore[untyped-decorator]
+    async def request_status(sid: str, *args: Any) -> None:
+        await send_status(sid)
+
+    hub.add_sink(_serve_models(sio, herd))
+    return sio
+
+
+def _serve_models(sio: socketio.AsyncServer, herd: Herd) -> Sink:
+    """Every model's events: load, unload, start, stop and restart; its status on request; its
+    output lines to the clients that subscribed to them. Returns the hub's sink, which sends
+    each event to its audience."""
+
+    def on_control(action: Action) -> Any:
         async def handler(sid: str, data: Any = None, *_more: Any) -> dict[str, Any]:
             """`loadModel` / `unloadModel` with `{"id": "coder"}`; the acknowledgement is
             `{"ok": true, "model": {...}}` or `{"ok": false, "error": "..."}`. Arguments
@@ -111,21 +142,65 @@ def create_socketio(
 
     sio.on(LOAD_MODEL, on_control("load"))
     sio.on(UNLOAD_MODEL, on_control("unload"))
+    # Any model's start (a load, by the seed's name), stop (drains, then refuses requests until
+    # started) and restart, acknowledged at once like a load; llamaModelStatus follows them.
+    sio.on(START_MODEL, on_control("start"))
+    sio.on(STOP_MODEL, on_control("stop"))
+    sio.on(RESTART_MODEL, on_control("restart"))
 
-    @sio.on(STATUS_REQUEST)  # type: ignore[untyped-decorator]
-    async def request_status(sid: str, *args: Any) -> None:
-        await send_status(sid)
+    @sio.on(MODEL_STATUS_REQUEST)  # type: ignore[untyped-decorator]
+    async def request_model_status(sid: str, data: Any = None, *_more: Any) -> dict[str, Any]:
+        """`requestLlamaModelStatus` with `{"model": "coder"}`: that model's `llamaModelStatus`
+        to this client; acknowledged with `{"ok": true}` or `{"ok": false, "error": "..."}`."""
+        try:
+            model = resolve_model(herd, _named(data))
+        except ModelControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        state = herd.backends[model].service.get_state()
+        await sio.emit(MODEL_STATUS_EVENT, model_status_event(model, state), to=sid)
+        return {"ok": True}
 
     @sio.on(LOG_SUBSCRIBE)  # type: ignore[untyped-decorator]
-    async def subscribe_logs(sid: str, *args: Any) -> None:
-        await sio.enter_room(sid, LOG_ROOM)
+    async def subscribe_logs(sid: str, data: Any = None, *_more: Any) -> dict[str, Any]:
+        """`subscribeLlamaLogs`: the primary model's lines, as the seed's; with
+        `{"model": "coder"}` (an id or an alias), that model's. Acknowledged with
+        `{"ok": true, "model": ID}` or `{"ok": false, "error": "..."}`."""
+        if _named(data) is None:
+            await sio.enter_room(sid, LOG_ROOM)
+            return {"ok": True, "model": herd.primary.spec.id}
+        try:
+            model = resolve_model(herd, _named(data))
+        except ModelControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        await sio.enter_room(sid, log_room(model))
+        return {"ok": True, "model": model}
 
     @sio.on(LOG_UNSUBSCRIBE)  # type: ignore[untyped-decorator]
-    async def unsubscribe_logs(sid: str, *args: Any) -> None:
-        await sio.leave_room(sid, LOG_ROOM)
+    async def unsubscribe_logs(sid: str, data: Any = None, *_more: Any) -> None:
+        """`unsubscribeLlamaLogs`: no more lines; with `{"model": "coder"}`, no more of that
+        model's."""
+        name = _named(data)
+        if isinstance(name, str) and name:
+            try:
+                rooms = [log_room(resolve_model(herd, name))]
+            except ModelControlError:  # a model a reload removed: its room, by the id
+                rooms = [log_room(name)]
+        else:
+            rooms = sio.rooms(sid)
+        for room in rooms:
+            if room == LOG_ROOM or room.startswith(f"{LOG_ROOM}:"):
+                await sio.leave_room(sid, room)
 
     async def broadcast(name: str, payload: dict[str, Any]) -> None:
-        await sio.emit(name, payload, to=LOG_ROOM if name == LOG_EVENT else None)
+        if name != LOG_EVENT:
+            await sio.emit(name, payload, to=None)
+            return
+        # A model's lines go to its followers; the primary's to the seed's subscribers too
+        # (python-socketio sends once to a client in both rooms).
+        model = payload["data"]["model"]
+        rooms = [log_room(model)]
+        if model == herd.primary.spec.id:
+            rooms.append(LOG_ROOM)
+        await sio.emit(name, payload, to=rooms)
 
-    hub.add_sink(broadcast)
-    return sio
+    return broadcast

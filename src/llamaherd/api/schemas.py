@@ -50,6 +50,21 @@ class LogsOut(BaseModel):
     lines: list[str]
 
 
+class ModelStatusOut(StatusOut):
+    """The `data` of the `llamaModelStatus` event: any model's server, with its id."""
+
+    model: str = Field(description="the model's id (an alias in the path resolves to it)")
+
+
+class ModelControlOut(BaseModel):
+    status: ModelStatusOut
+
+
+class ModelLogsOut(BaseModel):
+    model: str
+    lines: list[str] = Field(description="the tail of its llama-server's output, oldest first")
+
+
 class HealthzOut(BaseModel):
     status: str
     name: str

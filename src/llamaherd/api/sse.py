@@ -11,18 +11,24 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from llamaherd.api.hub import EventHub
-from llamaherd.api.payloads import STATUS_EVENT, status_event
-from llamaherd.supervisor.service import LlamaService
+from llamaherd.api.payloads import LOG_EVENT, STATUS_EVENT, status_event
+from llamaherd.gateway.herd import Herd
 
 KEEPALIVE_S = 15.0
 
 
-def _frame(name: str, payload: dict[str, Any]) -> str:
+def frame(name: str, payload: dict[str, Any]) -> str:
+    """One Server-Sent Event."""
     return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-def create_sse_router(service: LlamaService, hub: EventHub) -> APIRouter:
+def create_sse_router(herd: Herd, hub: EventHub) -> APIRouter:
     router = APIRouter()
+
+    def wanted(name: str, payload: dict[str, Any]) -> bool:
+        # The seed's stream carries the primary model's lines; any model's are followed at
+        # GET /api/models/{id}/logs?follow=1.
+        return name != LOG_EVENT or payload["data"]["model"] == herd.primary.spec.id
 
     @router.get(
         "/api/events",
@@ -31,12 +37,13 @@ def create_sse_router(service: LlamaService, hub: EventHub) -> APIRouter:
         responses={200: {"content": {"text/event-stream": {}}}},
     )
     async def events() -> StreamingResponse:
-        """`llamaStatus` (now, then on every change) and `llamaLog` events, as SSE."""
-        queue = hub.subscribe()
+        """`llamaStatus` (now, then on every change), `llamaModels`, `llamaModelStatus`,
+        `llamaMetrics` and the primary model's `llamaLog` events, as SSE."""
+        queue = hub.subscribe(wanted)
 
         async def stream() -> AsyncIterator[str]:
             try:
-                yield _frame(STATUS_EVENT, status_event(service.get_state()))
+                yield frame(STATUS_EVENT, status_event(herd.primary.service.get_state()))
                 while True:
                     try:
                         item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
@@ -45,7 +52,7 @@ def create_sse_router(service: LlamaService, hub: EventHub) -> APIRouter:
                         continue
                     if item is None:
                         return
-                    yield _frame(*item)
+                    yield frame(*item)
             finally:
                 hub.unsubscribe(queue)
 
