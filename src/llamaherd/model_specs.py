@@ -10,6 +10,7 @@ Every mistake is a ConfigError that starts with the config file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def build_registry(settings: Settings, *, source: str = "config") -> ModelRegist
             f"{source}: max_loaded: {settings.max_loaded} is fewer than the pinned models "
             f"({', '.join(pinned)}); raise max_loaded or unpin some"
         )
+    specs = [dataclasses.replace(s, preload=_preload_rank(settings, s.id)) for s in specs]
     known = {spec.id for spec in specs}
     unknown = [name for name in settings.preload if name not in known]
     if unknown:
@@ -104,16 +106,15 @@ def _entry_spec(settings: Settings, name: str, source: str) -> ModelSpec:
         port=entry.port,
         mmproj=file.mmproj,
         metadata=_metadata(file, key, source),
-        preload=_preload_rank(settings, name, entry.preload),
     )
 
 
-def _preload_rank(settings: Settings, name: str, flagged: bool) -> int | None:
-    """The top-level `preload` list first, in its order; then the models flagged `preload`,
-    in the config's order."""
-    if name in settings.preload:
-        return settings.preload.index(name)
-    return len(settings.preload) + list(settings.models).index(name) if flagged else None
+def _preload_rank(settings: Settings, name: str) -> int | None:
+    """Its place (from 1) in the preload order: the top-level `preload` list first, in its
+    order; then the models flagged `preload`, in the config's order."""
+    flags = [m for m, entry in settings.models.items() if entry.preload]
+    order = [*settings.preload, *(m for m in flags if m not in settings.preload)]
+    return order.index(name) + 1 if name in order else None
 
 
 def _scanned_specs(settings: Settings, source: str) -> list[ModelSpec]:

@@ -65,6 +65,7 @@ def _facts(
         "ttlSeconds": spec.ttl_s,
         "ttlLeft": None if ttl_left is None else round(ttl_left, 1),
         "pinned": spec.pinned,
+        "preload": spec.preload,
         "port": backend.service.port,
         "pid": state.pid,
         "retries": state.retries,
