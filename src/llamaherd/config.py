@@ -94,6 +94,7 @@ class ModelEntry(BaseModel):
     pinned: StrictBool = False
     max_concurrency: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
     port: Port | None = None
+    preload: StrictBool = False
 
 
 class CrashLoopRule(BaseModel):
@@ -177,6 +178,10 @@ class Settings(BaseModel):
     queue_depth: Annotated[int, Field(ge=0, le=1_000_000)] = 64
     queue_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
     failure_cooldown_s: Annotated[float, Field(ge=0, le=86400)] = 30.0
+    # Serving as a service: models loaded at start (in order), config reloads, the drain.
+    preload: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    watch_config: StrictBool = False
+    shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     # Observability: measurements, history, log files, alerts.
     metrics_enabled: StrictBool = True
     history_enabled: StrictBool = True
@@ -250,6 +255,9 @@ _FIXES = {
     "queue_depth": "use a whole number of waiting requests per model, e.g. 64",
     "queue_timeout_s": "use a number of seconds from 0.001 to 86400, e.g. 120",
     "failure_cooldown_s": "use a number of seconds from 0 to 86400, e.g. 30",
+    "preload": 'use a list of model ids, loaded at start in this order, e.g. ["coder"]',
+    "watch_config": "use true to reload the config whenever its file changes, or false",
+    "shutdown_drain_s": "use a number of seconds from 0 to 3600, e.g. 30",
     "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
     "api_keys": 'use a list of keys, e.g. [{"name": "app", "key_env": "APP_KEY", '
     '"scopes": ["inference"]}]; scopes are "inference" and "admin"',
