@@ -20,6 +20,7 @@ import pytest
 
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.states import Status
+from tests.conftest import sse_lines
 from tests.gateway.conftest import DemoModels, Launch, ServerCensus, gateway_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
@@ -55,7 +56,7 @@ async def stream_events(client: httpx.AsyncClient, model: str, first: asyncio.Ev
     events: list[Any] = []
     async with client.stream("POST", "/completion", json={"model": model, **LONG}) as answer:
         assert answer.status_code == 200, await answer.aread()
-        async for line in answer.aiter_lines():
+        async for line in sse_lines(answer):  # not aiter_lines: the model writes U+2028 too
             if line.startswith("data: "):
                 events.append(json.loads(line.removeprefix("data: ")))
                 first.set()
