@@ -133,20 +133,29 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "status",
         parents=[_remote_options()],
         help="show llama-server's state, pid, uptime, retries and models",
-        description="Ask a running llamaherd what llama-server is doing.",
+        description="Ask a running llamaherd what a model's llama-server is doing (the "
+        "primary model's, unless MODEL is given).",
     )
-    status.add_argument("--json", action="store_true", help="print the /api/status JSON")
+    status.add_argument("model", nargs="?", type=_model_name, metavar="MODEL", help=_MODEL_HELP)
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print the JSON of /api/status (/api/models/MODEL/status)",
+    )
     status.set_defaults(handler=_status)
+
+
+_MODEL_HELP = "a model id or alias (default: the primary model, the one of /api/llama/*)"
 
 
 def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     helps = {
-        "start": "start (or adopt) the default model's llama-server in its turn (within "
-        "max_loaded and the memory budget) and wait until it is ready",
-        "stop": "stop the default model once its requests in flight have finished; it then "
-        "refuses requests until started again (an adopted server is left running)",
-        "restart": "stop the default model once its requests have finished, then start it with "
-        "a fresh retry count (the way out of error)",
+        "start": "start (or adopt) a model's llama-server in its turn (within max_loaded and "
+        "the memory budget) and wait until it is ready",
+        "stop": "stop a model once its requests in flight have finished; it then refuses "
+        "requests until started again (an adopted server is left running)",
+        "restart": "stop a model once its requests have finished, then start it with a fresh "
+        "retry count (the way out of error)",
     }
     for action, text in helps.items():
         control = sub.add_parser(
@@ -155,6 +164,9 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             help=text,
             description=f"{text[0].upper()}{text[1:]}. Prints the resulting status; exits 1 "
             "if it is error.",
+        )
+        control.add_argument(
+            "model", nargs="?", type=_model_name, metavar="MODEL", help=_MODEL_HELP
         )
         if action == "stop":  # the API's stop answers once drained and stopped
             control.add_argument(
@@ -182,9 +194,11 @@ def _add_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "logs",
         parents=[_remote_options()],
         help="print the tail of llama-server's output; -f follows it",
-        description="Print the last lines llama-server wrote (stdout and stderr). With -f, "
-        "keep printing new lines as they come until Ctrl-C.",
+        description="Print the last lines a model's llama-server wrote (stdout and stderr; the "
+        "primary model's, unless MODEL is given). With -f, keep printing new lines as they "
+        "come until Ctrl-C.",
     )
+    logs.add_argument("model", nargs="?", type=_model_name, metavar="MODEL", help=_MODEL_HELP)
     logs.add_argument(
         "-n",
         "--lines",
@@ -288,7 +302,7 @@ def _client(args: argparse.Namespace) -> RemoteClient:
 
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        status = client.status()
+        status = client.status(args.model)
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return EXIT_OK
 
@@ -296,14 +310,16 @@ def _status(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from llamaherd.remote import REQUEST_TIMEOUT_S
 
-    action, wait = args.action, args.wait
+    action, wait, model = args.action, args.wait, args.model
     with _client(args) as client:
         # The stop's answer is the state after it, where `adopted` is already gone: ask first.
-        before = client.status(timeout=min(wait, REQUEST_TIMEOUT_S)) if action == "stop" else None
-        status = client.control(action, wait)
+        before = (
+            client.status(model, timeout=min(wait, REQUEST_TIMEOUT_S)) if action == "stop" else None
+        )
+        status = client.control(action, wait, model=model)
         if action != "stop" and wait == 0 and status.get("status") == "initial":
             # Answered before the supervisor took its first step: ask once more where it is.
-            status = client.status()
+            status = client.status(model)
     print(control_line(action, status, before=before, wait=wait))
     return EXIT_ERROR if status.get("status") == "error" else EXIT_OK
 
@@ -318,8 +334,8 @@ def control_line(
     """The line start/stop/restart print: what the action did, then the state it left."""
     if action == "stop" and before and before.get("adopted") and status.get("status") == "initial":
         return (
-            f"llama-server: still running, pid {before.get('pid')}: it was adopted (not started "
-            "by llamaherd), so llamaherd stopped supervising it and left it running"
+            f"{_server(status)}: still running, pid {before.get('pid')}: it was adopted (not "
+            "started by llamaherd), so llamaherd stopped supervising it and left it running"
         )
     if action != "stop" and wait == 0:
         return status_line(status, lead=f"{action} requested", notes=REQUESTED_NOTES)
@@ -449,9 +465,10 @@ def _logs(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             if not args.follow:
-                _write_lines(client.logs(args.lines))
+                _write_lines(client.logs(args.lines, model=args.model))
                 return EXIT_OK
-            for batch in follow_logs(client, args.lines, max_events=args.max_events):
+            batches = follow_logs(client, args.lines, max_events=args.max_events, model=args.model)
+            for batch in batches:
                 _write_lines(batch)
     except BrokenPipeError:
         # `llamaherd logs -f | head` closed the pipe: that is the reader saying "enough".
@@ -515,7 +532,8 @@ def status_line(
     """One line for start/stop/restart: the state, and what matters about it; with `lead`,
     what was just done comes first ("restart requested; now starting, pid 42")."""
     word = _status_word(status, notes)
-    parts = [f"llama-server: {lead}; now {word}" if lead else f"llama-server: {word}"]
+    name = _server(status)
+    parts = [f"{name}: {lead}; now {word}" if lead else f"{name}: {word}"]
     if status.get("pid") is not None:
         adopted = " (adopted)" if status.get("adopted") else ""
         parts.append(f"pid {status['pid']}{adopted}")
@@ -528,8 +546,15 @@ def status_line(
     return ", ".join(parts)
 
 
+def _server(status: dict[str, Any]) -> str:
+    """Whose server a status is: the model's id (the per-model routes name it), else the seed's
+    "llama-server"."""
+    return str(status.get("model") or "llama-server")
+
+
 def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [
+    rows = [("model", str(status["model"]))] if status.get("model") else []
+    rows += [
         ("status", _status_word(status)),
         ("pid", str(status["pid"]) if status.get("pid") is not None else "-"),
         ("adopted", "yes" if status.get("adopted") else "no"),

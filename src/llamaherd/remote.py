@@ -37,6 +37,9 @@ from llamaherd.api.schemas import (
     GatewayModelOut,
     GatewayModelsOut,
     LogsOut,
+    ModelControlOut,
+    ModelLogsOut,
+    ModelStatusOut,
     StatusOut,
 )
 from llamaherd.defaults import DEFAULT_URL, ENV_API_KEY
@@ -147,15 +150,31 @@ class RemoteClient:
     def close(self) -> None:
         self._http.close()
 
-    def status(self, *, timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
-        return self._call("GET", "/api/status", schema=StatusOut, timeout=timeout)
+    def status(
+        self, model: str | None = None, *, timeout: float = REQUEST_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """The primary model's server (`GET /api/status`), or `model`'s (an id or an alias;
+        its id is in the answer's `model`)."""
+        if model is None:
+            return self._call("GET", "/api/status", schema=StatusOut, timeout=timeout)
+        path = f"/api/models/{_path_segment(model)}/status"
+        return self._call("GET", path, schema=ModelStatusOut, timeout=timeout, answers_404=True)
 
-    def logs(self, lines: int) -> list[str]:
-        answer = self._call("GET", "/api/llama/logs", schema=LogsOut, params={"lines": lines})
+    def logs(self, lines: int, *, model: str | None = None) -> list[str]:
+        """The tail of the primary model's server output, or of `model`'s."""
+        params = {"lines": lines}
+        if model is None:
+            answer = self._call("GET", "/api/llama/logs", schema=LogsOut, params=params)
+        else:
+            path = f"/api/models/{_path_segment(model)}/logs"
+            answer = self._call("GET", path, schema=ModelLogsOut, params=params, answers_404=True)
         return list(answer["lines"])
 
-    def control(self, action: Action, wait: float | None = None) -> dict[str, Any]:
-        """POST start, stop or restart; returns the status the server answers with.
+    def control(
+        self, action: Action, wait: float | None = None, *, model: str | None = None
+    ) -> dict[str, Any]:
+        """POST start, stop or restart of the primary model, or of `model` (an id or an alias);
+        returns the status the server answers with (with the model's id in `model`).
 
         Each passes `wait` to the server, which answers within it: start and restart once
         ready or error, stop once drained and stopped (default DEFAULT_STOP_WAIT_S).
@@ -177,13 +196,17 @@ class RemoteClient:
                 f"{answer_s:g} s although it answers within --wait {wait or 0:g} s when well; "
                 "'llamaherd status' shows where llama-server is"
             )
+        path = f"/api/llama/{action}"
+        if model is not None:
+            path = f"/api/models/{_path_segment(model)}/{action}"
         answer = self._call(
             "POST",
-            f"/api/llama/{action}",
-            schema=ControlOut,
+            path,
+            schema=ControlOut if model is None else ModelControlOut,
             params=params,
             timeout=answer_s,
             unanswered=unanswered,
+            answers_404=model is not None,
         )
         status: dict[str, Any] = answer["status"]
         return status
@@ -207,11 +230,30 @@ class RemoteClient:
     @contextlib.contextmanager
     def events(self) -> Iterator[Iterator[Event]]:
         """The open `/api/events` stream, as (event name, payload) pairs."""
+        with self._stream("/api/events") as events:
+            yield events
+
+    @contextlib.contextmanager
+    def followed_logs(self, model: str, lines: int) -> Iterator[Iterator[Event]]:
+        """`model`'s output followed (`GET /api/models/{id}/logs?follow=true`): `llamaLog`
+        events, the first with the last `lines` lines, then each batch of new ones."""
+        path = f"/api/models/{_path_segment(model)}/logs"
+        params = {"follow": "true", "lines": lines}
+        with self._stream(path, params=params, answers_404=True) as events:
+            yield events
+
+    @contextlib.contextmanager
+    def _stream(
+        self, path: str, *, params: dict[str, Any] | None = None, answers_404: bool = False
+    ) -> Iterator[Iterator[Event]]:
         timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)
-        with self._reaching(), self._http.stream("GET", "/api/events", timeout=timeout) as answer:
+        with (
+            self._reaching(),
+            self._http.stream("GET", path, params=params, timeout=timeout) as answer,
+        ):
             if answer.status_code != 200:
                 answer.read()
-                self._checked(answer, schema=None)
+                self._checked(answer, schema=None, answers_404=answers_404)
             yield self._decoded(parse_sse(answer.iter_lines()))
 
     def _decoded(self, frames: Iterator[tuple[str, str]]) -> Iterator[Event]:
@@ -457,13 +499,21 @@ def drop_overlap(tail: list[str], lines: list[str]) -> list[str]:
 
 
 def follow_logs(
-    client: RemoteClient, tail_lines: int, *, max_events: int | None = None
+    client: RemoteClient,
+    tail_lines: int,
+    *,
+    max_events: int | None = None,
+    model: str | None = None,
 ) -> Iterator[list[str]]:
-    """The last `tail_lines` lines, then each new batch of lines as llama-server writes them.
+    """The last `tail_lines` lines, then each new batch of lines as llama-server writes them:
+    the primary model's, or `model`'s (an id or an alias).
 
     Ends after `max_events` batches of new lines when given (tests use it), else only when
     the server ends the stream, which raises ServiceUnreachableError.
     """
+    if model is not None:
+        yield from _follow_model(client, model, tail_lines, max_events)
+        return
     with client.events() as events:
         # The stream starts with a status event: from then on, no new line can be missed.
         next(events, None)
@@ -482,6 +532,21 @@ def follow_logs(
                 return
     raise ServiceUnreachableError(
         f"llamaherd at {client.base_url} ended the event stream; is it shutting down?"
+    )
+
+
+def _follow_model(
+    client: RemoteClient, model: str, tail_lines: int, max_events: int | None
+) -> Iterator[list[str]]:
+    # The server sends the tail and then every batch after it, none twice: nothing to drop.
+    with client.followed_logs(model, tail_lines) as events:
+        for count, batch in enumerate(_log_batches(events)):
+            yield batch
+            if max_events is not None and count >= max_events:
+                return
+    raise ServiceUnreachableError(
+        f"llamaherd at {client.base_url} ended the log stream of {model}; is it shutting down, "
+        "or did a reload remove the model?"
     )
 
 
