@@ -527,6 +527,62 @@ def test_restart_of_a_model_that_is_not_running_loads_it() -> None:
     assert s.request_restart("a", 0) == [Load("a")]
 
 
+# ── a reload: models added, removed, re-policed; limits changed ───────────────────────────
+def test_a_retired_model_finishes_in_flight_fails_its_queue_then_goes() -> None:
+    s = scheduler("a", "b", max_loaded=2)
+    ready(s, "a")
+    assert s.arrive(1, "a", 1) == [Dispatch(1, "a")]
+    s.arrive(2, "a", 1)
+    actions = s.retire("a", 2)
+    assert rejected(actions).message.startswith("model 'a' is stopped (removed from the config)")
+    assert s.finish(1, 3) == [Unload("a", "removed from the config")]
+    assert s.unloaded("a", 4) == []
+    assert not s.has("a")
+    s.retire("b", 5)  # nothing ran: gone at once
+    assert not s.has("b")
+
+
+def test_a_model_back_in_the_config_while_retiring_stays() -> None:
+    s = scheduler("a")
+    ready(s, "a")
+    s.arrive(1, "a", 1)
+    s.retire("a", 2)
+    assert s.restore("a", 3) == []
+    assert s.finish(1, 4) == []  # no unload: it stays
+    assert s.arrive(2, "a", 5) == [Dispatch(2, "a")]
+
+
+def test_an_added_model_is_served_and_a_new_policy_applies_at_once() -> None:
+    s = scheduler("a")
+    assert s.add_model(ModelPolicy("b"), 0) == []
+    assert s.arrive(1, "b", 1) == [Load("b")]
+    with pytest.raises(ValueError, match="listed twice"):
+        s.add_model(ModelPolicy("b"), 1)
+    s.loaded("b", 2)
+    s.update_policy(ModelPolicy("b", max_concurrency=2), 3, slots=2)
+    assert s.view("b").max_concurrency == 2
+    s.update_policy(ModelPolicy("b", pinned=True), 4, slots=None)  # a learned count stays
+    assert s.view("b").max_concurrency == 2 and s.view("b").pinned
+
+
+def test_lower_limits_unload_idle_models_and_never_a_busy_one() -> None:
+    s = scheduler("a", "b", "c", max_loaded=3)
+    ready(s, "a", "b", "c")
+    s.arrive(1, "c", 1)  # c is busy
+    actions = s.set_limits(Limits(max_loaded=1), 2)
+    assert actions == [Unload("a", "max_loaded is 1"), Unload("b", "max_loaded is 1")]
+    assert s.view("c").phase is Phase.READY
+
+
+def test_a_relaunch_ends_the_cool_down_of_the_old_launch() -> None:
+    s = scheduler("a", failure_cooldown_s=30)
+    s.arrive(1, "a", 0)
+    s.failed("a", "no", 1)
+    s.relaunched("a", 2)
+    assert s.view("a").phase is Phase.UNLOADED
+    assert s.arrive(2, "a", 3) == [Load("a")]
+
+
 # ── servers that come up without a Load ─────────────────────────────────────────────────────
 def test_a_server_that_fits_is_claimed_and_one_that_does_not_is_not() -> None:
     s = scheduler("a", "b", max_loaded=1)
@@ -701,7 +757,6 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ended: set[int] = set()
         self.loading: set[str] = set()  # owes loaded() or failed()
         self.unloading: set[str] = set()  # owes unloaded()
-        self.roomless_unloads: set[str] = set()
 
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -716,9 +771,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                     self.ended.add(rid)
                 case Load(model):
                     assert model not in self.loading, "a second Load"
-                    # Only the stop of a failed model (no server, so no room held) may still be
-                    # on its way; the owner's start runs after it.
-                    assert model not in self.unloading or model in self.roomless_unloads
+                    assert model not in self.unloading, "a Load before the Unload's answer"
                     self.loading.add(model)
                 case Unload(model, reason):
                     assert model not in self.in_flight.values(), "stopped a busy server"
@@ -729,8 +782,6 @@ class SchedulerMachine(RuleBasedStateMachine):
                     # A stop while loading: the owner stops the start; unloaded() answers.
                     self.loading.discard(model)
                     self.unloading.add(model)
-                    if self.s.view(model).phase is not Phase.UNLOADING:
-                        self.roomless_unloads.add(model)  # a failed model's: holds no room
 
     def advance(self, dt: int) -> float:
         self.now += dt
@@ -772,7 +823,6 @@ class SchedulerMachine(RuleBasedStateMachine):
     def answer_unload(self, data: st.DataObject, dt: int) -> None:
         model = data.draw(st.sampled_from(sorted(self.unloading)))
         self.unloading.remove(model)
-        self.roomless_unloads.discard(model)
         self.apply(self.s.unloaded(model, self.advance(dt)))
 
     @rule(model=st.sampled_from(MODELS))
@@ -858,7 +908,6 @@ class SchedulerMachine(RuleBasedStateMachine):
             elif self.unloading:
                 model = min(self.unloading)
                 self.unloading.remove(model)
-                self.roomless_unloads.discard(model)
                 self.apply(self.s.unloaded(model, self.advance(1)))
             else:
                 return

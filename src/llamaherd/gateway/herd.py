@@ -74,6 +74,7 @@ class Backend:
     last_status: Status = Status.INITIAL
     unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
     relaunch: LlamaService | None = field(default=None, repr=False)  # applied once stopped
+    retiring: bool = False  # removed from the config, still finishing its requests
 
     @property
     def base_url(self) -> str:
@@ -225,6 +226,10 @@ class Herd:
         """A request for `model` (an id, already resolved) arrives; await `ticket.decision`."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(next(self._ids), model, self._clock(), loop.create_future())
+        if not self.scheduler.has(model):  # removed by a reload since it was resolved
+            message = f"model {model!r} was removed from the config"
+            ticket.decision.set_result(Reject(ticket.id, model, 404, 1, message))
+            return ticket
         self._tickets[ticket.id] = ticket
         self._apply(self.scheduler.arrive(ticket.id, model, self._clock()))
         return ticket
@@ -333,11 +338,19 @@ class Herd:
                     self.preload([spec.id])
                 continue
             old, backend.spec = backend.spec, spec
-            if backend.service.launch != services[spec.id].launch:
+            if backend.retiring:  # removed by the reload before, still finishing: it stays
+                changes.append(f"{spec.id}: added (its removal is called off)")
+                backend.retiring = False
+                self._apply(self.scheduler.restore(spec.id, now))
+            desired = services[spec.id]
+            planned = backend.relaunch.launch if backend.relaunch else backend.service.launch
+            if planned != desired.launch:
                 changes.append(f"{spec.id}: launched differently; restarts once drained")
-                self._relaunch(backend, services[spec.id], now)
+                self._relaunch(backend, desired, now)
+            elif backend.relaunch is not None:
+                backend.relaunch = desired  # the same new launch, with this config's policy
             else:
-                backend.service.take_launch(services[spec.id])  # the policy only
+                backend.service.take_launch(desired)  # the policy only
             if _routing(old) != _routing(spec):
                 changes.append(f"{spec.id}: routed differently (applied at once)")
             slots = spec.max_concurrency
@@ -375,6 +388,7 @@ class Herd:
             self._spawn(service.stop(), f"relaunch-{model}")
 
     def _retire(self, model: str, now: float) -> None:
+        self.backends[model].retiring = True
         self._apply(self.scheduler.retire(model, now))
         if not self.scheduler.has(model):  # no server ran: gone at once
             self._forget(model)

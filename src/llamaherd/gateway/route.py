@@ -384,7 +384,9 @@ class GatewayRoute:
 
 
 async def _refuse(send: Send, decision: Reject, *, started: bool) -> None:
-    kind = "rate_limit_error" if decision.status == 429 else "service_unavailable"
+    kind = {429: "rate_limit_error", 404: "invalid_request_error"}.get(
+        decision.status, "service_unavailable"
+    )
     if started:
         await send_sse_error(send, decision.message, kind, code=decision.status)
         return

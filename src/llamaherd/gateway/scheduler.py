@@ -193,6 +193,7 @@ class _Model:
     crashed: bool = False  # LOADING again because its server crashed and is restarting
     retrying: bool = False  # LOADING, its start failed, and the supervisor backs off to retry
     retired: bool = False  # removed from the config: it goes once its server has stopped
+    stopping_supervisor: bool = False  # a failed model's Unload, not answered yet: no Load
 
     def turn(self) -> float:
         """A candidate's place in turn order: its oldest waiter, or its manual load."""
@@ -279,6 +280,7 @@ class Scheduler:
         back while READY); waiters left behind make it a candidate again. While LOADING it
         changes nothing: that Load came after the stop, and its start runs after it."""
         m = self._models[model]
+        m.stopping_supervisor = False
         if m.retired and m.phase in (Phase.UNLOADING, Phase.READY):
             del self._models[model]
             return self._decide(now)
@@ -370,8 +372,8 @@ class Scheduler:
             m.draining = _REQUESTED
         elif m.phase is Phase.FAILED:
             # Its supervisor still says `error`: stop that too. No server runs, so it holds no
-            # room meanwhile, and the unloaded() that answers changes nothing.
-            m.phase = Phase.UNLOADED
+            # room meanwhile; it is not loaded again before the unloaded() that answers.
+            m.phase, m.stopping_supervisor = Phase.UNLOADED, True
             actions.append(Unload(model, _REQUESTED))
         return actions + self._decide(now)
 
@@ -427,6 +429,16 @@ class Scheduler:
         elif m.phase is not Phase.UNLOADING:
             del self._models[model]
         return actions + self._decide(now)
+
+    def restore(self, model: str, now: float) -> list[Action]:
+        """A model being retired is in the config again: it stays, serving as before (its
+        drain for the removal is called off)."""
+        m = self._models[model]
+        if m.retired:
+            m.retired, m.stopped = False, None
+            if m.draining == "removed from the config":
+                m.draining = None
+        return self._decide(now)
 
     def has(self, model: str) -> bool:
         return model in self._models
@@ -549,7 +561,11 @@ class Scheduler:
         actions: list[Action] = []
         held = [m for m in self._models.values() if m.phase in _HELD]
         staying = [m for m in held if m.phase is not Phase.UNLOADING and not m.draining]
-        waiting = [m for m in self._models.values() if m.phase not in _HELD and m.turn() < math.inf]
+        waiting = [
+            m
+            for m in self._models.values()
+            if m.phase not in _HELD and m.turn() < math.inf and not m.stopping_supervisor
+        ]
         for m in self._models.values():
             m.waiting_for = None
         for c in sorted(waiting, key=_Model.turn):
