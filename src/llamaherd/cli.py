@@ -266,13 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llamaherd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_demo_model, _add_status, _add_control, _add_logs, _add_models):
+    for add in (
+        _add_serve,
+        _add_demo_model,
+        _add_status,
+        _add_control,
+        _add_logs,
+        _add_models,
+        _add_reload,
+    ):
         add(sub)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from llamaherd.config import load_config
+    from llamaherd.reload import ConfigSource
     from llamaherd.serve import run_serve
 
     overrides = {}
@@ -283,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.unsafe_expose_without_keys:
         overrides["unsafe_expose_without_keys"] = True
     settings = load_config(args.config, overrides=overrides)
-    return run_serve(settings)
+    return run_serve(settings, ConfigSource(Path(args.config), overrides))
 
 
 def _demo_model(args: argparse.Namespace) -> int:
@@ -298,6 +309,36 @@ def _client(args: argparse.Namespace) -> RemoteClient:
     from llamaherd.remote import RemoteClient, service_url
 
     return RemoteClient(service_url(args.url, args.config), api_key=client_api_key())
+
+
+def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reload = sub.add_parser(
+        "reload",
+        parents=[_remote_options()],
+        help="read the config file again and apply it without dropping a request",
+        description="Ask a running llamaherd to read its config file again (as SIGHUP does). "
+        "The whole file is checked first: if anything is wrong, nothing changes and the "
+        "reason is printed (exit 1). Otherwise prints what changed and what needs a restart.",
+    )
+    reload.set_defaults(handler=_reload)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.reload_config()
+    print(reload_lines(report))
+    return EXIT_OK
+
+
+def reload_lines(report: dict[str, Any]) -> str:
+    changes = report.get("changes") or []
+    lines = [
+        "config reloaded: " + ("nothing changed" if not changes else f"{len(changes)} change(s)")
+    ]
+    lines += [f"  {change}" for change in changes]
+    if report.get("needsRestart"):
+        lines.append("needs a restart to apply: " + ", ".join(report["needsRestart"]))
+    return "\n".join(lines)
 
 
 def _status(args: argparse.Namespace) -> int:

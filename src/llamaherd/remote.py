@@ -40,6 +40,7 @@ from llamaherd.api.schemas import (
     ModelControlOut,
     ModelLogsOut,
     ModelStatusOut,
+    ReloadOut,
     StatusOut,
 )
 from llamaherd.defaults import DEFAULT_URL, ENV_API_KEY
@@ -59,6 +60,7 @@ DEFAULT_STOP_WAIT_S = 60.0
 STOP_ANSWER_MARGIN_S = 5.0  # the server answers at `wait` at the latest
 # The one extra request that finds out what answers when the answer was not llamaherd's.
 IDENTIFY_TIMEOUT_S = 5.0
+RELOAD_TIMEOUT_S = 60.0  # a reload reads every model file's header first
 # The server sends a keep-alive every 15 s; four missed ones mean the connection is dead.
 STREAM_READ_TIMEOUT_S = 60.0
 # Lines written just before the tail was fetched may arrive again in the first log event.
@@ -210,6 +212,11 @@ class RemoteClient:
         )
         status: dict[str, Any] = answer["status"]
         return status
+
+    def reload_config(self) -> dict[str, Any]:
+        """POST /api/config/reload: what changed and what needs a restart. A config that is
+        wrong raises LlamaherdError with the server's one-line reason (nothing changed)."""
+        return self._call("POST", "/api/config/reload", schema=ReloadOut, timeout=RELOAD_TIMEOUT_S)
 
     def gateway_models(self) -> list[dict[str, Any]]:
         """Every model of the gateway, loaded or not (`GET /api/gateway/models`)."""

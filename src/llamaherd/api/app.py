@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from llamaherd import __version__
 from llamaherd.api.access import AccessGuard, AccessPolicy
+from llamaherd.api.config_routes import Reload, create_config_router
 from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
@@ -67,15 +68,18 @@ def create_app(
     access: AccessPolicy | None = None,
     limits: RequestLimits | None = None,
     handshakes: HandshakeLimits | None = None,
+    reload: Reload | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
-    `start_service`: load the primary model at start-up, as the seed did with its one model.
+    `start_service`: load the models marked `preload` at start-up, in order, as far as the
+    limits allow; without any, the primary model, as the seed did with its one model.
     `loopback_only`: llamaherd listens on loopback, so only loopback Host names are served
     (see api/guard.py). `telemetry`: what measures and records the herd (default: metrics,
     no history, no log files, no alerts). `access`: keys, scopes and CORS (default: no keys,
     no other origins). `limits`: how large and how slow a request body may be. `handshakes`:
-    how many Socket.IO sessions may wait for an authorized connect, and how long."""
+    how many Socket.IO sessions may wait for an authorized connect, and how long. `reload`:
+    reads the config again (POST /api/config/reload; none: the route is not there)."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
     telemetry = telemetry or Telemetry(herd)
     access = access or AccessPolicy()
@@ -92,7 +96,7 @@ def create_app(
         await telemetry.start(hub.publish)
         try:
             # Loads run in the background: the API answers at once while llama-server loads.
-            herd.start(preload=[herd.primary.spec.id] if start_service else [])
+            herd.start(preload=herd.preload_order() if start_service else [])
             feed.start()
             telemetry.after_herd_start()
             yield
@@ -115,6 +119,8 @@ def create_app(
     api.include_router(create_router(herd))
     api.include_router(create_gateway_router(herd))
     api.include_router(create_model_router(herd, streams))
+    if reload is not None:
+        api.include_router(create_config_router(herd, reload))
     api.include_router(create_sse_router(herd, hub))
     if telemetry.history is not None:
         api.include_router(create_history_router(telemetry.history))
@@ -130,8 +136,9 @@ def create_app(
     observe = telemetry.observe if telemetry.measuring else None
     asgi: ASGIApp = GatewayRoute(herd, combined, limits=limits, observe=observe)
     # Outermost first: the browser checks, CORS (a preflight carries no key), the keys.
-    if access.keys:
-        asgi = AccessGuard(asgi, access.keys, metrics_public=access.metrics_public)
+    # Always in the chain (it passes everything on while there are no keys): a reload may add
+    # keys to the ring it holds.
+    asgi = AccessGuard(asgi, access.keys, metrics_public=access.metrics_public)
     if access.cors_allowed_origins:
         asgi = CORSMiddleware(
             asgi,

@@ -7,12 +7,13 @@ client (bench/socketio_fanout.py). Only a visible log view needs them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import socketio
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
-from llamaherd.api.access import AccessPolicy, ApiKey, authorize, socket_key
+from llamaherd.api.access import AccessPolicy, ApiKey, KeyRing, authorize, socket_key
 from llamaherd.api.guard import origin_allowed
 from llamaherd.api.handshakes import HandshakeLimits, bound_handshakes
 from llamaherd.api.hub import EventHub, Sink
@@ -94,6 +95,12 @@ def create_socketio(
         if telemetry.feed is not None:
             await sio.emit(METRICS_EVENT, telemetry.feed.snapshot_event(), to=sid)
 
+    keyed = _KeyedSessions(sio, access.keys)
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def disconnect(sid: str, *reason: Any) -> None:
+        keyed.discard(sid)
+
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if access.keys:
@@ -101,6 +108,7 @@ def create_socketio(
             verdict = authorize(access.keys, socket_key(auth, environ), "admin")
             if not isinstance(verdict, ApiKey):
                 raise SocketRefused(verdict.message, {"code": verdict.code})
+            keyed.add(sid, verdict.digest)
         pending.connected(environ)
         await send_status(sid)
         await send_models(sid)
@@ -177,19 +185,17 @@ def _serve_models(sio: socketio.AsyncServer, herd: Herd) -> Sink:
 
     @sio.on(LOG_UNSUBSCRIBE)  # type: ignore[untyped-decorator]
     async def unsubscribe_logs(sid: str, data: Any = None, *_more: Any) -> None:
-        """`unsubscribeLlamaLogs`: no more lines; with `{"model": "coder"}`, no more of that
-        model's."""
+        """`unsubscribeLlamaLogs`: no more of the primary model's lines (the seed's); with
+        `{"model": "coder"}`, no more of that model's. Each undoes its own subscribe, so a page
+        that switches models can send both at once in either order."""
         name = _named(data)
-        if isinstance(name, str) and name:
-            try:
-                rooms = [log_room(resolve_model(herd, name))]
-            except ModelControlError:  # a model a reload removed: its room, by the id
-                rooms = [log_room(name)]
-        else:
-            rooms = sio.rooms(sid)
-        for room in rooms:
-            if room == LOG_ROOM or room.startswith(f"{LOG_ROOM}:"):
-                await sio.leave_room(sid, room)
+        if not isinstance(name, str) or not name:
+            await sio.leave_room(sid, LOG_ROOM)
+            return
+        try:
+            await sio.leave_room(sid, log_room(resolve_model(herd, name)))
+        except ModelControlError:  # a model a reload removed: its room, by the id
+            await sio.leave_room(sid, log_room(name))
 
     async def broadcast(name: str, payload: dict[str, Any]) -> None:
         if name != LOG_EVENT:
@@ -204,3 +210,35 @@ def _serve_models(sio: socketio.AsyncServer, herd: Herd) -> Sink:
         await sio.emit(name, payload, to=rooms)
 
     return broadcast
+
+
+class _KeyedSessions:
+    """Socket.IO sessions by the key each connected with: when a reload removes a key, the
+    sessions that hold it end at once (a dashboard then asks for a key again)."""
+
+    def __init__(self, sio: socketio.AsyncServer, ring: KeyRing) -> None:
+        self._sio = sio
+        self._ring = ring
+        self._digests: dict[str, bytes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        ring.on_change(self._keys_changed)
+
+    def add(self, sid: str, digest: bytes) -> None:
+        self._digests[sid] = digest
+
+    def discard(self, sid: str) -> None:
+        self._digests.pop(sid, None)
+
+    def _keys_changed(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_revoked())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_revoked(self) -> None:
+        # No keys left at all: everyone who can connect may; the sessions stay.
+        revoked = [
+            sid for sid, d in self._digests.items() if self._ring and not self._ring.holds(d)
+        ]
+        for sid in revoked:
+            self.discard(sid)
+            await self._sio.disconnect(sid)

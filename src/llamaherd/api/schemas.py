@@ -100,6 +100,9 @@ class GatewayModelOut(BaseModel):
     ttlSeconds: float | None
     ttlLeft: float | None = Field(description="seconds until an idle unload")
     pinned: bool
+    preload: int | None = Field(
+        default=None, description="its place in the order of models loaded at start, if any"
+    )
     port: int
     pid: int | None
     retries: int
@@ -121,6 +124,23 @@ class GatewayModelOut(BaseModel):
     memoryMb: float | None = Field(
         description="MiB: estimated (file plus KV cache), then measured (resident) once loaded"
     )
+
+
+class ReloadOut(BaseModel):
+    """How a config reload went."""
+
+    ok: bool
+    at: int = Field(description="unix milliseconds")
+    trigger: str = Field(description="api, SIGHUP, file changed")
+    changes: list[str] = Field(description="what changed, a line each")
+    needsRestart: list[str] = Field(description="keys that changed but apply only at a restart")
+    error: str | None
+
+
+class ConfigInfoOut(BaseModel):
+    path: str | None = None
+    loadedAt: int | None = Field(default=None, description="unix milliseconds")
+    lastReload: ReloadOut | None = None
 
 
 class GatewayModelsOut(BaseModel):
