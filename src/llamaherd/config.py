@@ -488,6 +488,12 @@ def state_dir(settings: Settings) -> Path:
     return base / "llamaherd"
 
 
+def notify_socket() -> str | None:
+    """Where systemd waits for llamaherd's READY=1 and STOPPING=1 (a `Type=notify` unit):
+    $NOTIFY_SOCKET, or None when systemd did not start it."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
 def cache_dir() -> Path:
     """Where scripts/build-llama-server keeps its build (LLAMAHERD_CACHE overrides)."""
     env = os.environ.get("LLAMAHERD_CACHE")

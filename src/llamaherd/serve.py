@@ -24,10 +24,11 @@ from llamaherd.api.access import AccessPolicy
 from llamaherd.api.app import Application, create_app
 from llamaherd.api.guard import is_loopback
 from llamaherd.api.handshakes import HandshakeLimits
-from llamaherd.config import Settings, state_dir
+from llamaherd.config import Settings, notify_socket, state_dir
 from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.metrics.telemetry import Telemetry
+from llamaherd.notify import Notifier
 from llamaherd.store.lock import hold_state_dir
 from llamaherd.wiring import (
     access_policy,
@@ -50,6 +51,18 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._application.hub.close_streams()
         await super().shutdown(sockets)
+
+    # systemd's notify socket (deploy/systemd/llamaherd.service); run_serve sets it.
+    notifier = Notifier(None)
+
+    async def main_loop(self) -> None:
+        # uvicorn runs its main loop once startup has bound every socket, and leaves it when it
+        # begins to stop: READY=1 means it serves, STOPPING=1 comes before the drain.
+        self.notifier.ready(f"serving on http://{self.config.host}:{self.config.port}")
+        try:
+            await super().main_loop()
+        finally:
+            self.notifier.stopping("stopping: draining requests, then every llama-server")
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -234,5 +247,6 @@ def _serve(settings: Settings) -> int:
         ),
     )
     _log_access(settings, access)
+    server.notifier = Notifier(notify_socket())
     server.run()
     return 0 if server.started else 1
