@@ -141,6 +141,27 @@ class ApiKeyEntry(BaseModel):
         return self
 
 
+class PeerEntry(BaseModel):
+    """One entry of `peers`: another llamaherd whose models this one serves too (README "Many
+    machines"). Its admin key, written here or kept in an environment variable, or none for
+    a peer without keys (on loopback)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    url: Annotated[str, Field(pattern=r"^https?://[^/?#\s]+/?$")]
+    key: SecretStr | None = None
+    key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PeerEntry:
+        if self.key is not None and self.key_env is not None:
+            raise PydanticCustomError(
+                "key_source", "give at most one of key and key_env (the name of a variable)"
+            )
+        return self
+
+
 class Settings(BaseModel):
     """Everything llamaherd can be told. Keys are the JSON config's keys."""
 
@@ -182,6 +203,17 @@ class Settings(BaseModel):
     preload: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     watch_config: StrictBool = False
     shutdown_drain_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    # Many machines: other llamaherds whose models this one serves too (README "Many
+    # machines"), listed, or found as the targets of a DNS SRV name (a Kubernetes headless
+    # Service), with one admin key for those (peers_dns_key_env).
+    peers: tuple[PeerEntry, ...] = ()
+    peers_dns: (
+        Annotated[str, Field(pattern=r"^_[A-Za-z0-9-]+\._(tcp|udp)\.[A-Za-z0-9.-]+[A-Za-z0-9.]$")]
+        | None
+    ) = None
+    peers_dns_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    peers_dns_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    peers_dns_server: Annotated[str, Field(pattern=r"^[0-9a-fA-F.:\[\]]+(:[0-9]+)?$")] | None = None
     # Observability: measurements, history, log files, alerts.
     metrics_enabled: StrictBool = True
     history_enabled: StrictBool = True
@@ -258,6 +290,12 @@ _FIXES = {
     "preload": 'use a list of model ids, loaded at start in this order, e.g. ["coder"]',
     "watch_config": "use true to reload the config whenever its file changes, or false",
     "shutdown_drain_s": "use a number of seconds from 0 to 3600, e.g. 30",
+    "peers": 'use a list of llamaherds, e.g. [{"name": "gpu1", "url": "http://10.0.0.5:3000", '
+    '"key_env": "GPU1_KEY"}]',
+    "peers_dns": "use a DNS SRV name, e.g. _http._tcp.llamaherd-workers.llm.svc.cluster.local",
+    "peers_dns_interval_s": "use a number of seconds from 1 to 3600, e.g. 10",
+    "peers_dns_key_env": "use the name of an environment variable that holds the workers' key",
+    "peers_dns_server": "use a name server's address, e.g. 10.96.0.10 or 127.0.0.1:5353",
     "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
     "api_keys": 'use a list of keys, e.g. [{"name": "app", "key_env": "APP_KEY", '
     '"scopes": ["inference"]}]; scopes are "inference" and "admin"',
