@@ -70,7 +70,8 @@ class ServedLlamaherd:
     """`llamaherd serve --config CONFIG`, started by `start()` (or `async with`).
 
     `env` changes its environment: a value replaces a variable, None removes it. The config
-    must name `app_port`: `url` is built from it."""
+    must name `app_port`: `url` is built from it. `command` is the llamaherd to run (default:
+    this Python's `-m llamaherd`; an installed `llamaherd` script), `cwd` its folder."""
 
     def __init__(
         self,
@@ -78,8 +79,12 @@ class ServedLlamaherd:
         *,
         wrapper: Sequence[str] = (),
         env: Mapping[str, str | None] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "llamaherd"),
+        cwd: Path | None = None,
     ) -> None:
         self.config = config
+        self.command = tuple(command)
+        self.cwd = cwd
         self.settings: dict[str, Any] = json.loads(config.read_text())
         self.port = int(self.settings["app_port"])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,7 +121,7 @@ class ServedLlamaherd:
                 env.pop(name, None)
             else:
                 env[name] = value
-        argv = [sys.executable, "-m", "llamaherd", "serve", "--config", str(self.config)]
+        argv = [*self.command, "serve", "--config", str(self.config)]
         self.proc = subprocess.Popen(
             [*self.wrapper, *argv],
             stdout=subprocess.PIPE,
@@ -124,6 +129,7 @@ class ServedLlamaherd:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            cwd=self.cwd,
         )
         stdout = self.proc.stdout
         assert stdout is not None
