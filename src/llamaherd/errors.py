@@ -8,7 +8,8 @@
      ├── StateDirInUseError        another llamaherd holds the state folder (history, log files)
      ├── StartupError              llama-server exited or never became ready while starting
      ├── ControlConflictError      a start/stop/restart was asked while another one runs
-     └── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
+     ├── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
+     └── PeerDiscoveryError        a DNS SRV lookup of peers (peers_dns) timed out or failed
 
 Messages are written for the person running llamaherd: what is wrong, and how to fix it.
 """
@@ -50,3 +51,9 @@ class ControlConflictError(LlamaherdError):
 
 class ServiceUnreachableError(LlamaherdError):
     """The command line could not reach llamaherd's API (not running, wrong --url, timeout)."""
+
+
+class PeerDiscoveryError(LlamaherdError):
+    """A DNS SRV lookup of the peers (`peers_dns`) timed out or failed: the message names the SRV
+    name, the name server asked, and what went wrong. A name that does not exist is no error: it
+    means no peers."""
