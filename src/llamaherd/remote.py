@@ -130,12 +130,15 @@ class RemoteClient:
         self.base_url = base_url
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: a proxy from the environment must not intercept local traffic.
+        # Certificates only for https: loading the CA bundle costs an http:// command (every
+        # `llamaherd status` on the machine) about 20 to 50 ms for nothing (bench/cli_startup.py).
         self._http = httpx.Client(
             base_url=base_url,
             timeout=REQUEST_TIMEOUT_S,
             trust_env=False,
             transport=transport,
             headers=headers,
+            verify=httpx.URL(base_url).scheme == "https",
         )
 
     def __enter__(self) -> RemoteClient:
