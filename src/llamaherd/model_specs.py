@@ -48,9 +48,9 @@ def build_registry(settings: Settings, *, source: str = "config") -> ModelRegist
         explicit.insert(0, seed)
     scanned = _scanned_specs(settings, source)
     specs = merge_specs(explicit, scanned)
-    if not specs:
+    if not specs and not (settings.peers or settings.peers_dns):
         # No model at all: a server already running on llama_server_port is adopted, as
-        # the seed did; nothing can be started.
+        # the seed did; nothing can be started. (A front serves its peers' models only.)
         specs = [ModelSpec(id="default", path=None, args=settings.llama_server_args)]
     pinned = [spec.id for spec in specs if spec.pinned]
     if len(pinned) > settings.max_loaded:

@@ -12,10 +12,13 @@ import contextlib
 import errno
 import logging
 import logging.handlers
+import math
 import queue
+import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from types import FrameType
 from typing import Any, Literal
 
 import uvicorn
@@ -29,9 +32,11 @@ from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.notify import Notifier
+from llamaherd.reload import ConfigReloader, ConfigSource
 from llamaherd.store.lock import hold_state_dir
 from llamaherd.wiring import (
     access_policy,
+    build_cluster,
     build_herd,
     check_exposure,
     request_limits,
@@ -39,18 +44,84 @@ from llamaherd.wiring import (
 )
 
 logger = logging.getLogger("llamaherd")
+DRAIN_MARGIN_S = 10.0
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, but event streams (SSE) are told to end before it waits for connections."""
+    """uvicorn, with llamaherd's life around it:
 
-    def __init__(self, config: uvicorn.Config, application: Application) -> None:
+    - SIGHUP reloads the config (and, with watch_config, a change of the file does);
+    - SIGTERM or Ctrl-C drains: no new connection, event streams end, requests in flight get
+      up to `drain_s` to finish; then (or at a second signal) every llama-server is stopped,
+      so what is still in flight ends with a clear error, not a cut connection; then the
+      app's shutdown runs.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        application: Application,
+        *,
+        reloader: ConfigReloader | None = None,
+        drain_s: float = 30.0,
+    ) -> None:
         super().__init__(config)
         self._application = application
+        self._reloader = reloader
+        self._drain_s = drain_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cut: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self._reloader is not None and self.started:
+            self._spawn(self._reloader.watch())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         self._application.hub.close_streams()
-        await super().shutdown(sockets)
+        logger.info(
+            "stopping: requests in flight have up to %g s to finish (shutdown_drain_s); a "
+            "second signal stops every llama-server now",
+            self._drain_s,
+        )
+        deadline = asyncio.get_running_loop().call_later(self._drain_s, self._stop_servers)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            deadline.cancel()
+            if self._cut is not None:
+                await asyncio.gather(self._cut, return_exceptions=True)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig in (signal.SIGINT, signal.SIGTERM):
+            # The second signal: not uvicorn's force exit, which would skip the shutdown and
+            # cut every connection; stop the servers now, so requests end clearly.
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._stop_servers)
+            return
+        super().handle_exit(sig, frame)
+
+    def _stop_servers(self) -> None:
+        if self._cut is None:
+            logger.warning("stopping every llama-server now; requests in flight end with an error")
+            self._cut = asyncio.get_running_loop().create_task(self._application.herd.stop_all())
+
+    def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is not None and self._reloader is not None:
+            self._loop.call_soon_threadsafe(self._reload, "SIGHUP")
+
+    def _reload(self, trigger: str) -> None:
+        assert self._reloader is not None
+        self._spawn(self._reloader.reload(trigger))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # systemd's notify socket (deploy/systemd/llamaherd.service); run_serve sets it.
     notifier = Notifier(None)
@@ -66,13 +137,17 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            # uvicorn re-raises the signal after shutdown, so the process would die of it.
-            # A stop on request that went well is a success: exit 0.
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured.clear()
+        previous = signal.signal(signal.SIGHUP, self._on_hangup)
+        try:
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises the signal after shutdown, so the process would die of
+                # it. A stop on request that went well is a success: exit 0.
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -194,19 +269,24 @@ def _hold_state_dir(settings: Settings) -> contextlib.AbstractContextManager[Non
     return contextlib.nullcontext()
 
 
-def run_serve(settings: Settings) -> int:
+def run_serve(settings: Settings, source: ConfigSource | None = None) -> int:
+    """Serve until stopped. `source`: the config file (and command-line overrides) that
+    SIGHUP, `llamaherd reload`, POST /api/config/reload and watch_config read again."""
     with _hold_state_dir(settings), _own_log_file(settings):
-        return _serve(settings)
+        return _serve(settings, source)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, source: ConfigSource | None) -> int:
     access = access_policy(settings)
     check_exposure(settings, access)
     _check_port_free(settings.app_host, settings.app_port)
     herd = build_herd(settings)
     telemetry = Telemetry(herd, telemetry_options(settings))
+    reloader = None if source is None else ConfigReloader(source, settings, herd, access)
     application = create_app(
         herd,
+        reload=None if reloader is None else reloader.reload,
+        cluster=build_cluster(settings, herd),
         loopback_only=is_loopback(settings.app_host),
         telemetry=telemetry,
         access=access,
@@ -233,10 +313,11 @@ def _serve(settings: Settings) -> int:
         # would make two of each.
         server_header=False,
         date_header=False,
-        timeout_graceful_shutdown=5,
+        # The drain, then a few seconds for what the servers' stop ends (see _Server).
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_drain_s + DRAIN_MARGIN_S),
         timeout_keep_alive=settings.idle_timeout_s,
     )
-    server = _Server(config, application)
+    server = _Server(config, application, reloader=reloader, drain_s=settings.shutdown_drain_s)
     logger.info(
         "llamaherd on http://%s:%d serving %s",
         settings.app_host,

@@ -7,13 +7,17 @@ before a service exists, so the supervisor never reads the environment.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 
 from llamaherd.api.access import AccessPolicy, KeyRing
 from llamaherd.api.guard import is_loopback
+from llamaherd.cluster.front import Cluster
+from llamaherd.cluster.peers import Peer
 from llamaherd.config import (
+    PeerEntry,
     Settings,
     api_key_secrets,
     locate_llama_server,
@@ -184,3 +188,23 @@ def check_exposure(settings: Settings, access: AccessPolicy) -> None:
         f"or set {ENV_API_KEY}), or listen on 127.0.0.1, or pass --unsafe-expose-without-keys "
         "if something in front of llamaherd (a firewall, a proxy) already controls access."
     )
+
+
+def build_cluster(settings: Settings, herd: Herd) -> Cluster | None:
+    """The peers this llamaherd serves models of (`peers`; `peers_dns` adds those it finds),
+    or None when it has none. Raises ConfigError naming a peer whose key_env is unset."""
+    if not settings.peers and not settings.peers_dns:
+        return None
+    return Cluster(herd, [_peer(entry) for entry in settings.peers])
+
+
+def _peer(entry: PeerEntry) -> Peer:
+    key = entry.key.get_secret_value() if entry.key is not None else None
+    if entry.key_env is not None:
+        key = os.environ.get(entry.key_env) or None
+        if key is None:
+            raise ConfigError(
+                f"peers ({entry.name}): key_env: the environment variable {entry.key_env} is not "
+                "set or empty; export it (the peer's admin key) before starting llamaherd"
+            )
+    return Peer(name=entry.name, url=entry.url, key=key)

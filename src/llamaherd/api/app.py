@@ -32,6 +32,8 @@ from llamaherd.api.packets import PacketCheck
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
+from llamaherd.cluster.front import Cluster
+from llamaherd.cluster.route import ClusterRoute
 from llamaherd.gateway.herd import Herd, herd_of_one
 from llamaherd.gateway.route import GatewayRoute, RequestLimits
 from llamaherd.metrics.prometheus import CONTENT_TYPE
@@ -69,6 +71,7 @@ def create_app(
     limits: RequestLimits | None = None,
     handshakes: HandshakeLimits | None = None,
     reload: Reload | None = None,
+    cluster: Cluster | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
@@ -79,7 +82,8 @@ def create_app(
     no history, no log files, no alerts). `access`: keys, scopes and CORS (default: no keys,
     no other origins). `limits`: how large and how slow a request body may be. `handshakes`:
     how many Socket.IO sessions may wait for an authorized connect, and how long. `reload`:
-    reads the config again (POST /api/config/reload; none: the route is not there)."""
+    reads the config again (POST /api/config/reload; none: the route is not there).
+    `cluster`: the peers whose models this llamaherd serves too (none: it serves its own)."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
     telemetry = telemetry or Telemetry(herd)
     access = access or AccessPolicy()
@@ -97,11 +101,15 @@ def create_app(
         try:
             # Loads run in the background: the API answers at once while llama-server loads.
             herd.start(preload=herd.preload_order() if start_service else [])
+            if cluster is not None:
+                _follow_peers(herd, cluster)
             feed.start()
             telemetry.after_herd_start()
             yield
         finally:
             feed.close()
+            if cluster is not None:
+                await cluster.aclose()
             await telemetry.close_before_herd()
             await herd.aclose()
             await telemetry.close_after_herd()
@@ -134,10 +142,16 @@ def create_app(
     )
     # Inference first: its paths never touch FastAPI or Socket.IO.
     observe = telemetry.observe if telemetry.measuring else None
-    asgi: ASGIApp = GatewayRoute(herd, combined, limits=limits, observe=observe)
-    # Outermost first: the browser checks, CORS (a preflight carries no key), the keys.
-    # Always in the chain (it passes everything on while there are no keys): a reload may add
-    # keys to the ring it holds.
+    gateway = GatewayRoute(herd, combined, limits=limits, observe=observe)
+    inner: ASGIApp = gateway if cluster is None else ClusterRoute(gateway, cluster)
+    asgi = _guarded(inner, access, loopback_only=loopback_only)
+    return Application(asgi=asgi, hub=hub, api=api, herd=herd, telemetry=telemetry)
+
+
+def _guarded(asgi: ASGIApp, access: AccessPolicy, *, loopback_only: bool) -> ASGIApp:
+    """Outermost first: the browser checks, CORS (a preflight carries no key), the keys. The
+    key check is always in the chain (it passes everything on while there are no keys): a
+    reload may add keys to the ring it holds."""
     asgi = AccessGuard(asgi, access.keys, metrics_public=access.metrics_public)
     if access.cors_allowed_origins:
         asgi = CORSMiddleware(
@@ -148,12 +162,18 @@ def create_app(
             expose_headers=["retry-after"],
             max_age=600,
         )
-    asgi = BrowserGuard(
+    return BrowserGuard(
         asgi,
         loopback_only=loopback_only,
         allowed_origins=frozenset(access.cors_allowed_origins),
     )
-    return Application(asgi=asgi, hub=hub, api=api, herd=herd, telemetry=telemetry)
+
+
+def _follow_peers(herd: Herd, cluster: Cluster) -> None:
+    """A front: llamaModels shows its peers and their models too, and follows them live."""
+    cluster.on_change(herd.notify_changed)
+    herd.peers_view = lambda: {"peers": cluster.hosts(), "peerModels": cluster.peer_models()}
+    cluster.start()
 
 
 def _mount_metrics(api: FastAPI, telemetry: Telemetry) -> None:

@@ -127,4 +127,6 @@ def without_uptime(data: dict[str, Any]) -> dict[str, Any]:
 def models_event(herd: Herd) -> dict[str, Any]:
     """Every model the gateway serves, loaded or not, with its queue and its server's state."""
     data = {"models": models_data(herd), "config": herd.config_info or None}
+    if herd.peers_view is not None:  # a front: its peers, and the models they serve
+        data.update(herd.peers_view())
     return {"type": "llama_models", "data": data, "timestamp": now_ms()}

@@ -46,6 +46,11 @@ def resolve_model(herd: Herd, name: object) -> str:
 def request_action(herd: Herd, action: Action, model: str) -> None:
     """Ask the scheduler to carry out `action` on `model` (an id) in its turn. Load, start and
     restart raise ModelControlError (409) for a model that cannot fit the budget on its own."""
+    if model not in herd.backends:
+        raise ModelControlError(
+            f"this llamaherd serves no model {model!r} of its own; a front's peers' models are "
+            "controlled on the peers"
+        )
     try:
         if action in ("load", "start"):
             herd.load(model)

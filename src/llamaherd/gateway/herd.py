@@ -51,6 +51,7 @@ ChangeListener = Callable[[], None]
 # Follows one model's backend; returns how to stop following it (or None).
 BackendAttacher = Callable[[str, "Backend"], Callable[[], None] | None]
 PROPS_TIMEOUT_S = 5.0
+NO_MODEL = "(none)"  # the primary of a front that serves no model of its own
 
 
 @dataclass(eq=False)
@@ -109,7 +110,10 @@ class Herd:
         # The model of llamaStatus and /api/llama/*: fixed for the process's life, so a reload
         # that changes default_model does not move the seed's contract under its clients.
         default = registry.default
-        self._primary_id = default.id if default else next(iter(self.backends))
+        self._primary_id = default.id if default else next(iter(self.backends), NO_MODEL)
+        # A front with no models of its own still answers the seed's status: never started.
+        self._no_model = Backend(ModelSpec(id=NO_MODEL, path=None), LlamaService(port=0))
+        self.peers_view: Callable[[], dict[str, Any]] | None = None  # a front's peers
 
     # ---- life ------------------------------------------------------------------------------
 
@@ -143,7 +147,7 @@ class Herd:
         """The models to load at start, in order: those the config marks, else the primary
         (the seed's one model was started with llamaherd)."""
         marked = sorted((s for s in self.registry if s.preload is not None), key=_preload_key)
-        return [s.id for s in marked] or [self._primary_id]
+        return [s.id for s in marked] or [m for m in (self._primary_id,) if m in self.backends]
 
     def follow_backends(self, attach: BackendAttacher) -> Callable[[], None]:
         """Call `attach(model, backend)` for every model served now and for every model a
@@ -218,7 +222,7 @@ class Herd:
     def primary(self) -> Backend:
         """The model `llamaStatus` and `/api/llama/*` speak of: the default model, else the
         first one configured (the seed's `llama_model_path` comes first)."""
-        return self.backends[self._primary_id]
+        return self.backends.get(self._primary_id, self._no_model)
 
     # ---- requests --------------------------------------------------------------------------
 

@@ -114,6 +114,10 @@ class RelayOutcome:
     # The upstream failed on the connection (it died, closed it, or stopped answering): the
     # caller may wait for its supervisor to notice before giving its slot to the next request.
     upstream_failed: bool = False
+    # `hold_statuses` was given and the upstream answered one of them: nothing was sent to the
+    # client; the answer is here (status, headers, body) for a caller that tries elsewhere
+    # first and sends it only if nothing else serves.
+    held: tuple[int, RawHeaders, bytes] | None = None
 
     @property
     def ok(self) -> bool:
@@ -383,9 +387,12 @@ class _Relay:
         observer: ChunkObserver | None,
         started: bool,
         hold_refused: bool = False,
+        hold_statuses: frozenset[int] = frozenset(),
     ) -> None:
         self.asgi_send = send
         self.hold_refused = hold_refused
+        self.hold_statuses = hold_statuses
+        self.held: tuple[int, RawHeaders, bytes] | None = None
         self.refused = False
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -415,6 +422,7 @@ class _Relay:
             error=self.error,
             refused=self.refused,
             upstream_failed=self.upstream_failed,
+            held=self.held,
         )
 
     async def send(self, message: Message) -> None:
@@ -450,6 +458,17 @@ class _Relay:
             await self._upstream_failed(cause)
             return
         self.upstream_status = resp.status
+        if resp.status in self.hold_statuses:
+            try:
+                data = await resp.read()
+            except UPSTREAM_ERRORS:
+                data = b""
+            resp.release()
+            headers = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+            ]
+            self.held = (resp.status, headers, data)
+            return
         try:
             if self.started:
                 await self._into_started_stream(resp)
@@ -579,6 +598,7 @@ async def relay(
     started: bool = False,
     label: str = DEFAULT_LABEL,
     hold_refused: bool = False,
+    hold_statuses: frozenset[int] = frozenset(),
 ) -> RelayOutcome:
     """Send `method path_qs` with `headers` and `body` to `base_url`, and stream the answer
     to the client as it arrives. Call it after the request body was read (`read_body`).
@@ -590,6 +610,8 @@ async def relay(
     `scope` is the client's ASGI scope, for the route's sake; the relay needs nothing from it.
     `hold_refused`: a refused connection is not answered 502 but returned as
     `outcome.refused`, for a caller that will try again (nothing reached the upstream).
+    `hold_statuses`: an answer with one of these statuses (a peer's 429 or 503, given before
+    any byte of an answer) is not relayed but returned as `outcome.held`.
 
     Never raises for an upstream failure or a client that left: see `RelayOutcome`.
     """
@@ -601,6 +623,7 @@ async def relay(
         observer=observer,
         started=started,
         hold_refused=hold_refused,
+        hold_statuses=hold_statuses,
     )
     work = asyncio.create_task(state.run(method, path_qs, headers, body))
     watcher = asyncio.create_task(until_disconnect(receive))

@@ -348,6 +348,10 @@ class GatewayRoute:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    async def read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The request body within the limits, or None once the client has its error."""
+        return await self._body(receive, send)
+
     async def _body(self, receive: Receive, send: Send) -> bytes | None:
         try:
             async with asyncio.timeout(self.body_timeout_s):

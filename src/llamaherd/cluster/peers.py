@@ -1,0 +1,193 @@
+"""Following one peer: is it reachable, is it llamaherd, which models does it serve, how busy.
+
+Two things run per peer, each a task the link owns:
+
+- a health loop: `GET /healthz` every HEALTH_INTERVAL_S with a short timeout. A peer that fails
+  UNREACHABLE_AFTER probes in a row (or is not llamaherd) is unreachable: its models leave
+  routing within about 5 s; the first good answer brings them back. This is the authority on
+  reachability, whatever the feed does;
+- the live feed: a Socket.IO client on the peer (the dashboard's own `llamaModels` events,
+  with the peer's admin key), reconnecting with backoff. Every event replaces what the front
+  knows of the peer's models.
+
+What went wrong is kept as one sentence (`problem`), for the log (once per distinct problem),
+the front's status and its dashboard: a wrong key, a peer that is llama-server or nginx, a
+peer that does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import socketio
+
+from llamaherd.remote import identify
+
+logger = logging.getLogger("llamaherd.cluster")
+
+HEALTH_INTERVAL_S = 0.75
+HEALTH_TIMEOUT_S = 1.0
+UNREACHABLE_AFTER = 2  # probes failed in a row
+FEED_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MODELS_EVENT = "llamaModels"
+CLOSE_TIMEOUT_S = 2.0
+HOP_HEADER = "x-llamaherd-hop"  # on every request a front forwards; never forwarded again
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another llamaherd: its name (shown and used in routing), its URL, its admin key."""
+
+    name: str
+    url: str
+    key: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"} if self.key else {}
+
+
+class PeerLink:
+    """What the front knows of one peer; `on_change()` is called whenever that changes."""
+
+    def __init__(self, peer: Peer, on_change: Callable[[], None]) -> None:
+        self.peer = peer
+        self._on_change = on_change
+        self.reachable = False
+        self.problem: str | None = "not reached yet"
+        self.version: str | None = None
+        self.models: dict[str, dict[str, Any]] = {}
+        self._failures = 0
+        self._feed_problem: str | None = None
+        self._logged: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sio: socketio.AsyncClient | None = None
+
+    # ---- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        name = self.peer.name
+        self._tasks = [
+            asyncio.create_task(self._health_loop(), name=f"llamaherd-peer-health-{name}"),
+            asyncio.create_task(self._feed_loop(), name=f"llamaherd-peer-feed-{name}"),
+        ]
+
+    async def aclose(self) -> None:
+        if self._sio is not None:
+            # shutdown() also ends its reconnection loop (disconnect() may wait for it).
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._sio.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        """For the front's status and dashboard."""
+        return {
+            "name": self.peer.name,
+            "url": self.peer.base_url,
+            "reachable": self.reachable,
+            "problem": self.problem,
+            "version": self.version,
+            "models": sorted(self.models),
+        }
+
+    # ---- reachability ----------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        async with httpx.AsyncClient(base_url=self.peer.base_url, timeout=HEALTH_TIMEOUT_S) as http:
+            while True:
+                await self._probe(http)
+                await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    async def _probe(self, http: httpx.AsyncClient) -> None:
+        try:
+            answer = await http.get("/healthz")
+        except httpx.HTTPError as exc:
+            self._failures += 1
+            if self._failures >= UNREACHABLE_AFTER or not self.reachable:
+                self._set(False, f"does not answer ({type(exc).__name__}: {exc or 'no answer'})")
+            return
+        identity = identify(answer)
+        if identity.version is None:
+            self._failures = UNREACHABLE_AFTER
+            self._set(False, f"is not llamaherd ({identity.evidence}); check its url")
+            return
+        self._failures, self.version = 0, identity.version
+        self._set(True, self._feed_problem)
+
+    def _set(self, reachable: bool, problem: str | None) -> None:
+        changed = (reachable, problem) != (self.reachable, self.problem)
+        self.reachable, self.problem = reachable, problem
+        if problem is not None and problem != self._logged:
+            logger.warning("peer %s (%s) %s", self.peer.name, self.peer.base_url, problem)
+        elif problem is None and self._logged is not None:
+            logger.info("peer %s (%s) is reachable again", self.peer.name, self.peer.base_url)
+        self._logged = problem
+        if changed:
+            self._on_change()
+
+    # ---- the live feed ---------------------------------------------------------------------
+
+    async def _feed_loop(self) -> None:
+        attempt = 0
+        while True:
+            sio = self._sio = socketio.AsyncClient(
+                reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5
+            )
+            sio.on(MODELS_EVENT, self._on_models)
+            sio.on("disconnect", self._on_disconnect)
+            try:
+                await sio.connect(
+                    self.peer.base_url,
+                    auth={"token": self.peer.key} if self.peer.key else None,
+                    headers={HOP_HEADER: "1"},
+                    transports=["websocket"],
+                    wait_timeout=5,
+                )
+            except Exception as exc:  # whatever the client raises, the follower goes on
+                self._feed_problem = _feed_refusal(exc)
+                if self.reachable:
+                    self._set(True, self._feed_problem)
+                delay = FEED_BACKOFF_S[min(attempt, len(FEED_BACKOFF_S) - 1)]
+                attempt += 1
+                with contextlib.suppress(Exception):
+                    await sio.disconnect()
+                await asyncio.sleep(delay)
+                continue
+            # Its live feed answers: it is reachable now, whatever the last probe said.
+            attempt, self._feed_problem, self._failures = 0, None, 0
+            self._set(True, None)
+            with contextlib.suppress(Exception):
+                await sio.wait()  # until it gives up reconnecting (it mostly never does)
+
+    async def _on_models(self, payload: Any) -> None:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            return
+        self.models = {
+            str(m["id"]): m for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)
+        }
+        self._on_change()
+
+    async def _on_disconnect(self, *reason: Any) -> None:
+        # The health loop says whether the peer is gone; the models it had are stale now.
+        self._on_change()
+
+
+def _feed_refusal(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "key" in text.lower():
+        return f"refused its live feed: {text}; check this peer's key"
+    return f"its live feed failed: {text}"
