@@ -195,7 +195,22 @@ def build_cluster(settings: Settings, herd: Herd) -> Cluster | None:
     or None when it has none. Raises ConfigError naming a peer whose key_env is unset."""
     if not settings.peers and not settings.peers_dns:
         return None
-    return Cluster(herd, [_peer(entry) for entry in settings.peers])
+    cluster = Cluster(herd, [_peer(entry) for entry in settings.peers])
+    if settings.peers_dns:
+        env = settings.peers_dns_key_env
+        key = os.environ.get(env) if env else None
+        if env and not key:
+            raise ConfigError(
+                f"peers_dns_key_env: the environment variable {env} is not set or empty; export "
+                "it (the workers' admin key) before starting llamaherd"
+            )
+        cluster.discover(
+            settings.peers_dns,
+            key=key,
+            server=settings.peers_dns_server,
+            interval_s=settings.peers_dns_interval_s,
+        )
+    return cluster
 
 
 def _peer(entry: PeerEntry) -> Peer:

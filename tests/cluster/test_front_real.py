@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.load import Load
+from tests.cluster.test_dns import LoopbackDNS
 from tests.conftest import free_port
 from tests.serving import ServedLlamaherd, write_config
 
@@ -188,3 +189,39 @@ async def test_a_killed_worker_fails_only_what_it_had_in_flight(
             return bool(w1) and not w1[0]["reachable"]
 
         await c.front.wait_until("w1 is unreachable", unreachable, timeout_s=5)
+
+
+async def test_workers_found_through_dns_srv_come_and_go_with_their_records(
+    tmp_path: Path, real_binary: Path, demo_model: Path, dns_server: LoopbackDNS
+) -> None:
+    """A Kubernetes headless Service, played by a DNS server of the test's own: the front
+    follows whatever workers its SRV name lists."""
+    name = "_http._tcp.llamaherd-workers.llm.svc.cluster.local"
+    worker_cfg = write_config(tmp_path, worker_config(tmp_path, real_binary, demo_model, "m1"))
+    port = json.loads(worker_cfg.read_text())["app_port"]
+    front_cfg = write_config(
+        tmp_path,
+        {
+            "app_port": free_port(),
+            "state_dir": str(tmp_path / "state-front"),
+            "peers_dns": name,
+            "peers_dns_server": dns_server.address,
+            "peers_dns_interval_s": 1,
+            "peers_dns_key_env": "WORKERS_KEY",
+        },
+        "front.json",
+    )
+    env = {"WORKERS_KEY": WORKER_KEY}
+    async with ServedLlamaherd(worker_cfg) as worker, ServedLlamaherd(front_cfg, env=env) as front:
+        await asyncio.gather(worker.wait_healthy(), front.wait_healthy())
+        assert "m1" not in await front_models(front)
+        dns_server.records[name] = [(0, 100, port, "127.0.0.1.")]
+        models = await until_listed(front, {"m1", "shared"})
+        assert [r["host"] for r in models["m1"]["meta"]["replicas"]] == [f"127.0.0.1:{port}"]
+
+        dns_server.records.pop(name)
+
+        async def gone() -> bool:
+            return "m1" not in await front_models(front)
+
+        await front.wait_until("the front forgets the worker", gone, timeout_s=15)

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from llamaherd.cluster.dns import SrvTarget, SrvWatcher
 from llamaherd.cluster.peers import HOP_HEADER, Peer, PeerLink
 from llamaherd.cluster.routing import LOCAL, Replica, rank
 from llamaherd.gateway.herd import Herd
@@ -38,6 +39,7 @@ class Cluster:
         self._listeners: list[Callable[[], None]] = []
         self._outstanding: Counter[tuple[str, str]] = Counter()  # (host, model): ours in flight
         self._started = False
+        self.discovery: SrvWatcher | None = None
         for peer in peers:
             self.add(peer)
 
@@ -47,10 +49,28 @@ class Cluster:
         self._started = True
         for link in self.links.values():
             link.start()
+        if self.discovery is not None:
+            self.discovery.start()
 
     async def aclose(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.aclose()
         for link in list(self.links.values()):
             await link.aclose()
+
+    def discover(
+        self, name: str, *, key: str | None, server: str | None, interval_s: float
+    ) -> None:
+        """Follow the targets of the DNS SRV `name` as peers (a Kubernetes headless Service),
+        each with the workers' admin `key`: added and removed as the records change."""
+
+        async def on_change(added: list[SrvTarget], removed: list[SrvTarget]) -> None:
+            for target in removed:
+                await self.remove(_peer_name(target))
+            for target in added:
+                self.add(Peer(name=_peer_name(target), url=target.url, key=key))
+
+        self.discovery = SrvWatcher(name, on_change, server=server, interval_s=interval_s)
 
     def add(self, peer: Peer) -> None:
         """Follow one more peer (a DNS change, or start-up)."""
@@ -215,6 +235,13 @@ class Cluster:
             self._outstanding[key] -= 1
             if not self._outstanding[key]:
                 del self._outstanding[key]
+
+
+def _peer_name(target: SrvTarget) -> str:
+    """A pod's name (the first label of its DNS name), or host:port for an address."""
+    if target.host.replace(".", "").isdigit() or ":" in target.host:
+        return f"{target.host}:{target.port}"
+    return target.host.split(".")[0]
 
 
 def _with_model(body: bytes, model: str) -> bytes:
