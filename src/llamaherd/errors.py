@@ -9,7 +9,8 @@
      ├── StartupError              llama-server exited or never became ready while starting
      ├── ControlConflictError      a start/stop/restart was asked while another one runs
      ├── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
-     └── PeerDiscoveryError        a DNS SRV lookup of peers (peers_dns) timed out or failed
+     ├── PeerDiscoveryError        a DNS SRV lookup of peers (peers_dns) timed out or failed
+     └── PeerCallError             a peer did not answer what a front asked it for a client
 
 Messages are written for the person running llamaherd: what is wrong, and how to fix it.
 """
@@ -57,3 +58,8 @@ class PeerDiscoveryError(LlamaherdError):
     """A DNS SRV lookup of the peers (`peers_dns`) timed out or failed: the message names the SRV
     name, the name server asked, and what went wrong. A name that does not exist is no error: it
     means no peers."""
+
+
+class PeerCallError(LlamaherdError):
+    """A front asked a peer on a client's behalf (an action on one of its models, its
+    /metrics, its /api/history) and got no answer in time, or none it could read."""

@@ -54,6 +54,10 @@ async def client_for(store: HistoryStore) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def without_host(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "host"}
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[HistoryStore]:
     clock = Clock()
@@ -84,9 +88,18 @@ async def test_history_is_served_as_the_store_answers(
     response = await http.get("/api/history")
     assert response.status_code == 200
     body = response.json()
-    assert body == await store.query(None, None, None, 1000)
-    assert set(body) == {"transitions", "starts", "minutes", "requests", "store"}
+    # Every row says where it happened (a front merges its peers'); here, this llamaherd.
+    lists = ("transitions", "starts", "minutes", "requests")
+    assert {row["host"] for name in lists for row in body[name]} == {"local"}
+    unmarked = {name: [without_host(row) for row in body[name]] for name in lists}
+    assert {**body, **unmarked, "peers": None} == {
+        **await store.query(None, None, None, 1000),
+        "peers": None,
+    }
+    assert set(body) == {"transitions", "starts", "minutes", "requests", "store", "peers"}
+    assert body["peers"] == []
     assert body["transitions"][0] == {
+        "host": "local",
         "model": "a",
         "at": T0,
         "from": "ready",
@@ -159,7 +172,9 @@ async def test_the_openapi_schema_documents_the_route(http: httpx.AsyncClient) -
         "minutes",
         "requests",
         "store",
+        "peers",
     }
+    assert "host" in models["RequestOut"]["properties"]
     assert "from" in models["TransitionOut"]["properties"]
     assert "from_" not in models["TransitionOut"]["properties"]
     assert "byStatus" in models["MinuteOut"]["properties"]

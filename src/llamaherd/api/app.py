@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import socketio
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +19,7 @@ from llamaherd import __version__
 from llamaherd.api.access import AccessGuard, AccessPolicy
 from llamaherd.api.config_routes import Reload, create_config_router
 from llamaherd.api.errors import install_error_handlers
+from llamaherd.api.front_views import with_peer_metrics
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
 from llamaherd.api.handshakes import HandshakeLimits
@@ -33,6 +34,7 @@ from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
 from llamaherd.cluster.front import Cluster
+from llamaherd.cluster.peers import HOP_HEADER
 from llamaherd.cluster.route import ClusterRoute
 from llamaherd.gateway.herd import Herd, herd_of_one
 from llamaherd.gateway.route import GatewayRoute, RequestLimits
@@ -125,15 +127,15 @@ def create_app(
     install_error_handlers(api)
     document_gateway(api)  # the gateway's routes are not FastAPI's, but belong in its schema
     api.include_router(create_router(herd))
-    api.include_router(create_gateway_router(herd))
-    api.include_router(create_model_router(herd, streams))
+    api.include_router(create_gateway_router(herd, cluster))  # ?host=NAME: a peer's model
+    api.include_router(create_model_router(herd, streams, cluster))
     if reload is not None:
         api.include_router(create_config_router(herd, reload))
     api.include_router(create_sse_router(herd, hub))
-    if telemetry.history is not None:
-        api.include_router(create_history_router(telemetry.history))
+    if telemetry.history is not None or cluster is not None:  # a front: its peers' history
+        api.include_router(create_history_router(telemetry.history, cluster))
     if telemetry.metrics is not None:
-        _mount_metrics(api, telemetry)
+        _mount_metrics(api, telemetry, cluster)
     _mount_dashboard(api)
     sio = create_socketio(service, hub, herd, telemetry, access, handshakes=handshakes)
     combined = PacketCheck(
@@ -176,15 +178,21 @@ def _follow_peers(herd: Herd, cluster: Cluster) -> None:
     cluster.start()
 
 
-def _mount_metrics(api: FastAPI, telemetry: Telemetry) -> None:
+def _mount_metrics(api: FastAPI, telemetry: Telemetry, cluster: Cluster | None) -> None:
     metrics = telemetry.metrics
     assert metrics is not None
 
     @api.get("/metrics", tags=["status"], response_class=Response)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         """Prometheus text: llamaherd_* series with a `model` label, and every running
-        llama-server's own llamacpp:* series, re-exported with a `model` label."""
-        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+        llama-server's own llamacpp:* series, re-exported with a `model` label. On a front,
+        every reachable peer's series too, with a `peer` label (its own have none), and
+        `llamaherd_peer_up` per peer."""
+        own = await metrics.render()
+        if cluster is None or HOP_HEADER in request.headers:  # a front asks for ours alone
+            return Response(own, media_type=CONTENT_TYPE)
+        merged = await with_peer_metrics(cluster, own, metrics.scrape_timeout_s)
+        return Response(merged, media_type=CONTENT_TYPE)
 
 
 def _mount_dashboard(api: FastAPI) -> None:

@@ -8,17 +8,19 @@ through the scheduler (gateway/control.py), with the seed's `wait` semantics.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
+from llamaherd.api.hosted import Host, Hosts
 from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.payloads import LOG_EVENT, log_event, model_status_data
 from llamaherd.api.routes import TOO_BIG, StopWaitSeconds, WaitSeconds
 from llamaherd.api.schemas import ErrorOut, ModelControlOut, ModelLogsOut, ModelStatusOut
 from llamaherd.api.sse import KEEPALIVE_S, frame
+from llamaherd.cluster.front import Cluster
 from llamaherd.gateway.control import (
     Action,
     ModelControlError,
@@ -31,6 +33,7 @@ from llamaherd.gateway.control import (
 from llamaherd.gateway.herd import Herd
 from llamaherd.supervisor.states import ServiceState
 
+Until = Callable[[Herd, str, float], Awaitable[ServiceState]]  # until_settled, until_stopped
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such model"}
 }
@@ -53,15 +56,21 @@ Follow = Annotated[
 ]
 
 
-def create_model_router(herd: Herd, streams: ModelStreams) -> APIRouter:
+def create_model_router(
+    herd: Herd, streams: ModelStreams, cluster: Cluster | None = None
+) -> APIRouter:
+    """`cluster`: a front's peers, whose models `?host=NAME` acts on (see api/hosted.py)."""
     router = APIRouter(tags=["models"])
+    hosts = Hosts(herd, cluster)
 
     @router.get(
         "/api/models/{model:path}/status", response_model=ModelStatusOut, responses=NOT_FOUND
     )
-    async def status(model: str) -> dict[str, Any]:
+    async def status(model: str, host: Host = None) -> Any:
         """The model's llama-server, as `llamaStatus` describes the primary's: the `data` of its
         latest `llamaModelStatus` event."""
+        if (answer := await hosts.elsewhere(host, model, "status", method="GET")) is not None:
+            return answer
         model = _resolve(model)
         return model_status_data(model, model_state(herd, model))
 
@@ -106,34 +115,31 @@ def create_model_router(herd: Herd, streams: ModelStreams) -> APIRouter:
         response_model=ModelControlOut,
         responses={**NOT_FOUND, **TOO_BIG},
     )
-    async def start(model: str, wait: WaitSeconds = 0) -> dict[str, Any]:
+    async def start(model: str, wait: WaitSeconds = 0, host: Host = None) -> Any:
         """Start the model in its turn: a load, under the seed's name (within `max_loaded` and
         the memory budget, evicting only idle models; calls off a stop and a failure's
         cool-down). Answers at once, or once it is ready or has given up, within `wait`."""
-        model = _request("start", model)
-        return _answer(model, await until_settled(herd, model, wait))
+        return await _act("start", model, wait, host, until_settled)
 
     @router.post(
         "/api/models/{model:path}/stop", response_model=ModelControlOut, responses=NOT_FOUND
     )
-    async def stop(model: str, wait: StopWaitSeconds = 60) -> dict[str, Any]:
+    async def stop(model: str, wait: StopWaitSeconds = 60, host: Host = None) -> Any:
         """Stop the model once its requests in flight have finished; it then refuses requests
         (503) until started or loaded again. Answers once stopped, or after `wait` seconds with
         its state then. An adopted server is left running."""
-        model = _request("stop", model)
-        return _answer(model, await until_stopped(herd, model, wait))
+        return await _act("stop", model, wait, host, until_stopped)
 
     @router.post(
         "/api/models/{model:path}/restart",
         response_model=ModelControlOut,
         responses={**NOT_FOUND, **TOO_BIG},
     )
-    async def restart(model: str, wait: WaitSeconds = 0) -> dict[str, Any]:
+    async def restart(model: str, wait: WaitSeconds = 0, host: Host = None) -> Any:
         """Stop the model once its requests in flight have finished, then start it with a fresh
         retry count (the way out of `error`); requests that arrive meanwhile wait for the new
         server. Answers at once, or once it is ready or has given up, within `wait`."""
-        model = _request("restart", model)
-        return _answer(model, await until_settled(herd, model, wait))
+        return await _act("restart", model, wait, host, until_settled)
 
     def _resolve(name: str) -> str:
         try:
@@ -151,5 +157,13 @@ def create_model_router(herd: Herd, streams: ModelStreams) -> APIRouter:
 
     def _answer(model: str, state: ServiceState) -> dict[str, Any]:
         return {"status": model_status_data(model, state)}
+
+    async def _act(action: Action, name: str, wait: float, host: str | None, until: Until) -> Any:
+        """The action on the peer `host` names (its answer), or here, answered after `until`."""
+        peer = await hosts.elsewhere(host, name, action, params={"wait": wait}, wait_s=wait)
+        if peer is not None:
+            return peer
+        model = _request(action, name)
+        return _answer(model, await until(herd, model, wait))
 
     return router

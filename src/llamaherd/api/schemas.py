@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelOut(BaseModel):
@@ -143,5 +143,33 @@ class ConfigInfoOut(BaseModel):
     lastReload: ReloadOut | None = None
 
 
+class PeerOut(BaseModel):
+    """One peer of a front: another llamaherd whose models it serves."""
+
+    name: str
+    url: str
+    reachable: bool
+    problem: str | None = Field(
+        description="what is wrong with it, one sentence; null if all is well"
+    )
+    version: str | None = Field(description="its llamaherd version, once it answered")
+    models: list[str] = Field(description="the ids of the models it serves")
+
+
+class PeerModelOut(BaseModel):
+    """A model a peer serves, as that peer's `llamaModels` shows it (the fields of a
+    GatewayModelOut, as the peer's version has them), with the peer's name in `host`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    host: str = Field(description="the peer's name")
+    reachable: bool = Field(description="whether the front reaches that peer now")
+
+
 class GatewayModelsOut(BaseModel):
     models: list[GatewayModelOut]
+    peers: list[PeerOut] = Field(default_factory=list, description="a front's peers")
+    peerModels: list[PeerModelOut] = Field(
+        default_factory=list, description="the models a front's peers serve, one per host"
+    )

@@ -139,6 +139,10 @@ class Cluster:
         """Whether a peer serves a model by this id or alias."""
         return any(self._peer_id(link, name) is not None for link in self.links.values())
 
+    def hosts_of(self, name: str) -> list[str]:
+        """The peers that serve a model by this id or alias, in the order they are listed."""
+        return [host for host, link in self.links.items() if self._peer_id(link, name)]
+
     # ---- where a request goes --------------------------------------------------------------
 
     def plan(self, name: str | None, local_id: str | None) -> list[Replica]:

@@ -39,6 +39,8 @@ logger = logging.getLogger("llamaherd.metrics")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SCRAPE_LIMIT_BYTES = 4 * 1024 * 1024  # llama-server's /metrics is about 3 KiB
 MODEL_LABEL = "model"
+PEER_LABEL = "peer"  # a front's peers' series, re-exported (see merge_peer_expositions)
+PEER_UP = "llamaherd_peer_up"
 OWN_PREFIX = "llamaherd_"
 
 # Buckets sized for local inference: from a cached prompt on a GPU to minutes on a CPU.
@@ -385,34 +387,75 @@ def relabel_expositions(
     and timestamps pass as the servers wrote them."""
     families: dict[str, _Exported] = {}
     for source, text in expositions:
-        current: str | None = None
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line:
-                continue
-            if line.startswith("#"):
-                parts = line.split(None, 3)
-                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
-                    current = parts[2]
-                    family = families.setdefault(current, _Exported())
-                    if parts[1] == "HELP" and family.help is None:
-                        family.help = line
-                    elif parts[1] == "TYPE" and family.type is None:
-                        family.type = line
-                continue
-            relabelled = _relabel(line, label, source)
-            if relabelled is None:
-                continue
-            name, sample = relabelled
-            key = current if current is not None and _belongs(name, current) else name
-            families.setdefault(key, _Exported()).samples.append(sample)
+        _gather(families, text, label, source)
+    return _written(families, skip_prefix=skip_prefix)
+
+
+def merge_peer_expositions(own: str, peers: Iterable[tuple[str, str | None]]) -> str:
+    """A front's exposition: its `own` as it is (no `peer` label), and every peer's whole
+    exposition (its llamaherd_* series and the llama-server series it re-exports), each sample
+    with `peer="<name>"` added, merged family by family (Prometheus wants a family's samples
+    together, under one HELP and TYPE). A family of ours with no samples yet keeps its HELP
+    and TYPE. `llamaherd_peer_up` says whose series are in: a peer whose text is None (not
+    reachable, or no answer in time) is 0."""
+    peers = list(peers)
+    families: dict[str, _Exported] = {}
+    _gather(families, own, None, "")
+    up = families[PEER_UP] = _Exported(
+        help=f"# HELP {PEER_UP} 1 when the peer's series are in this exposition, 0 when it is "
+        "unreachable or did not answer in time.",
+        type=f"# TYPE {PEER_UP} gauge",
+    )
+    for peer, text in peers:
+        up.samples.append(f'{PEER_UP}{{{PEER_LABEL}="{_escape(peer)}"}} {int(text is not None)}')
+        if text is not None:
+            _gather(families, text, PEER_LABEL, peer)
+    return _written(families, keep_empty=True)
+
+
+def _gather(families: dict[str, _Exported], text: str, label: str | None, value: str) -> None:
+    """The families of one exposition into `families`, its samples with `label="value"`
+    (unless `label` is None: as they are, if valid)."""
+    current: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                current = parts[2]
+                family = families.setdefault(current, _Exported())
+                if parts[1] == "HELP" and family.help is None:
+                    family.help = line
+                elif parts[1] == "TYPE" and family.type is None:
+                    family.type = line
+            continue
+        relabelled = _relabel(line, label, value) if label is not None else _as_is(line)
+        if relabelled is None:
+            continue
+        name, sample = relabelled
+        key = current if current is not None and _belongs(name, current) else name
+        families.setdefault(key, _Exported()).samples.append(sample)
+
+
+def _written(
+    families: dict[str, _Exported], *, skip_prefix: str | None = None, keep_empty: bool = False
+) -> str:
     lines: list[str] = []
     for name, family in families.items():
-        if not family.samples or (skip_prefix and name.startswith(skip_prefix)):
+        if (not family.samples and not keep_empty) or (
+            skip_prefix and name.startswith(skip_prefix)
+        ):
             continue
         lines.extend(line for line in (family.help, family.type) if line is not None)
         lines.extend(family.samples)
     return "".join(f"{line}\n" for line in lines)
+
+
+def _as_is(line: str) -> tuple[str, str] | None:
+    match = _NAME.match(line)
+    return None if match is None else (match.group(), line)
 
 
 def _belongs(name: str, family: str) -> bool:
