@@ -1,9 +1,9 @@
-import { act, render, screen, waitFor } from '@testing-library/react';
+import { act, render, screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import App from './App';
 import { FakeSocket } from './test/fakeSocket';
-import { jsonResponse, modelsEvent, statusData, statusEvent } from './test/fixtures';
+import { jsonResponse, modelLogEvent, modelsEvent, modelStatusEvent, statusData, statusEvent } from './test/fixtures';
 import { historyFixture, metricsEvent, modelMetrics } from './test/history';
 
 // The health view is a lazy chunk (with the charts): its first import can take longer than
@@ -18,6 +18,10 @@ function fakeServer() {
     if (url.startsWith('/api/history')) return jsonResponse(historyFixture());
     if (url === '/api/llama/restart' && init?.method === 'POST') {
       return jsonResponse({ status: statusData({ status: 'starting', models: [], startedAt: null }) });
+    }
+    if (url.startsWith('/api/models/b/logs')) return jsonResponse({ model: 'b', lines: ['b: listening'] });
+    if (url === '/api/models/b/restart' && init?.method === 'POST') {
+      return jsonResponse({ status: { ...statusData({ status: 'starting', startedAt: null }), model: 'b' } });
     }
     return jsonResponse({ error: { message: 'not found', type: 'not_found' } }, 404);
   });
@@ -202,6 +206,79 @@ describe('App', () => {
     expect(await screen.findByTestId('logs-panel')).toBeInTheDocument();
     expect(screen.queryByTestId('health-page')).not.toBeInTheDocument();
     expect(socket.emitCount('subscribeLlamaLogs')).toBe(2);
+  });
+
+  it("shows the chosen model's card, logs and controls, and keeps the choice in the address", async () => {
+    const user = userEvent.setup();
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaStatus', statusEvent());
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    // The primary's card, named.
+    expect(screen.getByTestId('status-model')).toHaveTextContent('a');
+    expect(screen.getByTestId('status-card')).toHaveTextContent('Model a · primary');
+
+    await user.click(within(screen.getAllByTestId('gw-model-row')[1] as HTMLElement).getByTestId('gw-model-link'));
+    expect(window.location.hash).toBe('#/status/b');
+    await waitFor(() => expect(screen.getByTestId('status-model')).toHaveTextContent('b'));
+    expect(screen.getByTestId('status-card')).not.toHaveTextContent('primary');
+    expect(screen.getAllByTestId('gw-model-row')[1]).toHaveAttribute('aria-selected', 'true');
+    expect(socket.emitted.filter((e) => e.event === 'requestLlamaModelStatus').map((e) => e.args)).toEqual([[{ model: 'b' }]]);
+    expect(socket.emitted.filter((e) => e.event === 'subscribeLlamaLogs').at(-1)?.args).toEqual([{ model: 'b' }]);
+    await waitFor(() => expect(screen.getByTestId('logs-panel')).toHaveTextContent('b: listening'));
+    expect(screen.getByTestId('logs-model')).toHaveTextContent('b');
+
+    act(() => {
+      socket.serverEmit('llamaModelStatus', modelStatusEvent('b', { status: 'initial', pid: null, startedAt: null }));
+      socket.serverEmit('llamaLog', modelLogEvent('a', 'a says this'));
+      socket.serverEmit('llamaLog', modelLogEvent('b', 'b says this'));
+    });
+    expect(screen.getByTestId('status-badge')).toHaveTextContent(/^initial$/);
+    expect(document.title).toBe('llamaherd · b · initial');
+    expect(screen.getByTestId('logs-panel')).toHaveTextContent('b says this');
+    expect(screen.getByTestId('logs-panel')).not.toHaveTextContent('a says this');
+
+    await user.click(screen.getByTestId('btn-start'));
+    expect(fetchImpl).toHaveBeenCalledWith('/api/models/b/start', expect.objectContaining({ method: 'POST' }));
+  });
+
+  it('opens on the chosen model when the address names it, by id or alias', async () => {
+    window.location.hash = '#/status/bee';
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    const [a, b] = modelsEvent().data.models;
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaModels', modelsEvent([a!, { ...b!, aliases: ['bee'] }]));
+    });
+    // The alias is taken for an id until the list says whose it is; then b's status is asked for.
+    expect(socket.emitted.filter((e) => e.event === 'requestLlamaModelStatus').map((e) => e.args)).toEqual([
+      [{ model: 'bee' }],
+      [{ model: 'b' }],
+    ]);
+    act(() => socket.serverEmit('llamaModelStatus', modelStatusEvent('b', { pid: 77 })));
+    expect(screen.getByTestId('status-model')).toHaveTextContent('b');
+    expect(screen.getByTestId('pid')).toHaveTextContent('77');
+    await waitFor(() => expect(screen.getByTestId('logs-panel')).toHaveTextContent('b: listening'));
+  });
+
+  it('says so when the address names a model that is not served, and shows the primary', () => {
+    window.location.hash = '#/status/nope';
+    const { socket, fetchImpl } = fakeServer();
+    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
+    act(() => {
+      socket.serverConnect();
+      socket.serverEmit('llamaModels', modelsEvent());
+    });
+    // Not served: the primary's status is asked for instead (and arrives).
+    expect(socket.emitCount('requestLlamaStatus')).toBe(1);
+    act(() => socket.serverEmit('llamaStatus', statusEvent()));
+    expect(screen.getByTestId('unknown-model')).toHaveTextContent('No model “nope” is served here');
+    expect(screen.getByTestId('status-model')).toHaveTextContent('a');
+    expect(screen.getByTestId('status-badge')).toHaveTextContent(/^ready$/);
   });
 
   it('opens on the health view when the address names it', async () => {

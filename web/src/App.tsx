@@ -1,3 +1,4 @@
+import Alert from '@mui/material/Alert';
 import AppBar from '@mui/material/AppBar';
 import Box from '@mui/material/Box';
 import Button from '@mui/material/Button';
@@ -5,6 +6,7 @@ import Chip from '@mui/material/Chip';
 import Container from '@mui/material/Container';
 import CssBaseline from '@mui/material/CssBaseline';
 import Grid from '@mui/material/Grid';
+import Link from '@mui/material/Link';
 import Skeleton from '@mui/material/Skeleton';
 import Stack from '@mui/material/Stack';
 import { ThemeProvider } from '@mui/material/styles';
@@ -33,6 +35,7 @@ import { useLlamaStatus, type ConnectionState } from './hooks/useLlamaStatus';
 import { apiKeyStore } from './lib/apiKey';
 import { createLlamaSocket, llamaherdOrigin, type SocketFactory } from './lib/socket';
 import { makeTheme } from './theme';
+import type { GatewayModel } from './types/gateway';
 
 // The health view and its charts load only when it is first shown: most visits never need them.
 const HealthPage = lazy(() => import('./components/health/HealthPage').then((m) => ({ default: m.HealthPage })));
@@ -60,13 +63,29 @@ interface DashboardProps extends AppProps {
   keyRefused: boolean;
 }
 
+/** The address of the status view showing `id`'s card and logs. */
+const statusOf = (id: string) => routeHash({ view: 'status', model: id });
+
+/** The model the address names (an id, or an alias), among those served; null if none. */
+function findModel(models: GatewayModel[], name: string): GatewayModel | null {
+  return models.find((m) => m.id === name) ?? models.find((m) => m.aliases.includes(name)) ?? null;
+}
+
 function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, keyRefused }: DashboardProps) {
   const route = useHashRoute();
   const socket = useLlamaSocket(url, socketFactory);
-  const llama = useLlamaStatus({ socket });
-  // Logs are the chatty stream: followed only while the status view shows them.
-  const logs = useLlamaLogs({ socket: route.view === 'status' ? socket : null, fetchImpl });
   const gateway = useLlamaModels({ socket });
+  // The model whose card and logs the status view shows: the address's choice, else the
+  // primary model (the seed's llamaStatus and /api/llama/*). The choice is taken as an id
+  // until the list of models says otherwise.
+  const chosen = route.view === 'status' ? route.model : null;
+  const chosenModel = chosen === null ? null : findModel(gateway.models, chosen);
+  const shown = chosen === null ? null : (chosenModel?.id ?? (gateway.isLoading ? chosen : null));
+  const unknownChoice = chosen !== null && shown === null;
+  const primaryId = gateway.defaultId ?? gateway.models[0]?.id ?? null;
+  const llama = useLlamaStatus({ socket, model: shown });
+  // Logs are the chatty stream: followed only while the status view shows them.
+  const logs = useLlamaLogs({ socket: route.view === 'status' ? socket : null, model: shown, fetchImpl });
   const metrics = useLlamaMetrics({ socket });
   const selectModel = useCallback((id: string) => {
     window.location.hash = routeHash({ view: 'health', model: id });
@@ -77,8 +96,9 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
   const chip = keyRefused ? KEY_NEEDED_CHIP : CONNECTION_CHIP[llama.connection];
 
   useEffect(() => {
-    document.title = llama.isLoading ? 'llamaherd' : `llamaherd · ${llama.status}`;
-  }, [llama.isLoading, llama.status]);
+    const whose = shown ? ` · ${shown}` : '';
+    document.title = llama.isLoading ? 'llamaherd' : `llamaherd${whose} · ${llama.status}`;
+  }, [llama.isLoading, llama.status, shown]);
 
   return (
     <Box sx={{ minHeight: '100vh', bgcolor: 'background.default' }}>
@@ -133,9 +153,20 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
             </Suspense>
           ) : (
             <Grid container spacing={2}>
+              {unknownChoice ? (
+                <Grid size={12}>
+                  <Alert severity="warning" data-testid="unknown-model">
+                    No model “{chosen}” is served here; showing the primary model instead.{' '}
+                    <Link href={routeHash({ view: 'status', model: null })}>Show the primary model</Link>
+                  </Alert>
+                </Grid>
+              ) : null}
               <Grid size={{ xs: 12, md: 5, lg: 4 }}>
-                <LlamaStatusCard {...llama}>
+                <LlamaStatusCard {...llama} model={shown ?? primaryId} primary={(shown ?? primaryId) === primaryId}>
                   <LlamaControls
+                    // Another model's controls start afresh: no spinner of the last one's action.
+                    key={shown ?? ''}
+                    model={shown}
                     status={llama.isLoading ? null : llama.status}
                     onDone={llama.refresh}
                     fetchImpl={fetchImpl}
@@ -143,7 +174,13 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                 </LlamaStatusCard>
               </Grid>
               <Grid size={{ xs: 12, md: 7, lg: 8 }}>
-                <LogsPanel lines={logs.lines} loading={logs.loading} error={logs.error} onClear={logs.clear} />
+                <LogsPanel
+                  lines={logs.lines}
+                  loading={logs.loading}
+                  error={logs.error}
+                  onClear={logs.clear}
+                  model={shown ?? primaryId}
+                />
               </Grid>
               <Grid size={12}>
                 <ModelsTable
@@ -154,6 +191,8 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                   onLoad={gateway.load}
                   onUnload={gateway.unload}
                   metrics={metrics.byId}
+                  selected={shown ?? primaryId}
+                  linkTo={statusOf}
                 />
               </Grid>
               <Grid size={12}>

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { apiKeyStore } from '../lib/apiKey';
 import { jsonResponse } from '../test/fixtures';
-import { ApiError, checkApiKey, controlLlama, getLogs } from './client';
+import { ApiError, checkApiKey, controlLlama, getLogs, modelPath } from './client';
 
 const ADMIN_KEY = 'admin-key-0123456789';
 const APP_KEY = 'app-key-0123456789ab';
@@ -71,5 +71,22 @@ describe('the REST client and the API key', () => {
     await expect(checkApiKey('wrong-key-000000000', fetchImpl)).rejects.toMatchObject({ status: 401, message: 'Unknown API key.' });
     // Trying keys keeps none and is no refusal of the tab's own (absent) key.
     expect(apiKeyStore.snapshot()).toMatchObject({ key: null, problem: null });
+  });
+});
+
+describe("a model's routes", () => {
+  it('are /api/models/{id}/..., escaped, and the seed routes for the primary', () => {
+    expect(modelPath(null, 'restart')).toBe('/api/llama/restart');
+    expect(modelPath('beta', 'restart')).toBe('/api/models/beta/restart');
+    expect(modelPath('org/m q4', 'logs')).toBe('/api/models/org%2Fm%20q4/logs');
+    expect(modelPath('..', 'stop')).toBe('/api/models/%2E%2E/stop');
+  });
+
+  it("control and logs reach the model's own routes", async () => {
+    const fetchImpl = vi.fn(async () => jsonResponse({ model: 'beta', lines: ['x'] }));
+    expect(await getLogs(5, fetchImpl, 'beta')).toEqual(['x']);
+    expect(fetchImpl).toHaveBeenLastCalledWith('/api/models/beta/logs?lines=5', expect.anything());
+    await controlLlama('restart', fetchImpl, 'beta');
+    expect(fetchImpl).toHaveBeenLastCalledWith('/api/models/beta/restart', expect.objectContaining({ method: 'POST' }));
   });
 });

@@ -102,21 +102,34 @@ export function getHealth(fetchImpl?: FetchLike): Promise<HealthInfo> {
   return requestJson<HealthInfo>('/healthz', undefined, fetchImpl);
 }
 
-export async function getLogs(lines = 200, fetchImpl?: FetchLike): Promise<string[]> {
+/**
+ * Where a model's own routes are: `/api/models/{id}/...`, or the seed's `/api/llama/...` of
+ * the primary model when `model` is null.
+ */
+export function modelPath(model: string | null, rest: string): string {
+  if (model === null) return `/api/llama/${rest}`;
+  const segment = encodeURIComponent(model);
+  // "." and ".." would be read as this folder and the one above it.
+  return `/api/models/${segment === '.' || segment === '..' ? segment.replace(/\./g, '%2E') : segment}/${rest}`;
+}
+
+/** The tail of the primary model's llama-server output, or of `model`'s. */
+export async function getLogs(lines = 200, fetchImpl?: FetchLike, model: string | null = null): Promise<string[]> {
   const body = await requestJson<LlamaLogsResponse>(
-    `/api/llama/logs?lines=${encodeURIComponent(String(lines))}`,
+    `${modelPath(model, 'logs')}?lines=${encodeURIComponent(String(lines))}`,
     undefined,
     fetchImpl,
   );
   return Array.isArray(body.lines) ? body.lines.map(String) : [];
 }
 
-/** `POST /api/llama/{action}`; resolves with the new status. */
+/** `POST /api/llama/{action}`, or `/api/models/{model}/{action}`; resolves with the new status. */
 export function controlLlama(
   action: LlamaControlAction,
   fetchImpl?: FetchLike,
+  model: string | null = null,
 ): Promise<LlamaControlResponse> {
-  return requestJson<LlamaControlResponse>(`/api/llama/${action}`, { method: 'POST' }, fetchImpl);
+  return requestJson<LlamaControlResponse>(modelPath(model, action), { method: 'POST' }, fetchImpl);
 }
 
 /** The query string of `GET /api/history`: only the parameters given. */

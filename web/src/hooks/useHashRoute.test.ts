@@ -11,6 +11,11 @@ describe('parseHash and routeHash', () => {
     ['#/health/', { view: 'health', model: null }],
     ['#/health/alpha', { view: 'health', model: 'alpha' }],
     ['#/health/org%2Fmodel%20q4', { view: 'health', model: 'org/model q4' }],
+    ['#/status', { view: 'status', model: null }],
+    ['#/status/beta', { view: 'status', model: 'beta' }],
+    ['#/status/beta/', { view: 'status', model: 'beta' }],
+    ['#/status/org%2Fmodel%20q4', { view: 'status', model: 'org/model q4' }],
+    ['#/status/100%', { view: 'status', model: null }],
   ])('%s', (hash, route) => {
     expect(parseHash(hash)).toEqual(route);
   });
@@ -20,6 +25,7 @@ describe('parseHash and routeHash', () => {
       { view: 'status', model: null },
       { view: 'health', model: null },
       { view: 'health', model: 'org/model q4' },
+      { view: 'status', model: 'org/model q4' },
     ] as const) {
       expect(parseHash(routeHash(route))).toEqual(route);
     }

@@ -5,22 +5,34 @@ export type View = 'status' | 'health';
 
 export interface Route {
   view: View;
-  /** `#/health/<model>`: the model the health page details, or null. */
+  /**
+   * The model the view details, or null: `#/health/<model>`, or `#/status/<model>` (the status
+   * card and the logs show that model's server instead of the primary model's).
+   */
   model: string | null;
 }
 
-/** `#/health` or `#/health/<model id>`; anything else is the status view. */
-export function parseHash(hash: string): Route {
-  const path = hash.replace(/^#/, '');
-  const match = /^\/health(?:\/(.+))?\/?$/.exec(path);
-  if (!match) return { view: 'status', model: null };
-  const model = match[1] ? decodeURIComponent(match[1]) : null;
-  return { view: 'health', model };
+/** `%xx`-decoded, or null when it is not (a malformed address must not break the page). */
+function decoded(part: string | undefined): string | null {
+  if (!part) return null;
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return null;
+  }
 }
 
-/** The hash of a route (the status view is the bare page). */
+/** `#/health`, `#/health/<model id>` or `#/status/<model id>`; anything else is the status view. */
+export function parseHash(hash: string): Route {
+  const path = hash.replace(/^#/, '');
+  const match = /^\/(health|status)(?:\/([^/]+))?\/?$/.exec(path);
+  if (!match) return { view: 'status', model: null };
+  return { view: match[1] as View, model: decoded(match[2]) };
+}
+
+/** The hash of a route (the status view of the primary model is the bare page). */
 export function routeHash(route: Route): string {
-  if (route.view === 'status') return '#/';
+  if (route.view === 'status') return route.model ? `#/status/${encodeURIComponent(route.model)}` : '#/';
   return route.model ? `#/health/${encodeURIComponent(route.model)}` : '#/health';
 }
 

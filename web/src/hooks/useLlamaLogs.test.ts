@@ -1,7 +1,7 @@
 import { act, renderHook, waitFor } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
 import { FakeSocket } from '../test/fakeSocket';
-import { jsonResponse } from '../test/fixtures';
+import { jsonResponse, modelLogEvent } from '../test/fixtures';
 import { useLlamaLogs } from './useLlamaLogs';
 
 const logEvent = (...lines: string[]) => ({ type: 'llama_log', data: { lines }, timestamp: 1 });
@@ -108,5 +108,49 @@ describe('useLlamaLogs', () => {
 
     unmount();
     expect(sent()).toEqual(['subscribeLlamaLogs', 'subscribeLlamaLogs', 'unsubscribeLlamaLogs']);
+  });
+});
+
+describe('useLlamaLogs of a model', () => {
+  it("fetches that model's tail, subscribes to its lines and keeps only them", async () => {
+    const socket = new FakeSocket();
+    const fetchImpl = vi.fn(async () => jsonResponse({ model: 'beta', lines: ['b1'] }));
+    const { result, unmount } = renderHook(() => useLlamaLogs({ socket, fetchImpl, model: 'beta' }));
+    await waitFor(() => expect(result.current.lines).toEqual(['b1']));
+    expect(fetchImpl).toHaveBeenCalledWith('/api/models/beta/logs?lines=200', expect.anything());
+    expect(socket.emitted).toEqual([{ event: 'subscribeLlamaLogs', args: [{ model: 'beta' }] }]);
+
+    act(() => socket.serverEmit('llamaLog', modelLogEvent('alpha', 'a2')));
+    act(() => socket.serverEmit('llamaLog', modelLogEvent('beta', 'b2')));
+    expect(result.current.lines).toEqual(['b1', 'b2']);
+
+    unmount();
+    expect(socket.emitted.at(-1)).toEqual({ event: 'unsubscribeLlamaLogs', args: [{ model: 'beta' }] });
+  });
+
+  it("switching models empties the view and follows the new one's lines", async () => {
+    const socket = new FakeSocket();
+    const fetchImpl = vi.fn(async (url: string) =>
+      jsonResponse({ lines: [url.includes('gamma') ? 'g1' : url.includes('beta') ? 'b1' : 'p1'] }),
+    );
+    const { result, rerender } = renderHook(({ model }) => useLlamaLogs({ socket, fetchImpl, model }), {
+      initialProps: { model: null as string | null },
+    });
+    await waitFor(() => expect(result.current.lines).toEqual(['p1']));
+    rerender({ model: 'beta' });
+    expect(result.current.lines).toEqual([]);
+    expect(result.current.loading).toBe(true);
+    await waitFor(() => expect(result.current.lines).toEqual(['b1']));
+    rerender({ model: 'gamma' });
+    await waitFor(() => expect(result.current.lines).toEqual(['g1']));
+    act(() => socket.serverEmit('llamaLog', modelLogEvent('beta', 'late b')));
+    expect(result.current.lines).toEqual(['g1']);
+    expect(socket.emitted.map((e) => [e.event, ...e.args])).toEqual([
+      ['subscribeLlamaLogs'],
+      ['unsubscribeLlamaLogs'],
+      ['subscribeLlamaLogs', { model: 'beta' }],
+      ['unsubscribeLlamaLogs', { model: 'beta' }],
+      ['subscribeLlamaLogs', { model: 'gamma' }],
+    ]);
   });
 });

@@ -1,7 +1,7 @@
 import { act, renderHook } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FakeSocket } from '../test/fakeSocket';
-import { SIGKILL_CRASH, statusEvent } from '../test/fixtures';
+import { modelStatusEvent, SIGKILL_CRASH, statusEvent } from '../test/fixtures';
 import { useLlamaStatus } from './useLlamaStatus';
 
 const T0 = Date.parse('2025-12-26T11:00:00Z');
@@ -207,5 +207,55 @@ describe('useLlamaStatus', () => {
     expect(socket.disconnectCalls).toBe(0);
     expect(socket.connected).toBe(true);
     expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe('useLlamaStatus of a model', () => {
+  it("asks for that model's status on connect and follows only its events", () => {
+    const socket = new FakeSocket();
+    const { result } = renderHook(() => useLlamaStatus({ socket, model: 'beta' }));
+    act(() => socket.serverConnect());
+    expect(socket.emitCount('requestLlamaStatus')).toBe(0);
+    expect(socket.emitted.filter((e) => e.event === 'requestLlamaModelStatus').map((e) => e.args)).toEqual([
+      [{ model: 'beta' }],
+    ]);
+    expect(result.current.isLoading).toBe(true);
+
+    // The primary's llamaStatus and another model's changes are not this card's.
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ pid: 1 })));
+    act(() => socket.serverEmit('llamaModelStatus', modelStatusEvent('alpha', { pid: 2 })));
+    expect(result.current.isLoading).toBe(true);
+
+    act(() => socket.serverEmit('llamaModelStatus', modelStatusEvent('beta', { status: 'starting', pid: 3 })));
+    expect(result.current.isLoading).toBe(false);
+    expect(result.current.status).toBe('starting');
+    expect(result.current.pid).toBe(3);
+
+    act(() => result.current.refresh());
+    expect(socket.emitCount('requestLlamaModelStatus')).toBe(2);
+  });
+
+  it('starts afresh when the model changes: nothing of the last one is shown', () => {
+    const socket = new FakeSocket();
+    socket.connected = true;
+    const { result, rerender } = renderHook(({ model }) => useLlamaStatus({ socket, model }), {
+      initialProps: { model: 'beta' as string | null },
+    });
+    act(() => socket.serverEmit('llamaModelStatus', modelStatusEvent('beta', { pid: 3 })));
+    expect(result.current.pid).toBe(3);
+
+    rerender({ model: 'gamma' });
+    expect(result.current.isLoading).toBe(true);
+    expect(result.current.pid).toBeNull();
+    expect(socket.emitted.at(-1)).toEqual({ event: 'requestLlamaModelStatus', args: [{ model: 'gamma' }] });
+    act(() => socket.serverEmit('llamaModelStatus', modelStatusEvent('beta', { pid: 4 })));
+    expect(result.current.isLoading).toBe(true);
+
+    // Back to the primary: the seed's event and request.
+    rerender({ model: null });
+    expect(socket.emitted.at(-1)).toEqual({ event: 'requestLlamaStatus', args: [] });
+    act(() => socket.serverEmit('llamaStatus', statusEvent({ pid: 1 })));
+    expect(result.current.pid).toBe(1);
+    expect(socket.listenerCount('llamaModelStatus')).toBe(0);
   });
 });

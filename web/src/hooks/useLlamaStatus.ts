@@ -1,9 +1,11 @@
 import { useCallback, useEffect, useState } from 'react';
 import type { LlamaSocket } from '../lib/socket';
-import { localStartTime, parseStatusPayload } from '../lib/status';
+import { localStartTime, parseModelStatusPayload, parseStatusPayload } from '../lib/status';
 import {
   DEFAULT_MAX_RETRIES,
+  LLAMA_MODEL_STATUS_EVENT,
   LLAMA_STATUS_EVENT,
+  REQUEST_LLAMA_MODEL_STATUS,
   REQUEST_LLAMA_STATUS,
   type LlamaExit,
   type LlamaModel,
@@ -20,6 +22,11 @@ export interface UseLlamaStatusOptions {
    * disconnects it; this hook only listens, so any number of hooks can share it.
    */
   socket: LlamaSocket;
+  /**
+   * Whose server: a model's id (its `llamaModelStatus` events), or null / absent for the
+   * primary model's (`llamaStatus`, the seed's).
+   */
+  model?: string | null;
 }
 
 export interface UseLlamaStatusResult {
@@ -60,14 +67,22 @@ function snapshotOf(data: LlamaStatus, timestamp: number | null): Snapshot {
 }
 
 /**
- * Live llama-server status from llamaherd over the page's socket.
+ * Live llama-server status from llamaherd over the page's socket: the primary model's, or
+ * `model`'s.
  *
- * Requests the status on every (re)connect, follows `llamaStatus` events, tells whether
- * llamaherd is reachable, and ticks the uptime locally once a second while llama-server is
- * ready. It never connects or disconnects the socket: that is its owner's job.
+ * Requests the status on every (re)connect (and when `model` changes), follows `llamaStatus`
+ * (or that model's `llamaModelStatus`) events, tells whether llamaherd is reachable, and ticks
+ * the uptime locally once a second while llama-server is ready. It never connects or
+ * disconnects the socket: that is its owner's job.
  */
-export function useLlamaStatus({ socket }: UseLlamaStatusOptions): UseLlamaStatusResult {
+export function useLlamaStatus({ socket, model = null }: UseLlamaStatusOptions): UseLlamaStatusResult {
   const [snapshot, setSnapshot] = useState<Snapshot | null>(null);
+  // Another model's card must not show the last one's state while it loads.
+  const [shown, setShown] = useState(model);
+  if (shown !== model) {
+    setShown(model);
+    setSnapshot(null);
+  }
   const [connection, setConnection] = useState<ConnectionState>(() =>
     socket.connected ? 'connected' : 'connecting',
   );
@@ -76,14 +91,25 @@ export function useLlamaStatus({ socket }: UseLlamaStatusOptions): UseLlamaStatu
 
   useEffect(() => {
     const onStatus = (payload: unknown) => {
-      const parsed = parseStatusPayload(payload);
-      if (parsed) setSnapshot(snapshotOf(parsed.data, parsed.timestamp));
+      if (model === null) {
+        const parsed = parseStatusPayload(payload);
+        if (parsed) setSnapshot(snapshotOf(parsed.data, parsed.timestamp));
+        return;
+      }
+      // Every model's changes come to every page: keep this one's.
+      const parsed = parseModelStatusPayload(payload);
+      if (parsed && parsed.model === model) setSnapshot(snapshotOf(parsed.data, parsed.timestamp));
+    };
+    const event = model === null ? LLAMA_STATUS_EVENT : LLAMA_MODEL_STATUS_EVENT;
+    const request = () => {
+      if (model === null) socket.emit(REQUEST_LLAMA_STATUS);
+      else socket.emit(REQUEST_LLAMA_MODEL_STATUS, { model });
     };
     // Fires on the first connect and after every reconnection.
     const onConnect = () => {
       setConnection('connected');
       setConnectionError(null);
-      socket.emit(REQUEST_LLAMA_STATUS);
+      request();
     };
     const onDisconnect = () => setConnection('disconnected');
     const onConnectError = (err?: unknown) => {
@@ -91,7 +117,7 @@ export function useLlamaStatus({ socket }: UseLlamaStatusOptions): UseLlamaStatu
       setConnectionError(err instanceof Error ? err.message : err ? String(err) : 'connect error');
     };
 
-    socket.on(LLAMA_STATUS_EVENT, onStatus);
+    socket.on(event, onStatus);
     socket.on('connect', onConnect);
     socket.on('disconnect', onDisconnect);
     socket.on('connect_error', onConnectError);
@@ -99,12 +125,12 @@ export function useLlamaStatus({ socket }: UseLlamaStatusOptions): UseLlamaStatu
     if (socket.connected) onConnect();
 
     return () => {
-      socket.off(LLAMA_STATUS_EVENT, onStatus);
+      socket.off(event, onStatus);
       socket.off('connect', onConnect);
       socket.off('disconnect', onDisconnect);
       socket.off('connect_error', onConnectError);
     };
-  }, [socket]);
+  }, [socket, model]);
 
   const data = snapshot?.data;
   const ticking = data?.status === 'ready' && snapshot?.localStart != null;
@@ -117,8 +143,10 @@ export function useLlamaStatus({ socket }: UseLlamaStatusOptions): UseLlamaStatu
   }, [ticking, snapshot]);
 
   const refresh = useCallback(() => {
-    if (socket.connected) socket.emit(REQUEST_LLAMA_STATUS);
-  }, [socket]);
+    if (!socket.connected) return;
+    if (model === null) socket.emit(REQUEST_LLAMA_STATUS);
+    else socket.emit(REQUEST_LLAMA_MODEL_STATUS, { model });
+  }, [socket, model]);
 
   let uptime = data?.uptime ?? 0;
   if (ticking && snapshot?.localStart != null) {

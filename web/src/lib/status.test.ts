@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { LlamaServiceStatus } from '../types/llama';
-import { availableActions, localStartTime, parseLogPayload, parseStatusPayload } from './status';
+import {
+  availableActions,
+  localStartTime,
+  logPayloadModel,
+  parseLogPayload,
+  parseModelStatusPayload,
+  parseStatusPayload,
+} from './status';
 
 describe('parseStatusPayload', () => {
   it('reads the envelope, with the extra fields', () => {
@@ -127,5 +134,31 @@ describe('localStartTime', () => {
     expect(localStartTime({ startedAt: null, uptime: 10 }, null, 100_000)).toBe(90_000);
     expect(localStartTime({ startedAt: started, uptime: Number.NaN }, null, 1)).toBe(startedMs);
     expect(localStartTime({ startedAt: null, uptime: Number.NaN }, null, 1)).toBeNull();
+  });
+});
+
+describe('parseModelStatusPayload and logPayloadModel', () => {
+  it("reads a model's status with the model it names", () => {
+    const parsed = parseModelStatusPayload({
+      type: 'model_status',
+      data: { model: 'beta', status: 'ready', models: [], lastError: null, retries: 0, uptime: 5, startedAt: null, pid: 7 },
+      timestamp: 1000,
+    });
+    expect(parsed?.model).toBe('beta');
+    expect(parsed?.data.status).toBe('ready');
+    expect(parsed?.data.pid).toBe(7);
+    expect(parsed?.timestamp).toBe(1000);
+  });
+
+  it('refuses one that names no model, or is not a status', () => {
+    expect(parseModelStatusPayload({ type: 'model_status', data: { status: 'ready' } })).toBeNull();
+    expect(parseModelStatusPayload({ data: { model: 'beta' } })).toBeNull();
+    expect(parseModelStatusPayload('ready')).toBeNull();
+  });
+
+  it("names a log batch's model, or null for an older server's", () => {
+    expect(logPayloadModel({ type: 'llama_log', data: { lines: ['x'], model: 'beta' } })).toBe('beta');
+    expect(logPayloadModel({ type: 'llama_log', data: { lines: ['x'] } })).toBeNull();
+    expect(logPayloadModel(null)).toBeNull();
   });
 });

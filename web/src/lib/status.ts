@@ -86,6 +86,25 @@ export function parseLogPayload(payload: unknown): string[] {
   return Array.isArray(data.lines) ? data.lines.map((l) => String(l)) : [];
 }
 
+/** Whose lines a `llamaLog` payload carries: its `data.model`, or null (older servers). */
+export function logPayloadModel(payload: unknown): string | null {
+  if (!isDict(payload) || !isDict(payload.data)) return null;
+  return strOrNull(payload.data.model);
+}
+
+/**
+ * Read a `llamaModelStatus` payload: the model it names and its status (as `llamaStatus`'s
+ * data); null when malformed or naming no model.
+ */
+export function parseModelStatusPayload(
+  payload: unknown,
+): { model: string; data: LlamaStatus; timestamp: number | null } | null {
+  if (!isDict(payload) || !isDict(payload.data)) return null;
+  const model = strOrNull(payload.data.model);
+  const parsed = parseStatusPayload(payload);
+  return model && parsed ? { model, ...parsed } : null;
+}
+
 /**
  * When llama-server started, on the local clock, in ms since the epoch, or null
  * when unknown.

@@ -1,5 +1,5 @@
 import type { GatewayModel, GatewayModelsEvent } from '../types/gateway';
-import type { LlamaModel, LlamaStatus, LlamaStatusEvent } from '../types/llama';
+import type { LlamaModel, LlamaModelStatusEvent, LlamaStatus, LlamaStatusEvent } from '../types/llama';
 
 export const MODELS: LlamaModel[] = [
   {
@@ -58,6 +58,20 @@ export function statusEvent(
   timestamp = Date.parse('2025-12-26T11:00:00Z'),
 ): LlamaStatusEvent {
   return { type: 'llama_status', data: statusData(overrides), timestamp };
+}
+
+/** A `llamaModelStatus` payload: `model`'s server, in the shape of `llamaStatus`'s data. */
+export function modelStatusEvent(
+  model: string,
+  overrides: Partial<LlamaStatus> = {},
+  timestamp = Date.parse('2025-12-26T11:00:00Z'),
+): LlamaModelStatusEvent {
+  return { type: 'model_status', data: { ...statusData(overrides), model }, timestamp };
+}
+
+/** A `llamaLog` payload of `model`'s lines. */
+export function modelLogEvent(model: string, ...lines: string[]) {
+  return { type: 'llama_log', data: { lines, model }, timestamp: 1 };
 }
 
 /** A fetch Response with a JSON body. */

@@ -4,7 +4,10 @@
  * Socket.IO events (server -> client):
  *   - `llamaStatus`: {@link LlamaStatusEvent}, sent on connect, on every state
  *     change and in answer to the client emitting `requestLlamaStatus`.
- *   - `llamaLog`: {@link LlamaLogEvent}, new output lines of llama-server.
+ *   - `llamaLog`: {@link LlamaLogEvent}, new output lines of llama-server (the primary
+ *     model's after `subscribeLlamaLogs`, any model's after `subscribeLlamaLogs` with `{model}`).
+ *   - `llamaModelStatus`: {@link LlamaModelStatusEvent}, any model's server, on each change
+ *     and in answer to `requestLlamaModelStatus` with `{model}`.
  */
 
 /** Every state the supervisor reports for llama-server. */
@@ -79,10 +82,22 @@ export interface LlamaStatusEvent {
   timestamp: number;
 }
 
-/** Socket.IO `llamaLog` payload. */
+/** Socket.IO `llamaLog` payload; `model` names whose lines they are (absent from older servers). */
 export interface LlamaLogEvent {
   type: 'llama_log';
-  data: { lines: string[] };
+  data: { lines: string[]; model?: string };
+  timestamp: number;
+}
+
+/** The `data` of `llamaModelStatus` (also `GET /api/models/{id}/status`): a status, with its model. */
+export interface LlamaModelStatus extends LlamaStatus {
+  model: string;
+}
+
+/** Socket.IO `llamaModelStatus` payload. */
+export interface LlamaModelStatusEvent {
+  type: 'model_status';
+  data: LlamaModelStatus;
   timestamp: number;
 }
 
@@ -91,7 +106,7 @@ export interface LlamaLogsResponse {
   lines: string[];
 }
 
-/** `POST /api/llama/{start,stop,restart}` success body. */
+/** `POST /api/llama/{start,stop,restart}` (and `/api/models/{id}/...`) success body. */
 export interface LlamaControlResponse {
   status: LlamaStatus;
 }
@@ -119,6 +134,9 @@ export const LLAMA_LOG_SUBSCRIBE = 'subscribeLlamaLogs';
 /** Client -> server: stop sending me `llamaLog` events. */
 export const LLAMA_LOG_UNSUBSCRIBE = 'unsubscribeLlamaLogs';
 export const REQUEST_LLAMA_STATUS = 'requestLlamaStatus';
+export const LLAMA_MODEL_STATUS_EVENT = 'llamaModelStatus';
+/** Client -> server, with `{model}`: send me that model's `llamaModelStatus` now. */
+export const REQUEST_LLAMA_MODEL_STATUS = 'requestLlamaModelStatus';
 
 /** Retries shown as `retry n/5` when the server does not send `maxRetries`. */
 export const DEFAULT_MAX_RETRIES = 5;

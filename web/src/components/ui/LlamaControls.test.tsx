@@ -177,3 +177,21 @@ describe('LlamaControls', () => {
     expect(await screen.findByTestId('action-result')).toHaveTextContent('Start requested');
   });
 });
+
+describe("LlamaControls of a model", () => {
+  it("acts on that model's routes and says so", async () => {
+    const user = userEvent.setup();
+    const fetchImpl = vi.fn(async () => jsonResponse({ status: { ...statusData({ status: 'initial' }), model: 'beta' } }));
+    renderControls({ fetchImpl, model: 'beta' });
+
+    await user.click(screen.getByTestId('btn-restart'));
+    expect(fetchImpl).toHaveBeenCalledWith('/api/models/beta/restart', expect.objectContaining({ method: 'POST' }));
+    expect(await screen.findByTestId('action-result')).toHaveTextContent('Restart requested: beta');
+
+    await user.click(screen.getByTestId('btn-stop'));
+    expect(await screen.findByRole('dialog')).toHaveTextContent('Stop beta?');
+    await user.click(screen.getByTestId('confirm-stop'));
+    expect(fetchImpl).toHaveBeenLastCalledWith('/api/models/beta/stop', expect.objectContaining({ method: 'POST' }));
+    await waitFor(() => expect(screen.getByTestId('action-result')).toHaveTextContent('Stopped — beta is initial'));
+  });
+});

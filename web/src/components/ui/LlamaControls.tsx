@@ -32,6 +32,8 @@ export interface LlamaControlsProps {
   onDone?: (action: LlamaControlAction, status: LlamaStatus | null) => void;
   /** Injected in tests; the global fetch otherwise. */
   fetchImpl?: FetchLike;
+  /** Whose server: a model's id (`/api/models/{id}/...`), or null for the primary (`/api/llama/...`). */
+  model?: string | null;
 }
 
 interface ActionResult {
@@ -55,10 +57,10 @@ const FAILED: Record<LlamaControlAction, string> = {
  * Start and restart answer at once, with a state that is only a moment old (the
  * live status above follows what happens next); stop answers once it is done.
  */
-function describeSuccess(action: LlamaControlAction, body: LlamaControlResponse | null): string {
+function describeSuccess(action: LlamaControlAction, body: LlamaControlResponse | null, model: string | null): string {
   const state = body?.status?.status;
-  if (action === 'stop' && state) return `${DONE.stop} — llama-server is ${state}`;
-  return DONE[action];
+  if (action === 'stop' && state) return `${DONE.stop} — ${model ?? 'llama-server'} is ${state}`;
+  return model ? `${DONE[action]}: ${model}` : DONE[action];
 }
 
 function describeError(action: LlamaControlAction, err: unknown): string {
@@ -75,7 +77,7 @@ function describeError(action: LlamaControlAction, err: unknown): string {
  * Start / stop (confirmed) / restart llama-server through llamaherd's REST API. Only the
  * actions that make sense in the live state are enabled, and none while one is in flight.
  */
-export function LlamaControls({ status, onDone, fetchImpl }: LlamaControlsProps) {
+export function LlamaControls({ status, onDone, fetchImpl, model = null }: LlamaControlsProps) {
   const [pending, setPending] = useState<LlamaControlAction | null>(null);
   const [confirmOpen, setConfirmOpen] = useState(false);
   const [result, setResult] = useState<ActionResult | null>(null);
@@ -88,8 +90,8 @@ export function LlamaControls({ status, onDone, fetchImpl }: LlamaControlsProps)
       busy.current = true;
       setPending(action);
       try {
-        const body = await controlLlama(action, fetchImpl);
-        setResult({ severity: 'success', message: describeSuccess(action, body) });
+        const body = await controlLlama(action, fetchImpl, model);
+        setResult({ severity: 'success', message: describeSuccess(action, body, model) });
         onDone?.(action, body?.status ?? null);
       } catch (err) {
         setResult({ severity: 'error', message: describeError(action, err) });
@@ -99,7 +101,7 @@ export function LlamaControls({ status, onDone, fetchImpl }: LlamaControlsProps)
         setResultOpen(true);
       }
     },
-    [fetchImpl, onDone],
+    [fetchImpl, onDone, model],
   );
 
   const closeResult = (_e: SyntheticEvent | Event | null, reason: SnackbarCloseReason) => {
@@ -154,10 +156,12 @@ export function LlamaControls({ status, onDone, fetchImpl }: LlamaControlsProps)
         // Gone at once on close, so its backdrop never sits over the buttons.
         transitionDuration={{ enter: 150, exit: 0 }}
       >
-        <DialogTitle id="confirm-stop-title">Stop llama-server?</DialogTitle>
+        <DialogTitle id="confirm-stop-title">{model ? `Stop ${model}?` : 'Stop llama-server?'}</DialogTitle>
         <DialogContent>
           <DialogContentText id="confirm-stop-text">
-            The models it serves are unavailable until it is started again.
+            {model
+              ? 'Its requests in flight finish first; then it refuses requests until it is started again.'
+              : 'The models it serves are unavailable until it is started again.'}
           </DialogContentText>
         </DialogContent>
         <DialogActions>

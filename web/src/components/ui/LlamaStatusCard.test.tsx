@@ -183,3 +183,19 @@ describe('LlamaStatusCard', () => {
     expect(screen.getByTestId('status-badge')).toHaveTextContent(/^hibernating$/);
   });
 });
+
+describe('LlamaStatusCard of a model', () => {
+  it('says which model it shows, and whether it is the primary', () => {
+    const { rerender } = renderCard({ model: 'beta' });
+    expect(screen.getByTestId('status-model')).toHaveTextContent('beta');
+    expect(screen.getByTestId('status-card')).toHaveAttribute('data-model', 'beta');
+    expect(screen.getByTestId('status-card')).not.toHaveTextContent('primary');
+    rerender(<LlamaStatusCard status="ready" models={[]} lastError={null} retries={0} uptime={0} model="alpha" primary />);
+    expect(screen.getByTestId('status-card')).toHaveTextContent('Model alpha · primary');
+  });
+
+  it('names none while it does not know the model', () => {
+    renderCard();
+    expect(screen.queryByTestId('status-model')).not.toBeInTheDocument();
+  });
+});

@@ -43,6 +43,10 @@ export interface LlamaStatusCardProps {
   restarts?: number | null;
   lastExit?: LlamaExit | null;
   isLoading?: boolean;
+  /** Whose server the card shows: a model's id (null while not known). */
+  model?: string | null;
+  /** That model is the primary one (the default; `/api/llama/*` and `llamaStatus` speak of it). */
+  primary?: boolean;
   /** Extra content at the bottom of the card (the controls). */
   children?: ReactNode;
 }
@@ -164,6 +168,8 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
     restarts,
     lastExit,
     isLoading = false,
+    model = null,
+    primary = false,
     children,
   } = props;
   const look = statusLook(status);
@@ -176,7 +182,13 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
   const lastLines = lastExit?.lines ?? [];
 
   return (
-    <Card variant="outlined" data-testid="status-card" aria-busy={isLoading || look.busy}>
+    <Card
+      variant="outlined"
+      data-testid="status-card"
+      data-model={model ?? undefined}
+      aria-busy={isLoading || look.busy}
+      aria-label={model ? `llama-server of ${model}` : 'llama-server'}
+    >
       <CardContent>
         <Stack direction="row" spacing={1.5} sx={{ alignItems: 'center', flexWrap: 'wrap', rowGap: 1 }}>
           <Typography variant="h6" component="h2" sx={{ mr: 'auto' }}>
@@ -200,6 +212,16 @@ export function LlamaStatusCard(props: LlamaStatusCardProps) {
             </>
           )}
         </Stack>
+
+        {model ? (
+          <Typography variant="body2" color="text.secondary" component="div" sx={{ mt: 0.5, wordBreak: 'break-all' }}>
+            Model{' '}
+            <Box component="strong" data-testid="status-model" sx={{ color: 'text.primary' }}>
+              {model}
+            </Box>
+            {primary ? ' · primary' : null}
+          </Typography>
+        ) : null}
 
         {!isLoading ? (
           <Typography variant="body2" color="text.secondary" sx={{ mt: 0.5 }} data-testid="status-label">

@@ -57,3 +57,11 @@ describe('LogsPanel', () => {
     expect(onClear).toHaveBeenCalled();
   });
 });
+
+describe('LogsPanel of a model', () => {
+  it('says whose output it shows', () => {
+    render(<LogsPanel lines={['x']} model="beta" />);
+    expect(screen.getByTestId('logs-model')).toHaveTextContent('beta');
+    expect(screen.getByRole('log', { name: 'llama-server output of beta' })).toHaveTextContent('x');
+  });
+});

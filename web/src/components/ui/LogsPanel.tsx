@@ -12,6 +12,8 @@ export interface LogsPanelProps {
   loading?: boolean;
   error?: string | null;
   onClear?: () => void;
+  /** Whose llama-server wrote them (shown beside the title), if known. */
+  model?: string | null;
   /** CSS height of the scrolling area. */
   height?: number | string | Record<string, number | string>;
 }
@@ -20,7 +22,7 @@ export interface LogsPanelProps {
 const STICK_SLACK = 32;
 
 /** llama-server's output, monospace, following new lines while scrolled to the bottom. */
-export function LogsPanel({ lines, loading = false, error = null, onClear, height }: LogsPanelProps) {
+export function LogsPanel({ lines, loading = false, error = null, onClear, model = null, height }: LogsPanelProps) {
   const scroller = useRef<HTMLDivElement | null>(null);
   const [follow, setFollow] = useState(true);
   const followRef = useRef(true);
@@ -52,8 +54,14 @@ export function LogsPanel({ lines, loading = false, error = null, onClear, heigh
     <Card variant="outlined" sx={{ display: 'flex', flexDirection: 'column', minWidth: 0 }}>
       <CardContent sx={{ pb: 1 }}>
         <Stack direction="row" spacing={1} sx={{ alignItems: 'center', flexWrap: 'wrap', rowGap: 1 }}>
-          <Typography variant="h6" component="h2" sx={{ mr: 'auto' }}>
+          <Typography variant="h6" component="h2" sx={{ mr: 'auto', minWidth: 0, wordBreak: 'break-all' }}>
             Logs
+            {model ? (
+              <Typography component="span" variant="body1" color="text.secondary" data-testid="logs-model">
+                {' '}
+                · {model}
+              </Typography>
+            ) : null}
           </Typography>
           <Typography variant="caption" color="text.secondary" data-testid="logs-count">
             {lines.length} {lines.length === 1 ? 'line' : 'lines'}
@@ -81,7 +89,7 @@ export function LogsPanel({ lines, loading = false, error = null, onClear, heigh
         data-testid="logs-panel"
         role="log"
         aria-live="off"
-        aria-label="llama-server output"
+        aria-label={model ? `llama-server output of ${model}` : 'llama-server output'}
         tabIndex={0}
         sx={(theme) => ({
           height: height ?? { xs: 320, md: 560 },

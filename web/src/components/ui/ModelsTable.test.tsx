@@ -183,3 +183,20 @@ describe('ModelsTable', () => {
   });
 });
 
+
+describe('ModelsTable: choosing a model', () => {
+  it("links each model's name to its status and logs, and marks the one shown", () => {
+    renderTable({ selected: 'b', linkTo: (id) => `#/status/${id}` });
+    expect(row('a').getByTestId('gw-model-link')).toHaveAttribute('href', '#/status/a');
+    expect(row('b').getByTestId('gw-model-link')).toHaveAttribute('href', '#/status/b');
+    const rows = screen.getAllByTestId('gw-model-row');
+    expect(rows.map((r) => r.getAttribute('aria-selected'))).toEqual(['false', 'true']);
+    expect(rows[1]).toHaveClass('Mui-selected');
+  });
+
+  it('shows plain names without a way to choose', () => {
+    renderTable();
+    expect(screen.queryByTestId('gw-model-link')).not.toBeInTheDocument();
+    expect(screen.getAllByTestId('gw-model-row')[0]).not.toHaveAttribute('aria-selected');
+  });
+});

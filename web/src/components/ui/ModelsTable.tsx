@@ -5,6 +5,7 @@ import Card from '@mui/material/Card';
 import CardContent from '@mui/material/CardContent';
 import Chip from '@mui/material/Chip';
 import CircularProgress from '@mui/material/CircularProgress';
+import Link from '@mui/material/Link';
 import Skeleton from '@mui/material/Skeleton';
 import Snackbar, { type SnackbarCloseReason } from '@mui/material/Snackbar';
 import Stack from '@mui/material/Stack';
@@ -36,6 +37,10 @@ export interface ModelsTableProps {
   onUnload: (id: string) => Promise<ModelActionAck>;
   /** The live figures per model id (`llamaMetrics`); columns show a dash until they come. */
   metrics?: Readonly<Record<string, ModelMetrics>>;
+  /** The model whose status card and logs the page shows (its row is marked). */
+  selected?: string | null;
+  /** The address that shows a model's status card and logs: each model's name links there. */
+  linkTo?: (id: string) => string;
 }
 
 /**
@@ -104,14 +109,23 @@ function Marks({ model }: { model: LiveModel }) {
   );
 }
 
-function ModelCell({ model, compact }: { model: LiveModel; compact: ReactNode }) {
+function ModelCell({ model, compact, href }: { model: LiveModel; compact: ReactNode; href?: string }) {
+  const name = (
+    <Typography component="span" variant="body2" sx={{ fontWeight: 600, wordBreak: 'break-all' }} data-testid="gw-model-id">
+      {model.id}
+    </Typography>
+  );
   return (
     <Box sx={{ minWidth: 0 }}>
       <Stack direction="row" spacing={0.5} useFlexGap sx={{ alignItems: 'center', flexWrap: 'wrap' }}>
-        <Tooltip title={model.path ?? model.id}>
-          <Typography component="span" variant="body2" sx={{ fontWeight: 600, wordBreak: 'break-all' }} data-testid="gw-model-id">
-            {model.id}
-          </Typography>
+        <Tooltip title={href ? `Show the status and logs of ${model.id} (${model.path ?? model.id})` : (model.path ?? model.id)}>
+          {href ? (
+            <Link href={href} underline="hover" color="inherit" data-testid="gw-model-link">
+              {name}
+            </Link>
+          ) : (
+            name
+          )}
         </Tooltip>
         <Marks model={model} />
       </Stack>
@@ -202,6 +216,8 @@ export function ModelsTable({
   onLoad,
   onUnload,
   metrics = NO_METRICS,
+  selected = null,
+  linkTo,
 }: ModelsTableProps) {
   const ticking = models.some((m) => m.lastUsedLocal !== null || m.ttlLeft !== null);
   const clock = useNow(ticking);
@@ -296,9 +312,16 @@ export function ModelsTable({
                 const rate = formatRate(live?.tokensPerSecond);
                 const compact = `${m.inFlight} in flight · ${m.queued} queued · used ${lastUsed}${rate === '—' ? '' : ` · ${rate}`}`;
                 return (
-                  <TableRow key={m.id} data-testid="gw-model-row" data-model-id={m.id} hover>
+                  <TableRow
+                    key={m.id}
+                    data-testid="gw-model-row"
+                    data-model-id={m.id}
+                    hover
+                    selected={m.id === selected}
+                    aria-selected={linkTo ? m.id === selected : undefined}
+                  >
                     <TableCell sx={{ maxWidth: { xs: 160, sm: 280, md: 360 } }}>
-                      <ModelCell model={m} compact={compact} />
+                      <ModelCell model={m} compact={compact} href={linkTo?.(m.id)} />
                     </TableCell>
                     <TableCell>
                       <StateChip model={m} />
