@@ -168,6 +168,7 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         control.add_argument(
             "model", nargs="?", type=_model_name, metavar="MODEL", help=_MODEL_HELP
         )
+        _add_host(control)
         if action == "stop":  # the API's stop answers once drained and stopped
             control.add_argument(
                 "--wait",
@@ -214,6 +215,16 @@ def _add_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs.set_defaults(handler=_logs)
 
 
+def _add_host(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        type=_model_name,
+        metavar="NAME",
+        help="on a front: the peer whose model it is (the HOST of 'llamaherd models'); "
+        "without it, the front's own model",
+    )
+
+
 def _model_name(text: str) -> str:
     """An argparse type: a model id or alias, which is never empty."""
     if not text.strip():
@@ -249,6 +260,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             "1 if the model is unknown, failed, or did not get there within --wait.",
         )
         control.add_argument("model", type=_model_name, metavar="MODEL", help="a model id or alias")
+        _add_host(control)
         control.add_argument(
             "--wait",
             type=_bounded(float, 0, MAX_WAIT_S),
@@ -351,16 +363,20 @@ def _status(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from llamaherd.remote import REQUEST_TIMEOUT_S
 
-    action, wait, model = args.action, args.wait, args.model
+    action, wait, model, host = args.action, args.wait, args.model, args.host
+    if host is not None and model is None:
+        raise LlamaherdError("--host names the peer of a model: name the MODEL too")
     with _client(args) as client:
         # The stop's answer is the state after it, where `adopted` is already gone: ask first.
         before = (
-            client.status(model, timeout=min(wait, REQUEST_TIMEOUT_S)) if action == "stop" else None
+            client.status(model, timeout=min(wait, REQUEST_TIMEOUT_S), host=host)
+            if action == "stop"
+            else None
         )
-        status = client.control(action, wait, model=model)
+        status = client.control(action, wait, model=model, host=host)
         if action != "stop" and wait == 0 and status.get("status") == "initial":
             # Answered before the supervisor took its first step: ask once more where it is.
-            status = client.status(model)
+            status = client.status(model, host=host)
     print(control_line(action, status, before=before, wait=wait))
     return EXIT_ERROR if status.get("status") == "error" else EXIT_OK
 
@@ -385,8 +401,14 @@ def control_line(
 
 def _models(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        models = client.gateway_models()
-    print(json.dumps(models, indent=2) if args.json else render_models(models))
+        listing = client.gateway_listing()
+    models, peers = listing["models"], listing.get("peers") or []
+    peer_models = listing.get("peerModels") or []
+    if args.json:  # one list: a front's own models (host "local"), then its peers'
+        entries = [{**m, "host": "local"} for m in models] + peer_models if peers else models
+        print(json.dumps(entries, indent=2))
+    else:
+        print(render_models(models, peers=peers, peer_models=peer_models))
     return EXIT_OK
 
 
@@ -394,8 +416,8 @@ def _model_control(args: argparse.Namespace) -> int:
     from llamaherd.remote import wait_for_model
 
     with _client(args) as client:
-        entry = client.control_model(args.action, args.model)
-        result = wait_for_model(client, args.action, entry, args.wait)
+        entry = client.control_model(args.action, args.model, host=args.host)
+        result = wait_for_model(client, args.action, entry, args.wait, host=args.host)
     print(model_outcome_line(args.action, result, wait=args.wait))
     if result.outcome == "done" or (result.outcome == "pending" and args.wait == 0):
         return EXIT_OK
@@ -446,24 +468,51 @@ def _one_line(text: str) -> str:
     return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
-def render_models(models: list[dict[str, Any]], *, now_ms: int | None = None) -> str:
+def render_models(
+    models: list[dict[str, Any]],
+    *,
+    now_ms: int | None = None,
+    peers: list[dict[str, Any]] | None = None,
+    peer_models: list[dict[str, Any]] | None = None,
+) -> str:
     """The table of `llamaherd models`: a row per model, then its aliases, why it waits and
-    its last error on indented lines. `now_ms` (unix ms) is when "last used" counts from."""
-    if not models:
-        return "no models"
+    its last error on indented lines. `now_ms` (unix ms) is when "last used" counts from.
+
+    On a front (`peers`), a HOST column: `local` for its own models, then a row per model of
+    each peer (`peer_models`), and a line per peer that has a problem."""
+    front = bool(peers)
+    entries = [*models, *(peer_models or [])] if front else models
+    if not entries:
+        return "no models" + "".join(f"\n{line}" for line in _peer_lines(peers or []))
     now = time.time() * 1000 if now_ms is None else now_ms
     header = ("MODEL", "STATE", "IN FLIGHT", "QUEUED", "LAST USED", "TTL LEFT", "SIZE", "QUANT",
               "PORT", "PID")  # fmt: skip
-    rows = [header, *(_model_row(entry, now) for entry in models)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    marks = [" ", *("*" if entry.get("default") else " " for entry in models)]
+    rows = [header, *(_model_row(entry, now) for entry in entries)]
+    if front:
+        hosts = ["HOST", *("local" for _ in models), *(str(m["host"]) for m in peer_models or [])]
+        rows = [(row[0], host, *row[1:]) for row, host in zip(rows, hosts, strict=True)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    own = len(models)  # the default mark is the front's own: a peer's default is not its
+    marks = [" ", *("*" if i < own and e.get("default") else " " for i, e in enumerate(entries))]
     lines: list[str] = []
     for index, (mark, row) in enumerate(zip(marks, rows, strict=True)):
         cells = "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True))
         lines.append(f"{mark} {cells}".rstrip())
         if index:
-            lines += [f"    {label}: {text}" for label, text in _model_notes(models[index - 1])]
-    return "\n".join(lines)
+            lines += [f"    {label}: {text}" for label, text in _model_notes(entries[index - 1])]
+    return "\n".join([*lines, *_peer_lines(peers or [])])
+
+
+def _peer_lines(peers: list[dict[str, Any]]) -> list[str]:
+    """A line per peer of a front that is unreachable or has a problem."""
+    lines = []
+    for peer in peers:
+        if peer.get("reachable") and not peer.get("problem"):
+            continue
+        state = "reachable" if peer.get("reachable") else "unreachable"
+        why = f": {_one_line(peer['problem'])}" if peer.get("problem") else ""
+        lines.append(f"peer {peer.get('name')} ({peer.get('url')}): {state}{why}")
+    return lines
 
 
 def _model_row(entry: dict[str, Any], now_ms: float) -> tuple[str, ...]:
@@ -487,6 +536,8 @@ def _model_row(entry: dict[str, Any], now_ms: float) -> tuple[str, ...]:
 
 def _model_notes(entry: dict[str, Any]) -> list[tuple[str, str]]:
     notes = []
+    if entry.get("reachable") is False:  # a peer's model, on a peer the front cannot reach
+        notes.append(("host", f"{entry.get('host')} is unreachable: not routed there now"))
     if entry.get("aliases"):
         notes.append(("aliases", ", ".join(entry["aliases"])))
     if entry.get("waitingFor"):

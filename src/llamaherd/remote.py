@@ -156,14 +156,25 @@ class RemoteClient:
         self._http.close()
 
     def status(
-        self, model: str | None = None, *, timeout: float = REQUEST_TIMEOUT_S
+        self,
+        model: str | None = None,
+        *,
+        timeout: float = REQUEST_TIMEOUT_S,
+        host: str | None = None,
     ) -> dict[str, Any]:
         """The primary model's server (`GET /api/status`), or `model`'s (an id or an alias;
-        its id is in the answer's `model`)."""
+        its id is in the answer's `model`), on a front's peer `host` if given."""
         if model is None:
             return self._call("GET", "/api/status", schema=StatusOut, timeout=timeout)
         path = f"/api/models/{_path_segment(model)}/status"
-        return self._call("GET", path, schema=ModelStatusOut, timeout=timeout, answers_404=True)
+        return self._call(
+            "GET",
+            path,
+            schema=ModelStatusOut,
+            timeout=timeout,
+            answers_404=True,
+            params=_on_host(host),
+        )
 
     def logs(self, lines: int, *, model: str | None = None) -> list[str]:
         """The tail of the primary model's server output, or of `model`'s."""
@@ -176,10 +187,16 @@ class RemoteClient:
         return list(answer["lines"])
 
     def control(
-        self, action: Action, wait: float | None = None, *, model: str | None = None
+        self,
+        action: Action,
+        wait: float | None = None,
+        *,
+        model: str | None = None,
+        host: str | None = None,
     ) -> dict[str, Any]:
-        """POST start, stop or restart of the primary model, or of `model` (an id or an alias);
-        returns the status the server answers with (with the model's id in `model`).
+        """POST start, stop or restart of the primary model, or of `model` (an id or an alias;
+        on a front's peer `host`, if given); returns the status the server answers with (with
+        the model's id in `model`).
 
         Each passes `wait` to the server, which answers within it: start and restart once
         ready or error, stop once drained and stopped (default DEFAULT_STOP_WAIT_S).
@@ -208,7 +225,7 @@ class RemoteClient:
             "POST",
             path,
             schema=ControlOut if model is None else ModelControlOut,
-            params=params,
+            params={**params, **_on_host(host)},
             timeout=answer_s,
             unanswered=unanswered,
             answers_404=model is not None,
@@ -223,18 +240,26 @@ class RemoteClient:
 
     def gateway_models(self) -> list[dict[str, Any]]:
         """Every model of the gateway, loaded or not (`GET /api/gateway/models`)."""
-        answer = self._call("GET", "/api/gateway/models", schema=GatewayModelsOut)
-        return list(answer["models"])
+        return list(self.gateway_listing()["models"])
 
-    def control_model(self, action: ModelAction, model: str) -> dict[str, Any]:
-        """POST load or unload for `model` (an id or an alias): the model's entry as the server
-        answers at once, before the load or unload is done. An unknown model raises
-        LlamaherdError with the server's message, which lists the models it has."""
+    def gateway_listing(self) -> dict[str, Any]:
+        """`GET /api/gateway/models` whole: `models`, and on a front `peers` and `peerModels`
+        (the models its peers serve, each with its `host`)."""
+        return self._call("GET", "/api/gateway/models", schema=GatewayModelsOut)
+
+    def control_model(
+        self, action: ModelAction, model: str, *, host: str | None = None
+    ) -> dict[str, Any]:
+        """POST load or unload for `model` (an id or an alias; on a front's peer `host`, if
+        given): the model's entry as the server answers at once, before the load or unload is
+        done. An unknown model raises LlamaherdError with the server's message, which lists
+        the models it has."""
         return self._call(
             "POST",
             f"/api/models/{_path_segment(model)}/{action}",
             schema=GatewayModelOut,
             answers_404=True,
+            params=_on_host(host),
         )
 
     @contextlib.contextmanager
@@ -415,6 +440,11 @@ def _looks_like_llama_server(answer: httpx.Response, body: dict[str, Any] | None
         ("not_found_error", "File Not Found"),
         ("unavailable_error", "Loading model"),
     }
+
+
+def _on_host(host: str | None) -> dict[str, str]:
+    """The query that names a front's peer (none: the llamaherd asked)."""
+    return {} if host is None else {"host": host}
 
 
 def _path_segment(text: str) -> str:
@@ -606,6 +636,7 @@ def wait_for_model(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    host: str | None = None,
 ) -> ModelWait:
     """Follow the model of `entry` (the answer to its load or unload) until that is over, or
     `wait_s` seconds have passed.
@@ -626,15 +657,21 @@ def wait_for_model(
             return ModelWait("pending", entry)
         sleep(min(delay, remaining))
         delay = min(delay * 2, MODEL_POLL_MAX_S)
-        entry = _find_model(client, model)
+        entry = _find_model(client, model, host)
         stale_failure = stale_failure and entry.get("phase") == "failed"
 
 
-def _find_model(client: RemoteClient, model: str) -> dict[str, Any]:
-    for entry in client.gateway_models():
+def _find_model(client: RemoteClient, model: str, host: str | None = None) -> dict[str, Any]:
+    """`model`'s entry: this llamaherd's, or as a front sees it on its peer `host`."""
+    if host is None:
+        entries = client.gateway_models()
+    else:
+        entries = [e for e in client.gateway_listing().get("peerModels", []) if e["host"] == host]
+    for entry in entries:
         if entry["id"] == model:
             return entry
+    where = "" if host is None else f" on host {host}"
     raise LlamaherdError(
-        f"llamaherd at {client.base_url} no longer lists model {model!r}; was it restarted "
-        "with another config? 'llamaherd models' lists what it has"
+        f"llamaherd at {client.base_url} no longer lists model {model!r}{where}; was it "
+        "restarted with another config? 'llamaherd models' lists what it has"
     )

@@ -18,7 +18,12 @@ from prometheus_client.samples import Sample
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import Limits, Phase
-from llamaherd.metrics.prometheus import CONTENT_TYPE, GatewayMetrics, relabel_expositions
+from llamaherd.metrics.prometheus import (
+    CONTENT_TYPE,
+    GatewayMetrics,
+    merge_peer_expositions,
+    relabel_expositions,
+)
 from llamaherd.metrics.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSampler, StartRecord
 from llamaherd.supervisor.service import LlamaService
@@ -401,3 +406,31 @@ async def test_the_real_llama_server_series_are_re_exported(
     finally:
         await metrics.aclose()
         await herd.aclose()
+
+
+def test_a_front_merges_its_peers_expositions_family_by_family() -> None:
+    own = (
+        "# HELP llamaherd_in_flight Requests.\n# TYPE llamaherd_in_flight gauge\n"
+        'llamaherd_in_flight{model="here"} 1.0\n'
+        "# HELP llamaherd_requests_total Ended.\n# TYPE llamaherd_requests_total counter\n"
+    )
+    peer = (
+        "# HELP llamaherd_in_flight Requests.\n# TYPE llamaherd_in_flight gauge\n"
+        'llamaherd_in_flight{model="m1"} 2.0\n'
+        'llamaherd_in_flight{model="m2",peer="inner"} 3.0\n'
+    )
+    merged = merge_peer_expositions(own, [("w1", peer), ("gone", None)])
+    assert merged.splitlines() == [
+        "# HELP llamaherd_in_flight Requests.",
+        "# TYPE llamaherd_in_flight gauge",
+        'llamaherd_in_flight{model="here"} 1.0',
+        'llamaherd_in_flight{peer="w1",model="m1"} 2.0',
+        'llamaherd_in_flight{peer="w1",model="m2",exported_peer="inner"} 3.0',
+        "# HELP llamaherd_requests_total Ended.",  # ours, with no sample yet: kept
+        "# TYPE llamaherd_requests_total counter",
+        "# HELP llamaherd_peer_up 1 when the peer's series are in this exposition, 0 when it is "
+        "unreachable or did not answer in time.",
+        "# TYPE llamaherd_peer_up gauge",
+        'llamaherd_peer_up{peer="w1"} 1',
+        'llamaherd_peer_up{peer="gone"} 0',
+    ]
