@@ -200,6 +200,9 @@ async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(
         assert await seed.call("subscribeLlamaLogs", timeout=10) == {"ok": True, "model": "alpha"}
         unknown = await beta_reader.call("subscribeLlamaLogs", {"model": "nope"}, timeout=10)
         assert unknown["ok"] is False and "Available models" in unknown["error"]
+        # The seed's unsubscribe (no model) undoes the seed's subscribe only: a page switching
+        # from the primary to beta sends both, in either order.
+        await beta_reader.emit("unsubscribeLlamaLogs")
 
         asked = await beta_reader.call("requestLlamaModelStatus", {"model": "beta"}, timeout=10)
         assert asked == {"ok": True}
