@@ -6,13 +6,16 @@ controls the command line reached only through the primary's before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase
+from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
 from tests.test_cli import cli_output, quiet, run_cli, serve_herd, wait_for_output
 
@@ -29,14 +32,23 @@ async def loaded(herd: Herd, model: str) -> int:
     return pid
 
 
-async def test_logs_of_a_model_by_id_or_alias(
-    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    async with serve_herd(tmp_path, fake_binary, model_file, max_loaded=2) as (url, herd):
+@contextlib.asynccontextmanager
+async def both_quiet(
+    tmp_path: Path, binary: Path, model_file: Path
+) -> AsyncIterator[tuple[str, LlamaService, LlamaService]]:
+    """Both models loaded, and coder done talking: the URL, coder's and chat's supervisors."""
+    async with serve_herd(tmp_path, binary, model_file, max_loaded=2) as (url, herd):
         await herd.primary.service.wait_settled(20)
         await loaded(herd, "coder")
         coder, chat = herd.backends["coder"].service, herd.backends["chat"].service
         await quiet(coder)
+        yield url, coder, chat
+
+
+async def test_logs_of_a_model_by_id_or_alias(
+    tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with both_quiet(tmp_path, fake_binary, model_file) as (url, coder, chat):
         coder.output.append("only coder said this")
         code, by_alias, _ = await cli_output(capsys, "logs", "c", "-n", "3", "--url", url)
         assert code == 0
@@ -53,11 +65,7 @@ async def test_logs_of_a_model_by_id_or_alias(
 async def test_logs_follow_of_a_model_prints_only_its_new_lines(
     tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with serve_herd(tmp_path, fake_binary, model_file, max_loaded=2) as (url, herd):
-        await herd.primary.service.wait_settled(20)
-        await loaded(herd, "coder")
-        coder, chat = herd.backends["coder"].service, herd.backends["chat"].service
-        await quiet(coder)
+    async with both_quiet(tmp_path, fake_binary, model_file) as (url, coder, chat):
         capsys.readouterr()
         expected_tail = coder.output.tail(2)
         follow = asyncio.create_task(

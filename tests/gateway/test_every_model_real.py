@@ -18,6 +18,7 @@ import pytest
 import socketio
 
 from llamaherd.gateway.scheduler import Phase
+from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
 from tests.gateway.conftest import DemoModels, Gateway, Launch, gateway_config
 
@@ -37,6 +38,16 @@ async def two_models(launch: Launch, binary: Path, demo: DemoModels, **keys: Any
 
 async def complete(client: httpx.AsyncClient, model: str) -> httpx.Response:
     return await client.post("/completion", json={"model": model, "prompt": "Hi", "n_predict": 2})
+
+
+async def quiet(service: LlamaService, still_s: float = 0.3) -> None:
+    """Until `service`'s server has written nothing for `still_s` (longer than a batch)."""
+    async with asyncio.timeout(20):
+        while True:
+            count = service.output.appended
+            await asyncio.sleep(still_s)
+            if service.output.appended == count:
+                return
 
 
 async def sse_events(answer: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -126,6 +137,7 @@ async def test_follow_sends_the_tail_then_new_lines_and_the_seeds_stream_keeps_t
     gw = await two_models(launch, real_binary, demo_models)
     await gw.loaded("beta")
     beta = gw.herd.backends["beta"].service
+    await quiet(beta)  # its first start's lines are all sent: what comes next is the restart's
     timeout = httpx.Timeout(30, read=60)
     async with (
         gw.http() as client,
@@ -139,7 +151,7 @@ async def test_follow_sends_the_tail_then_new_lines_and_the_seeds_stream_keeps_t
         name, first = await anext(events)
         assert (name, first["data"]["model"]) == ("llamaLog", "beta")
         tail = first["data"]["lines"]
-        assert len(tail) <= 3  # fewer when its newest lines wait for their batch
+        assert tail == beta.output.tail(3)
 
         restart = await client.post("/api/models/beta/restart", params=WAIT)
         assert restart.json()["status"]["status"] == "ready"
@@ -151,8 +163,7 @@ async def test_follow_sends_the_tail_then_new_lines_and_the_seeds_stream_keeps_t
                 if any("listening on" in line for line in new):
                     break
         assert any(str(demo_models.beta) in line for line in new), "the new server's start"
-        # The tail and the batches are one stretch of the output: no line twice, none missed
-        # (the lines of the first load not yet sent when the follow began came in a batch).
+        # The tail and the batches are one stretch of the output: no line twice, none missed.
         ring, seen_lines = beta.output.tail(1000), tail + new
         starts = [i for i, line in enumerate(ring) if line == seen_lines[0]]
         assert any(ring[i : i + len(seen_lines)] == seen_lines for i in starts), seen_lines
@@ -206,8 +217,14 @@ async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(
 
         asked = await beta_reader.call("requestLlamaModelStatus", {"model": "beta"}, timeout=10)
         assert asked == {"ok": True}
-        await until(lambda: any(n == "llamaModelStatus" for n, _ in beta_heard))
-        status = next(p for n, p in beta_heard if n == "llamaModelStatus")
+
+        def beta_statuses() -> list[dict[str, Any]]:
+            return [
+                p for n, p in beta_heard if n == "llamaModelStatus" and p["data"]["model"] == "beta"
+            ]
+
+        await until(lambda: bool(beta_statuses()))
+        status = beta_statuses()[-1]
         assert status["type"] == "model_status"
         assert (status["data"]["model"], status["data"]["pid"]) == ("beta", old_pid)
 
@@ -231,7 +248,8 @@ async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(
             )
         )
         assert not [p for n, p in beta_heard if n == "llamaLog" and p["data"]["model"] != "beta"]
-        assert not [p for n, p in seed_heard if n == "llamaLog"], "beta's lines reached alpha's"
+        seeds = [p for n, p in seed_heard if n == "llamaLog" and p["data"]["model"] != "alpha"]
+        assert not seeds, "beta's lines reached the primary's subscribers"
 
         ack = await seed.call("stopModel", {"id": "beta"}, timeout=10)
         assert ack["ok"] is True
@@ -243,7 +261,8 @@ async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(
         assert too_many["ok"] is False
 
         # The seed's subscribers still get the primary's lines, which now name it.
-        await beta_reader.emit("unsubscribeLlamaLogs", {"model": "beta"})
+        # Acknowledged after every batch sent to it before: none may come after.
+        await beta_reader.call("unsubscribeLlamaLogs", {"model": "beta"}, timeout=10)
         count = len(beta_lines())
         restart = await seed.call("restartModel", {"id": "alpha"}, timeout=10)
         assert restart["ok"] is True

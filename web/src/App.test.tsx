@@ -28,6 +28,17 @@ function fakeServer() {
   return { socket, fetchImpl };
 }
 
+/** The app on a connected socket that has heard `events` ([name, payload]) from the server. */
+function renderConnected(...events: Array<[string, unknown]>) {
+  const server = fakeServer();
+  render(<App socketFactory={() => server.socket} fetchImpl={server.fetchImpl} />);
+  act(() => {
+    server.socket.serverConnect();
+    for (const [name, payload] of events) server.socket.serverEmit(name, payload);
+  });
+  return server;
+}
+
 describe('App', () => {
   afterEach(() => {
     window.location.hash = '';
@@ -135,13 +146,7 @@ describe('App', () => {
 
   it('shows the gateway models and the playground, and loads a model over the socket', async () => {
     const user = userEvent.setup();
-    const { socket, fetchImpl } = fakeServer();
-    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
-    act(() => {
-      socket.serverConnect();
-      socket.serverEmit('llamaStatus', statusEvent());
-      socket.serverEmit('llamaModels', modelsEvent());
-    });
+    const { socket } = renderConnected(['llamaStatus', statusEvent()], ['llamaModels', modelsEvent()]);
     expect(socket.emitCount('requestLlamaModels')).toBe(1);
     expect(screen.getAllByTestId('gw-model-row')).toHaveLength(2);
     // The status card's own model list is a different list.
@@ -179,13 +184,7 @@ describe('App', () => {
 
   it('switches to the health view and back, following the logs only on the status view', async () => {
     const user = userEvent.setup();
-    const { socket, fetchImpl } = fakeServer();
-    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
-    act(() => {
-      socket.serverConnect();
-      socket.serverEmit('llamaStatus', statusEvent());
-      socket.serverEmit('llamaModels', modelsEvent());
-    });
+    const { socket, fetchImpl } = renderConnected(['llamaStatus', statusEvent()], ['llamaModels', modelsEvent()]);
     expect(screen.getByTestId('nav-status')).toHaveAttribute('aria-selected', 'true');
     expect(socket.emitCount('subscribeLlamaLogs')).toBe(1);
 
@@ -210,13 +209,7 @@ describe('App', () => {
 
   it("shows the chosen model's card, logs and controls, and keeps the choice in the address", async () => {
     const user = userEvent.setup();
-    const { socket, fetchImpl } = fakeServer();
-    render(<App socketFactory={() => socket} fetchImpl={fetchImpl} />);
-    act(() => {
-      socket.serverConnect();
-      socket.serverEmit('llamaStatus', statusEvent());
-      socket.serverEmit('llamaModels', modelsEvent());
-    });
+    const { socket, fetchImpl } = renderConnected(['llamaStatus', statusEvent()], ['llamaModels', modelsEvent()]);
     // The primary's card, named.
     expect(screen.getByTestId('status-model')).toHaveTextContent('a');
     expect(screen.getByTestId('status-card')).toHaveTextContent('Model a · primary');

@@ -7,19 +7,17 @@ through the scheduler (gateway/control.py), with the seed's `wait` semantics.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import StreamingResponse
 
 from llamaherd.api.hosted import Host, Hosts
 from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.payloads import LOG_EVENT, log_event, model_status_data
 from llamaherd.api.routes import TOO_BIG, StopWaitSeconds, WaitSeconds
 from llamaherd.api.schemas import ErrorOut, ModelControlOut, ModelLogsOut, ModelStatusOut
-from llamaherd.api.sse import KEEPALIVE_S, frame
+from llamaherd.api.sse import event_stream, frame
 from llamaherd.cluster.front import Cluster
 from llamaherd.gateway.control import (
     Action,
@@ -88,26 +86,11 @@ def create_model_router(
         if not follow:
             return {"model": model, "lines": herd.backends[model].service.output.tail(lines)}
         tail, queue = streams.follow(model, lines)
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield frame(LOG_EVENT, log_event(tail, model))
-                while True:
-                    try:
-                        batch = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if batch is None:
-                        return
-                    yield frame(LOG_EVENT, log_event(batch, model))
-            finally:
-                streams.unfollow(model, queue)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return event_stream(
+            frame(LOG_EVENT, log_event(tail, model)),
+            queue,
+            lambda batch: frame(LOG_EVENT, log_event(batch, model)),
+            lambda: streams.unfollow(model, queue),
         )
 
     @router.post(

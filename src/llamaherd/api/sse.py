@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -15,6 +15,7 @@ from llamaherd.api.payloads import LOG_EVENT, STATUS_EVENT, status_event
 from llamaherd.gateway.herd import Herd
 
 KEEPALIVE_S = 15.0
+T = TypeVar("T")
 
 
 def frame(name: str, payload: dict[str, Any]) -> str:
@@ -40,26 +41,40 @@ def create_sse_router(herd: Herd, hub: EventHub) -> APIRouter:
         """`llamaStatus` (now, then on every change), `llamaModels`, `llamaModelStatus`,
         `llamaMetrics` and the primary model's `llamaLog` events, as SSE."""
         queue = hub.subscribe(wanted)
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield frame(STATUS_EVENT, status_event(herd.primary.service.get_state()))
-                while True:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if item is None:
-                        return
-                    yield frame(*item)
-            finally:
-                hub.unsubscribe(queue)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        first = frame(STATUS_EVENT, status_event(herd.primary.service.get_state()))
+        return event_stream(first, queue, lambda item: frame(*item), lambda: hub.unsubscribe(queue))
 
     return router
+
+
+def event_stream(
+    first: str,
+    queue: asyncio.Queue[T | None],
+    frame_of: Callable[[T], str],
+    done: Callable[[], None],
+) -> StreamingResponse:
+    """A Server-Sent-Events answer: the frame `first`, then `frame_of(item)` for each item of
+    `queue` until a None, with a comment every KEEPALIVE_S while it is quiet (so proxies and
+    clients can tell a quiet stream from a dead one); `done()` once it ends, however it ends
+    (the client may leave at any moment)."""
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield first
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                yield frame_of(item)
+        finally:
+            done()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
