@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from llamaherd.api import model_streams as streams_module
+from llamaherd.api.app import create_app
 from llamaherd.api.hub import EventHub
 from llamaherd.api.model_streams import ModelStreams
 from llamaherd.gateway.herd import herd_of_one
@@ -107,3 +108,25 @@ async def test_an_unknown_model_cannot_be_followed(fake_binary: Path, model_file
             streams.follow("nope", 5)
     finally:
         streams.close()
+
+
+def test_every_models_routes_are_documented(fake_binary: Path, model_file: Path) -> None:
+    """The schema lists each model's routes with what they answer: 404 for an unknown model,
+    409 where a start cannot fit the budget, and the logs' event stream beside the JSON."""
+    service = LlamaService(model_path=model_file, binary=fake_binary)
+    schema = create_app(service, start_service=False).api.openapi()
+    paths = schema["paths"]
+    for action, refusals in (
+        ("start", {"404", "409"}),
+        ("restart", {"404", "409"}),
+        ("stop", {"404"}),
+    ):
+        operation = paths[f"/api/models/{{model}}/{action}"]["post"]
+        assert refusals <= set(operation["responses"]), action
+        assert [p["name"] for p in operation["parameters"]][:2] == ["model", "wait"]
+    logs = paths["/api/models/{model}/logs"]["get"]
+    assert {"application/json", "text/event-stream"} <= set(logs["responses"]["200"]["content"])
+    assert {p["name"] for p in logs["parameters"]} >= {"model", "lines", "follow"}
+    status = paths["/api/models/{model}/status"]["get"]["responses"]["200"]["content"]
+    ref = status["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "model" in schema["components"]["schemas"][ref]["properties"]
