@@ -106,7 +106,7 @@ class Cluster:
     def peer_models(self) -> list[dict[str, Any]]:
         """Every peer's models as its llamaModels says, each with `host` (for llamaModels)."""
         return [
-            {**facts, "host": name, "reachable": link.reachable}
+            {**facts, "host": name, "reachable": link.serving}
             for name, link in self.links.items()
             for facts in link.models.values()
         ]
@@ -121,7 +121,7 @@ class Cluster:
             entries[entry["id"]] = entry
         for name, link in self.links.items():
             for model, facts in link.models.items():
-                replica = _replica_facts(name, facts, link.reachable)
+                replica = _replica_facts(name, facts, link.serving)
                 if model in entries:
                     entries[model]["meta"]["replicas"].append(replica)
                     continue
@@ -155,7 +155,7 @@ class Cluster:
         for host, link in self.links.items():
             model = self._peer_id(link, name) if name else None
             if model is not None:
-                replicas.append(self._replica(host, model, link.models[model], link.reachable))
+                replicas.append(self._replica(host, model, link.models[model], link.serving))
         return rank(replicas)
 
     def refusal(self, name: str | None, local_id: str | None) -> str:

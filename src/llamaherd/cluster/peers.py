@@ -71,6 +71,8 @@ class PeerLink:
         self._logged: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sio: socketio.AsyncClient | None = None
+        self._feed_up = False
+        self._wake = asyncio.Event()  # a probe saw the peer answer while its feed was down
 
     # ---- life ------------------------------------------------------------------------------
 
@@ -90,6 +92,12 @@ class PeerLink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def serving(self) -> bool:
+        """Whether its models are routed to: it answers, and its feed is live (so what the
+        front knows of its models is current, not a restarted worker's old list)."""
+        return self.reachable and self._feed_up
 
     def status(self) -> dict[str, Any]:
         """For the front's status and dashboard."""
@@ -124,6 +132,8 @@ class PeerLink:
             self._set(False, f"is not llamaherd ({identity.evidence}); check its url")
             return
         self._failures, self.version = 0, identity.version
+        if not self._feed_up:
+            self._wake.set()  # it answers again: its feed need not wait out its backoff
         self._set(True, self._feed_problem)
 
     def _set(self, reachable: bool, problem: str | None) -> None:
@@ -140,13 +150,14 @@ class PeerLink:
     # ---- the live feed ---------------------------------------------------------------------
 
     async def _feed_loop(self) -> None:
+        """Connect, follow until the connection drops, connect again: after a backoff, or at
+        once when a probe finds the peer answering again (a restarted worker's new models are
+        followed within moments of its start, not at the client's next reconnect)."""
         attempt = 0
         while True:
-            sio = self._sio = socketio.AsyncClient(
-                reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5
-            )
+            # Its own reconnection off: this loop decides when, and starts a fresh session.
+            sio = self._sio = socketio.AsyncClient(reconnection=False)
             sio.on(MODELS_EVENT, self._on_models)
-            sio.on("disconnect", self._on_disconnect)
             try:
                 await sio.connect(
                     self.peer.base_url,
@@ -159,17 +170,32 @@ class PeerLink:
                 self._feed_problem = _feed_refusal(exc)
                 if self.reachable:
                     self._set(True, self._feed_problem)
-                delay = FEED_BACKOFF_S[min(attempt, len(FEED_BACKOFF_S) - 1)]
-                attempt += 1
                 with contextlib.suppress(Exception):
                     await sio.disconnect()
-                await asyncio.sleep(delay)
+                # A refused key does not come right by retrying at once: only the backoff.
+                early = "key" not in self._feed_problem
+                await self._rest(FEED_BACKOFF_S[min(attempt, len(FEED_BACKOFF_S) - 1)], early)
+                attempt += 1
                 continue
             # Its live feed answers: it is reachable now, whatever the last probe said.
             attempt, self._feed_problem, self._failures = 0, None, 0
+            self._feed_up = True
             self._set(True, None)
             with contextlib.suppress(Exception):
-                await sio.wait()  # until it gives up reconnecting (it mostly never does)
+                await sio.wait()  # until the connection drops
+            self._feed_up = False
+            self._on_change()  # its models are stale now: they leave routing (`serving`)
+            await self._rest(FEED_BACKOFF_S[0], early=True)
+
+    async def _rest(self, seconds: float, early: bool) -> None:
+        """Wait `seconds`, or less when `early` and a probe finds the peer answering."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                if early:
+                    await self._wake.wait()
+                else:
+                    await asyncio.Event().wait()
 
     async def _on_models(self, payload: Any) -> None:
         data = payload.get("data") if isinstance(payload, dict) else None
@@ -179,10 +205,6 @@ class PeerLink:
         self.models = {
             str(m["id"]): m for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)
         }
-        self._on_change()
-
-    async def _on_disconnect(self, *reason: Any) -> None:
-        # The health loop says whether the peer is gone; the models it had are stale now.
         self._on_change()
 
 
