@@ -503,7 +503,8 @@ async def test_load_evicts_the_other_then_unload(
         assert (code, out) == (0, "coder: unloaded\n")
 
 
-@pytest.mark.parametrize("action", ["load", "unload"])
+# Every command that names a model (start, stop, restart, status and logs take one too).
+@pytest.mark.parametrize("action", ["load", "unload", "start", "stop", "restart", "status", "logs"])
 async def test_unknown_model_is_one_line_with_the_models_there_are(
     tmp_path: Path,
     fake_binary: Path,

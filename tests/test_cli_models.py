@@ -127,22 +127,6 @@ async def test_restart_stop_start_and_status_of_a_model(
         assert json.loads(out)["pid"] == chat_pid
 
 
-@pytest.mark.parametrize("argv", [["restart"], ["stop"], ["start"], ["status"], ["logs"]])
-async def test_an_unknown_model_is_one_line_with_the_models_there_are(
-    tmp_path: Path,
-    fake_binary: Path,
-    model_file: Path,
-    argv: list[str],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    async with serve_herd(tmp_path, fake_binary, model_file) as (url, _):
-        code, out, err = await cli_output(capsys, *argv, "nope", "--url", url)
-    assert (code, out) == (1, "")
-    assert err == (
-        "llamaherd: error: The model 'nope' does not exist. Available models: chat, coder\n"
-    )
-
-
 async def test_logs_follow_of_an_unknown_model_is_one_line(
     tmp_path: Path, fake_binary: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
