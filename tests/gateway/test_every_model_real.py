@@ -20,7 +20,9 @@ import socketio
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
+from tests.conftest import free_port
 from tests.gateway.conftest import DemoModels, Gateway, Launch, gateway_config
+from tests.serving import ServedLlamaherd, write_config
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
@@ -275,3 +277,42 @@ async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(
         assert {p["data"]["model"] for n, p in seed_heard if n == "llamaLog"} == {"alpha"}
         await gw.wait_phase("alpha", Phase.READY)
     assert len(beta_lines()) == count, "lines after unsubscribing"
+
+
+async def test_a_follow_of_a_model_a_reload_removes_ends_once_it_stopped(
+    tmp_path: Path, real_binary: Path, demo_models: DemoModels
+) -> None:
+    """`llamaherd serve` on its own: beta's follow gets beta's goodbye, then the answer ends
+    (a client waiting on a model that is gone would otherwise hang until llamaherd stops)."""
+    settings = {
+        "llama_server_binary": str(real_binary),
+        "llama_server_port": free_port(),
+        "app_port": free_port(),
+        "state_dir": str(tmp_path / "state"),
+        "readiness_interval_ms": 50,
+        "models": {
+            "alpha": {"path": str(demo_models.alpha)},
+            "beta": {"path": str(demo_models.beta)},
+        },
+        "default_model": "alpha",
+        "max_loaded": 2,
+    }
+    path = write_config(tmp_path, settings)
+    async with ServedLlamaherd(path) as served:
+        await served.wait_ready("beta")
+        async with (
+            served.http(timeout=60) as http,
+            http.stream("GET", "/api/models/beta/logs", params={"follow": "true"}) as followed,
+        ):
+            events = sse_events(followed)
+            assert (await anext(events))[1]["data"]["model"] == "beta"
+            del settings["models"]["beta"]
+            write_config(tmp_path, settings)
+            reloaded = await http.post("/api/config/reload")
+            assert reloaded.status_code == 200, reloaded.text
+            lines: list[str] = []
+            async with asyncio.timeout(30):
+                async for _, payload in events:
+                    lines += payload["data"]["lines"]
+        assert any("cleaning up before exit" in line for line in lines), lines
+        assert "beta" not in await served.models()

@@ -30,7 +30,7 @@ from llamaherd.api.payloads import (
 )
 from llamaherd.gateway.herd import Backend, Herd
 from llamaherd.supervisor.output import LogRing
-from llamaherd.supervisor.states import ServiceState
+from llamaherd.supervisor.states import ServiceState, Status
 
 LOG_BATCH_S = 0.1  # output lines are sent in batches: a flood is a few events a second
 LOG_BATCH_MAX_LINES = 500
@@ -162,6 +162,10 @@ class ModelStreams:
             _put_dropping_oldest(queue, lines)
 
     def _on_state(self, model: str, followed: _Followed, state: ServiceState) -> None:
+        if state.status is Status.INITIAL:
+            # A stopped model that a reload removed leaves the herd once the herd has heard
+            # this (after us, maybe): look again when it has, not at its next change.
+            asyncio.get_running_loop().call_soon(self._forget_removed)
         payload = model_status_event(model, state)
         essence = without_uptime(payload["data"])
         if essence == followed.last_status:
