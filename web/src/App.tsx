@@ -21,6 +21,7 @@ import { ApiKeyDialog } from './components/ui/ApiKeyDialog';
 import { LlamaControls } from './components/ui/LlamaControls';
 import { LlamaStatusCard } from './components/ui/LlamaStatusCard';
 import { LogsPanel } from './components/ui/LogsPanel';
+import { ClusterPanel } from './components/ui/ClusterPanel';
 import { ModelsTable } from './components/ui/ModelsTable';
 import { Playground } from './components/ui/Playground';
 import { UnreachableBanner } from './components/ui/UnreachableBanner';
@@ -194,6 +195,9 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                   selected={shown ?? primaryId}
                   linkTo={statusOf}
                 />
+              </Grid>
+              <Grid size={12}>
+                <ClusterPanel config={gateway.config} peers={gateway.peers} />
               </Grid>
               <Grid size={12}>
                 <Playground models={gateway.models} defaultId={gateway.defaultId} fetchImpl={fetchImpl} />

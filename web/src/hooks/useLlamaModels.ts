@@ -6,7 +6,9 @@ import {
   LOAD_MODEL,
   REQUEST_LLAMA_MODELS,
   UNLOAD_MODEL,
+  type ConfigInfo,
   type GatewayModel,
+  type PeerStatus,
   type ModelAction,
   type ModelActionAck,
 } from '../types/gateway';
@@ -52,6 +54,10 @@ export interface UseLlamaModelsResult {
   unload: (id: string) => Promise<ModelActionAck>;
   /** Ask for the list again. */
   refresh: () => void;
+  /** When the config was loaded and how the last reload went; null when unknown. */
+  config: ConfigInfo | null;
+  /** A front's peers (other llamaherds whose models it serves); empty otherwise. */
+  peers: PeerStatus[];
 }
 
 const EVENTS: Record<ModelAction, string> = { load: LOAD_MODEL, unload: UNLOAD_MODEL };
@@ -114,6 +120,8 @@ export function useLlamaModels({
   loadRequestHoldMs = LOAD_REQUEST_HOLD_MS,
 }: UseLlamaModelsOptions): UseLlamaModelsResult {
   const [models, setModels] = useState<Anchored[] | null>(null);
+  const [config, setConfig] = useState<ConfigInfo | null>(null);
+  const [peers, setPeers] = useState<PeerStatus[]>(NO_PEERS);
   const [pending, setPending] = useState<Readonly<Record<string, ModelAction>>>({});
   // Model id -> when this page's accepted load was acknowledged (local ms).
   const [requested, setRequested] = useState<Readonly<Record<string, number>>>({});
@@ -128,6 +136,8 @@ export function useLlamaModels({
       if (!parsed) return;
       const list = liveModels(parsed.models, parsed.timestamp, Date.now());
       setModels(list);
+      setConfig(parsed.config);
+      setPeers(parsed.peers);
       setRequested((r) => (Object.keys(r).length === 0 ? r : stillRequested(r, list)));
     };
     // Fires on the first connect and after every reconnection.
@@ -212,7 +222,11 @@ export function useLlamaModels({
     load,
     unload,
     refresh,
+    config,
+    peers,
   };
 }
+
+const NO_PEERS: PeerStatus[] = [];
 
 const EMPTY: Anchored[] = [];

@@ -4,8 +4,31 @@ import { localLastUsed, modelActions, modelLook, parseModelsPayload, ttlLeftAt }
 
 describe('parseModelsPayload', () => {
   it('reads the envelope and the bare REST shape', () => {
-    expect(parseModelsPayload(modelsEvent())).toEqual({ models: TWO_MODELS, timestamp: modelsEvent().timestamp });
-    expect(parseModelsPayload({ models: TWO_MODELS })).toEqual({ models: TWO_MODELS, timestamp: null });
+    const none = { config: null, peers: [] };
+    expect(parseModelsPayload(modelsEvent())).toEqual({ models: TWO_MODELS, timestamp: modelsEvent().timestamp, ...none });
+    expect(parseModelsPayload({ models: TWO_MODELS })).toEqual({ models: TWO_MODELS, timestamp: null, ...none });
+  });
+
+  it("reads the config's last reload and a front's peers", () => {
+    const parsed = parseModelsPayload({
+      data: {
+        models: [],
+        config: {
+          path: '/etc/llamaherd/config.json',
+          loadedAt: 5,
+          lastReload: { ok: false, at: 6, trigger: 'SIGHUP', changes: [], needsRestart: [], error: 'bad key' },
+        },
+        peers: [{ name: 'gpu1', url: 'http://10.0.0.5:3000', reachable: false, problem: 'does not answer', models: ['coder'] }, 'junk'],
+      },
+    });
+    expect(parsed?.config).toEqual({
+      path: '/etc/llamaherd/config.json',
+      loadedAt: 5,
+      lastReload: { ok: false, at: 6, trigger: 'SIGHUP', changes: [], needsRestart: [], error: 'bad key' },
+    });
+    expect(parsed?.peers).toEqual([
+      { name: 'gpu1', url: 'http://10.0.0.5:3000', reachable: false, problem: 'does not answer', models: ['coder'] },
+    ]);
   });
 
   it('fills what a model leaves out and drops entries without an id', () => {

@@ -1,4 +1,4 @@
-import type { GatewayModel, ModelAction } from '../types/gateway';
+import type { ConfigInfo, GatewayModel, ModelAction, PeerStatus, ReloadReport } from '../types/gateway';
 
 type Dict = Record<string, unknown>;
 
@@ -31,6 +31,7 @@ function normalizeModel(raw: unknown): GatewayModel | null {
     waitingFor: strOrNull(raw.waitingFor),
     stopped: strOrNull(raw.stopped),
     retryIn: numOr(raw.retryIn, null),
+    preload: numOr(raw.preload, null),
     path: strOrNull(raw.path),
     size: numOr(raw.size, null),
     architecture: strOrNull(raw.architecture),
@@ -45,15 +46,54 @@ function normalizeModel(raw: unknown): GatewayModel | null {
  * Read a `llamaModels` payload (the `{type, data, timestamp}` envelope, or leniently a bare
  * `{models}` like `GET /api/gateway/models`); null when it holds no model list.
  */
-export function parseModelsPayload(
-  payload: unknown,
-): { models: GatewayModel[]; timestamp: number | null } | null {
+export function parseModelsPayload(payload: unknown): {
+  models: GatewayModel[];
+  timestamp: number | null;
+  config: ConfigInfo | null;
+  peers: PeerStatus[];
+} | null {
   if (!isDict(payload)) return null;
   const data = isDict(payload.data) ? payload.data : payload;
   if (!Array.isArray(data.models)) return null;
   const models = data.models.map(normalizeModel).filter((m): m is GatewayModel => m !== null);
   const ts = payload.timestamp;
-  return { models, timestamp: typeof ts === 'number' && Number.isFinite(ts) ? ts : null };
+  const peers = Array.isArray(data.peers) ? data.peers.map(parsePeer).filter((p): p is PeerStatus => p !== null) : [];
+  return {
+    models,
+    timestamp: typeof ts === 'number' && Number.isFinite(ts) ? ts : null,
+    config: parseConfig(data.config),
+    peers,
+  };
+}
+
+function parseReload(raw: unknown): ReloadReport | null {
+  if (!isDict(raw) || typeof raw.ok !== 'boolean') return null;
+  const strings = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+  return {
+    ok: raw.ok,
+    at: numOr(raw.at, 0),
+    trigger: typeof raw.trigger === 'string' ? raw.trigger : '?',
+    changes: strings(raw.changes),
+    needsRestart: strings(raw.needsRestart),
+    error: strOrNull(raw.error),
+  };
+}
+
+/** `data.config` of `llamaModels`: null under a llamaherd that has no config file. */
+export function parseConfig(raw: unknown): ConfigInfo | null {
+  if (!isDict(raw)) return null;
+  return { path: strOrNull(raw.path), loadedAt: numOr(raw.loadedAt, null), lastReload: parseReload(raw.lastReload) };
+}
+
+function parsePeer(raw: unknown): PeerStatus | null {
+  if (!isDict(raw) || typeof raw.name !== 'string') return null;
+  return {
+    name: raw.name,
+    url: typeof raw.url === 'string' ? raw.url : '',
+    reachable: raw.reachable === true,
+    problem: strOrNull(raw.problem),
+    models: Array.isArray(raw.models) ? raw.models.map(String) : [],
+  };
 }
 
 /** Read one model out of an acknowledgement; null when malformed. */

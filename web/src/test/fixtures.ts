@@ -106,6 +106,7 @@ export function gatewayModel(overrides: Partial<GatewayModel> = {}): GatewayMode
     waitingFor: null,
     stopped: null,
     retryIn: null,
+    preload: null,
     path: '/srv/models/a.gguf',
     size: 439040,
     architecture: 'llama',

@@ -46,6 +46,8 @@ export interface GatewayModel {
   stopped: string | null;
   /** A failed model: seconds until a request may try it again. */
   retryIn: number | null;
+  /** Its place in the order of models loaded at start, or null (loaded on first request). */
+  preload: number | null;
   path: string | null;
   /** Bytes. */
   size: number | null;
@@ -54,6 +56,34 @@ export interface GatewayModel {
   quantisation: string | null;
   contextLength: number | null;
   memoryMb: number | null;
+}
+
+/** How the last config reload went (`llamaModels` data.config.lastReload). */
+export interface ReloadReport {
+  ok: boolean;
+  /** Unix ms. */
+  at: number;
+  trigger: string;
+  changes: string[];
+  needsRestart: string[];
+  error: string | null;
+}
+
+/** When the config was loaded, and the last reload (`llamaModels` data.config). */
+export interface ConfigInfo {
+  path: string | null;
+  /** Unix ms. */
+  loadedAt: number | null;
+  lastReload: ReloadReport | null;
+}
+
+/** A front's peer: another llamaherd whose models it serves (`llamaModels` data.peers). */
+export interface PeerStatus {
+  name: string;
+  url: string;
+  reachable: boolean;
+  problem: string | null;
+  models: string[];
 }
 
 /** Socket.IO `llamaModels` payload. */

@@ -31,6 +31,11 @@ const row = (id: string) => {
 };
 
 describe('ModelsTable', () => {
+  it('marks a preloaded model with its place in the order', () => {
+    renderTable({ models: [live(gatewayModel({ preload: 2 }))] });
+    expect(screen.getByTestId('gw-preload-mark')).toHaveTextContent('preload 2');
+  });
+
   afterEach(() => {
     vi.useRealTimers();
   });

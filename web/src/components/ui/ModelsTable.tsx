@@ -92,9 +92,14 @@ function quantAndArch(m: LiveModel): string {
 }
 
 function Marks({ model }: { model: LiveModel }) {
-  if (!model.default && !model.pinned) return null;
+  if (!model.default && !model.pinned && model.preload === null) return null;
   return (
     <>
+      {model.preload !== null ? (
+        <Tooltip title={`Loaded when llamaherd starts (place ${model.preload} in the preload order), as far as max_loaded and the memory budget allow`}>
+          <Chip size="small" variant="outlined" label={`preload ${model.preload}`} data-testid="gw-preload-mark" />
+        </Tooltip>
+      ) : null}
       {model.default ? (
         <Tooltip title="Requests that name no model go here">
           <Chip size="small" variant="outlined" color="primary" label="default" data-testid="gw-default-mark" />
