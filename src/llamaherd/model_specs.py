@@ -48,9 +48,10 @@ def build_registry(settings: Settings, *, source: str = "config") -> ModelRegist
         explicit.insert(0, seed)
     scanned = _scanned_specs(settings, source)
     specs = merge_specs(explicit, scanned)
-    if not specs and not (settings.peers or settings.peers_dns):
+    if not specs and not (settings.peers or settings.peers_dns or settings.models_dir):
         # No model at all: a server already running on llama_server_port is adopted, as
-        # the seed did; nothing can be started. (A front serves its peers' models only.)
+        # the seed did; nothing can be started. (A front serves its peers' models only; a
+        # models_dir still empty gets its models by a reload.)
         specs = [ModelSpec(id="default", path=None, args=settings.llama_server_args)]
     pinned = [spec.id for spec in specs if spec.pinned]
     if len(pinned) > settings.max_loaded:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from llamaherd.api.hosted import Host, Hosts
+from llamaherd.api.hosted import HOST_ERRORS, Host, Hosts
 from llamaherd.api.schemas import ErrorOut, GatewayModelOut, GatewayModelsOut
 from llamaherd.cluster.front import Cluster
 from llamaherd.gateway.control import Action, ModelControlError, control_model
@@ -33,7 +33,9 @@ def create_gateway_router(herd: Herd, cluster: Cluster | None = None) -> APIRout
         return answer
 
     @router.post(
-        "/api/models/{model:path}/load", response_model=GatewayModelOut, responses=NOT_FOUND
+        "/api/models/{model:path}/load",
+        response_model=GatewayModelOut,
+        responses={**NOT_FOUND, **HOST_ERRORS},
     )
     async def load(model: str, host: Host = None) -> Any:
         """Load a model now (an id or an alias); evicts others as `max_loaded` requires, but
@@ -41,7 +43,9 @@ def create_gateway_router(herd: Herd, cluster: Cluster | None = None) -> APIRout
         return await hosts.elsewhere(host, model, "load") or _control(herd, "load", model)
 
     @router.post(
-        "/api/models/{model:path}/unload", response_model=GatewayModelOut, responses=NOT_FOUND
+        "/api/models/{model:path}/unload",
+        response_model=GatewayModelOut,
+        responses={**NOT_FOUND, **HOST_ERRORS},
     )
     async def unload(model: str, host: Host = None) -> Any:
         """Unload a model once its requests in flight have ended (pinned models too)."""

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from fastapi import HTTPException, Query
 from fastapi.responses import Response
 
+from llamaherd.api.schemas import ErrorOut
 from llamaherd.cluster.calls import call
 from llamaherd.cluster.front import Cluster
 from llamaherd.errors import PeerCallError
@@ -23,6 +24,12 @@ from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import UnknownModelError
 
 LOCAL_HOST = "local"  # how a front's own models are named where hosts are
+# What `?host=` can add to a model route's answers (in its OpenAPI `responses`).
+HOST_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "no peer of that name (the peers are listed)"},
+    409: {"model": ErrorOut, "description": "only peers serve that model: name the host"},
+    502: {"model": ErrorOut, "description": "the peer named did not answer"},
+}
 ANSWER_MARGIN_S = 10.0  # beyond the action's own wait, for the peer's answer to come back
 
 Host = Annotated[

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from llamaherd.api.hosted import Host, Hosts
+from llamaherd.api.hosted import HOST_ERRORS, Host, Hosts
 from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.payloads import LOG_EVENT, log_event, model_status_data
 from llamaherd.api.routes import TOO_BIG, StopWaitSeconds, WaitSeconds
@@ -62,7 +62,9 @@ def create_model_router(
     hosts = Hosts(herd, cluster)
 
     @router.get(
-        "/api/models/{model:path}/status", response_model=ModelStatusOut, responses=NOT_FOUND
+        "/api/models/{model:path}/status",
+        response_model=ModelStatusOut,
+        responses={**NOT_FOUND, **HOST_ERRORS},
     )
     async def status(model: str, host: Host = None) -> Any:
         """The model's llama-server, as `llamaStatus` describes the primary's: the `data` of its
@@ -96,7 +98,7 @@ def create_model_router(
     @router.post(
         "/api/models/{model:path}/start",
         response_model=ModelControlOut,
-        responses={**NOT_FOUND, **TOO_BIG},
+        responses={**NOT_FOUND, **HOST_ERRORS, **TOO_BIG},
     )
     async def start(model: str, wait: WaitSeconds = 0, host: Host = None) -> Any:
         """Start the model in its turn: a load, under the seed's name (within `max_loaded` and
@@ -105,7 +107,9 @@ def create_model_router(
         return await _act("start", model, wait, host, until_settled)
 
     @router.post(
-        "/api/models/{model:path}/stop", response_model=ModelControlOut, responses=NOT_FOUND
+        "/api/models/{model:path}/stop",
+        response_model=ModelControlOut,
+        responses={**NOT_FOUND, **HOST_ERRORS},
     )
     async def stop(model: str, wait: StopWaitSeconds = 60, host: Host = None) -> Any:
         """Stop the model once its requests in flight have finished; it then refuses requests
@@ -116,7 +120,7 @@ def create_model_router(
     @router.post(
         "/api/models/{model:path}/restart",
         response_model=ModelControlOut,
-        responses={**NOT_FOUND, **TOO_BIG},
+        responses={**NOT_FOUND, **HOST_ERRORS, **TOO_BIG},
     )
     async def restart(model: str, wait: WaitSeconds = 0, host: Host = None) -> Any:
         """Stop the model once its requests in flight have finished, then start it with a fresh

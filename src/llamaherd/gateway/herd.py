@@ -51,6 +51,8 @@ ChangeListener = Callable[[], None]
 # Follows one model's backend; returns how to stop following it (or None).
 BackendAttacher = Callable[[str, "Backend"], Callable[[], None] | None]
 PROPS_TIMEOUT_S = 5.0
+STOP_ALL_ROUNDS = 3
+_RUNNING = frozenset({Status.CHECKING, Status.STARTING, Status.READY, Status.CRASHED})
 NO_MODEL = "(none)"  # the primary of a front that serves no model of its own
 
 
@@ -105,6 +107,7 @@ class Herd:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._closed = False
+        self._stopping_all = False
         self.config_info: dict[str, Any] = {}  # when the config was loaded, the last reload
         self._attachers: list[tuple[BackendAttacher, list[Callable[[], None]]]] = []
         # The model of llamaStatus and /api/llama/*: fixed for the process's life, so a reload
@@ -184,13 +187,17 @@ class Herd:
         """Stop every server now (gracefully, all at once), whatever it serves: the shutdown's
         last step, or a second Ctrl-C. Requests in flight end with a clear error (a 502, or
         an error event in their stream), never a cut connection."""
-        now = self._clock()
-        for model in list(self.backends):  # nothing more is sent to a server being stopped
-            self._apply(self.scheduler.stopping(model, now))
-        await asyncio.gather(
-            *(backend.service.stop() for backend in list(self.backends.values())),
-            return_exceptions=True,
-        )
+        self._stopping_all = True  # and nothing is started from now on (see _load)
+        for _ in range(STOP_ALL_ROUNDS):
+            now = self._clock()
+            for model in list(self.backends):  # nothing more is sent to a server being stopped
+                self._apply(self.scheduler.stopping(model, now))
+            services = [backend.service for backend in list(self.backends.values())]
+            await asyncio.gather(*(s.stop() for s in services), return_exceptions=True)
+            # A start asked before (a restart's second half) may have been waiting for the
+            # control lock behind the stop: stop again until none is left.
+            if not any(s.control_in_progress or s.get_state().status in _RUNNING for s in services):
+                return
 
     async def aclose(self) -> None:
         """Stop every server (gracefully, all at once) and close the upstream pools."""
@@ -531,6 +538,9 @@ class Herd:
 
     def _load(self, backend: Backend) -> None:
         model = backend.spec.id
+        if self._stopping_all:
+            logger.info("not loading model %s: llamaherd is stopping", model)
+            return
         if backend.service.get_state().status is Status.READY:
             # Already up (started by hand): no state change will come to say so.
             asyncio.get_running_loop().call_soon(self._report, model, Status.READY)
