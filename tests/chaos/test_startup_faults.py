@@ -106,12 +106,16 @@ async def test_a_port_held_by_another_program_is_a_clear_error_never_a_launch(
     holder = spawn_external(foreign_program(port))
     await asyncio.to_thread(wait_listening, port)
     models = {"held": {"path": str(demo_models.alpha), "port": port}}
-    gw = await launch(gateway_config(real_binary, models))
+    # A short cool-down: each attempt finds the port held and fails; the cool-down bounds how
+    # often that happens (one attempt per 2 s, not one per request), and ends soon after
+    # the holder has gone.
+    gw = await launch(gateway_config(real_binary, models, failure_cooldown_s=2))
     errors: list[ServiceState] = []
     gw.herd.backends["held"].service.on_state_change(
         lambda state: errors.append(state) if state.status is Status.ERROR else None
     )
     loop = asyncio.get_running_loop()
+    started = loop.time()
 
     async with Load(gw.url, "held", clients=3, timeout_s=30.0) as load:
         await load.wait_for(lambda: len(load.outcomes) >= 20, "20 requests have ended")
@@ -129,6 +133,7 @@ async def test_a_port_held_by_another_program_is_a_clear_error_never_a_launch(
     figures["launches_while_held"] = launches_while_held
     figures.update(outcome)
     figures["served_after_freed_s"] = answered.ended - freed_at
+    figures["attempts_while_held"] = len(errors)
 
     assert while_held["succeeded"] == 0
     assert while_held["lost"] == 0, load.details("lost")
@@ -136,6 +141,9 @@ async def test_a_port_held_by_another_program_is_a_clear_error_never_a_launch(
     assert launches_while_held == 0, "a llama-server was launched onto a port another holds"
     assert holder_alive, "llamaherd signalled a program it did not start"
     assert errors, "the model never reached `error`"
+    assert len(errors) <= 2 + int(freed_at - started) // 2, (
+        "more attempts than the cool-down allows"
+    )
     for state in errors:
         assert state.last_error is not None
         assert f"port {port} on 127.0.0.1 is held by pid {holder.pid}" in state.last_error

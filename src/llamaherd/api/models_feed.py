@@ -27,7 +27,7 @@ class ModelsFeed:
         self._hub = hub
         self._pending: asyncio.TimerHandle | None = None
         self._last_sent_at = 0.0
-        self._last_essence: list[dict[str, Any]] | None = None
+        self._last_essence: dict[str, Any] | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -52,11 +52,21 @@ class ModelsFeed:
         self._pending = None
         self._last_sent_at = asyncio.get_running_loop().time()
         payload = models_event(self._herd)
-        essence = [
-            {k: v for k, v in model.items() if k not in _TICKING}
-            for model in payload["data"]["models"]
-        ]
+        data = payload["data"]
+        essence = {
+            "models": _steady(data["models"]),
+            # A front's peers and their models, and the config's last reload, change too.
+            "peerModels": _steady(data.get("peerModels", [])),
+            "peers": data.get("peers"),
+            "config": data.get("config"),
+        }
         if essence == self._last_essence:
             return
         self._last_essence = essence
         self._hub.publish(MODELS_EVENT, payload)
+
+
+def _steady(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries without the fields that tick by themselves (a new event for those only
+    would be noise: the page ticks them)."""
+    return [{k: v for k, v in model.items() if k not in _TICKING} for model in models]
