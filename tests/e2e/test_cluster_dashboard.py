@@ -29,7 +29,7 @@ async def test_hosts_are_shown_and_a_killed_worker_goes_and_comes_back_live(
         await expect(w1.get_by_test_id("peer-reachable")).to_have_text("reachable")
         await expect(w2.get_by_test_id("peer-reachable")).to_have_text("reachable")
         await expect(w2).to_contain_text("m2")
-        await snapshot_of(page.get_by_test_id("cluster-panel"), "front-hosts")
+        await snapshot_of(panel, "front-hosts")
 
         c.w2.close()  # SIGKILL to w2 and its llama-servers
         await expect(w2.get_by_test_id("peer-reachable")).to_have_text(
@@ -37,7 +37,7 @@ async def test_hosts_are_shown_and_a_killed_worker_goes_and_comes_back_live(
         )
         await expect(w2.get_by_test_id("peer-problem")).to_contain_text("does not answer")
         await expect(w1.get_by_test_id("peer-reachable")).to_have_text("reachable")
-        await snapshot_of(page.get_by_test_id("cluster-panel"), "front-host-down")
+        await snapshot_of(panel, "front-host-down")
 
         async with ServedLlamaherd(c.w2.config) as again:
             await again.wait_healthy()
