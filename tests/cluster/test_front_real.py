@@ -32,7 +32,9 @@ class Cluster:
     front: ServedLlamaherd
 
 
-def worker_config(tmp: Path, binary: Path, model: Path, own: str) -> dict[str, Any]:
+def worker_config(
+    tmp: Path, binary: Path, model: Path, own: str, max_loaded: int = 2
+) -> dict[str, Any]:
     args = ["--parallel", "2"]
     return {
         "llama_server_binary": str(binary),
@@ -40,7 +42,7 @@ def worker_config(tmp: Path, binary: Path, model: Path, own: str) -> dict[str, A
         "app_port": free_port(),
         "state_dir": str(tmp / f"state-{own}"),
         "readiness_interval_ms": 50,
-        "max_loaded": 2,
+        "max_loaded": max_loaded,
         "api_keys": [{"name": "front", "key": WORKER_KEY, "scopes": ["admin"]}],
         "models": {
             own: {"path": str(model), "args": args},
@@ -51,9 +53,10 @@ def worker_config(tmp: Path, binary: Path, model: Path, own: str) -> dict[str, A
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp: Path, binary: Path, model: Path, *, w1_key: str = WORKER_KEY
+    tmp: Path, binary: Path, model: Path, *, w1_key: str = WORKER_KEY, w1_max_loaded: int = 2
 ) -> AsyncIterator[Cluster]:
-    w1_cfg = write_config(tmp, worker_config(tmp, binary, model, "m1"), "w1.json")
+    w1 = worker_config(tmp, binary, model, "m1", max_loaded=w1_max_loaded)
+    w1_cfg = write_config(tmp, w1, "w1.json")
     w2_cfg = write_config(tmp, worker_config(tmp, binary, model, "m2"), "w2.json")
     ports = [json.loads(p.read_text())["app_port"] for p in (w1_cfg, w2_cfg)]
     front_cfg = write_config(
@@ -225,3 +228,25 @@ async def test_workers_found_through_dns_srv_come_and_go_with_their_records(
             return "m1" not in await front_models(front)
 
         await front.wait_until("the front forgets the worker", gone, timeout_s=15)
+
+
+async def test_a_busy_model_is_never_evicted_and_the_front_moves_its_load(
+    tmp_path: Path, real_binary: Path, demo_model: Path
+) -> None:
+    """w1 can hold one model at a time. Under load on `shared`, a request for m1 (only w1 has
+    it) makes w1 swap: its `shared` drains (every request in flight on it finishes) and the
+    front sends `shared` to w2 meanwhile. Nothing is cut, nothing is lost."""
+    async with cluster(tmp_path, real_binary, demo_model, w1_max_loaded=1) as c:
+        await until_listed(c.front, {"m1", "shared"})
+        async with Load(c.front.url, "shared", clients=4, timeout_s=60) as load:
+            await load.successes(8, timeout=90)
+            async with c.front.http(timeout=90) as http:
+                m1 = await http.post(
+                    "/v1/completions", json={"model": "m1", "prompt": "x", "max_tokens": 2}
+                )
+            assert m1.status_code == 200, m1.text
+            await load.successes(8, timeout=90)
+        outcome = load.figures()
+        assert outcome["lost"] == 0, load.details("lost")
+        assert outcome["failed_clearly"] == 0, load.details("failed_clearly")
+        assert await served_by(c.w2, "shared") > 0
