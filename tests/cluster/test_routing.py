@@ -40,5 +40,6 @@ def test_unreachable_hosts_and_stopped_models_are_left_out_and_failed_ones_come_
     assert hosts(replicas) == ["cold", "failed"]
 
 
-def test_a_draining_replica_has_no_free_slot() -> None:
+def test_a_draining_replica_has_no_free_slot_and_comes_after_a_cold_idle_host() -> None:
     assert hosts([replica("a", draining=True), replica("b", in_flight=1)]) == ["b", "a"]
+    assert hosts([replica("a", draining=True), replica("b", phase="unloaded")]) == ["b", "a"]

@@ -58,7 +58,9 @@ def rank(replicas: Iterable[Replica]) -> list[Replica]:
         tie = (0 if r.local else 1, order[r.host])
         if r.free_slot:
             return (0, r.in_flight / slots, *tie)
-        warm = r.phase in ("ready", "loading") or r.draining
+        if r.draining:  # it serves what it has, then unloads: what is sent now waits for that
+            return (3, load, *tie)
+        warm = r.phase in ("ready", "loading")
         if warm and load < 2:  # less than one round of queued requests per slot
             return (1, load, *tie)
         if r.phase == "unloaded" and r.busy_models == 0:
