@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 from collections import Counter
 from pathlib import Path
 
-import gguf
 import pytest
 
 from llamaherd.gateway.scheduler import Phase
 from tests.chaos.conftest import Figures
 from tests.chaos.load import Load
 from tests.gateway.conftest import DemoModels, Launch, ServerCensus, gateway_config
+from tests.gateway.test_one_owner_real import unloadable_copy
 
 pytestmark = pytest.mark.real_server
 
@@ -31,17 +30,6 @@ CLIENTS = 5
 CONTROLS = 30
 CLIENT_TIMEOUT_S = 60.0
 STOPPED = "model 'demo' is stopped (stopped by an operator)"
-
-
-def unloadable_copy(model: Path, folder: Path) -> Path:
-    """A GGUF that passes llamaherd's header check but not llama-server's load: its
-    `llama.block_count` says 7 for a file with 2 layers' tensors."""
-    broken = folder / "seven-layers.gguf"
-    shutil.copyfile(model, broken)
-    reader = gguf.GGUFReader(broken, "r+")
-    reader.fields["llama.block_count"].parts[-1][0] = 7
-    reader.data.flush()  # type: ignore[attr-defined]
-    return broken
 
 
 @pytest.mark.timeout(240)

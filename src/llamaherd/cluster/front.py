@@ -24,6 +24,7 @@ from llamaherd.cluster.peers import HOP_HEADER, Peer, PeerLink
 from llamaherd.cluster.routing import LOCAL, Replica, rank
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.proxy import Receive, RelayOutcome, Scope, Send, relay, send_error
+from llamaherd.gateway.route import path_with_query
 from llamaherd.gateway.views import model_listing, models_data
 
 logger = logging.getLogger("llamaherd.cluster")
@@ -216,8 +217,6 @@ class Cluster:
         headers = [(k, v) for k, v in scope["headers"] if k not in _CLIENT_KEYS]
         headers += [(k.encode(), v.encode()) for k, v in peer.headers().items()]
         headers.append((HOP_HEADER.encode(), b"1"))
-        query = scope.get("query_string", b"")
-        path_qs = scope["path"] + ("?" + query.decode("latin-1") if query else "")
         key = (replica.host, replica.model)
         self._outstanding[key] += 1
         try:
@@ -227,7 +226,7 @@ class Cluster:
                 send,
                 session=self.herd.upstreams.session(peer.base_url),
                 base_url=peer.base_url,
-                path_qs=path_qs,
+                path_qs=path_with_query(scope),
                 method=scope["method"],
                 headers=headers,
                 body=_with_model(body, replica.model),

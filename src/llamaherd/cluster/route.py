@@ -24,6 +24,7 @@ from llamaherd.gateway.route import (
     INFERENCE_PATHS,
     MODEL_LIST_PATHS,
     GatewayRoute,
+    send_json,
 )
 
 _HOP = HOP_HEADER.encode()
@@ -81,11 +82,7 @@ class ClusterRoute:
             return None
 
     async def _models(self, scope: Scope, send: Send) -> None:
-        listing = self.cluster.listing(admin=scope.get(ADMIN_SCOPE_KEY, True))
-        body = json.dumps(listing).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, self.cluster.listing(admin=scope.get(ADMIN_SCOPE_KEY, True)))
 
 
 _UNREADABLE: Any = object()

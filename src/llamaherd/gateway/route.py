@@ -232,18 +232,7 @@ class GatewayRoute:
             )
             return
         admin = scope.get(ADMIN_SCOPE_KEY, True)
-        body = json.dumps(model_listing(self.herd, admin=admin)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, model_listing(self.herd, admin=admin))
 
     # ---- one request's life ----------------------------------------------------------------
 
@@ -429,6 +418,20 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return names.get(type(value), "a number")
+
+
+def path_with_query(scope: Scope) -> str:
+    """The request's path and query string as the client sent them ("/v1/x?a=1")."""
+    path: str = scope["path"]
+    return path + _query(scope)
+
+
+async def send_json(send: Send, payload: Any) -> None:
+    """A 200 with `payload` as its JSON body."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _query(scope: Scope) -> str:

@@ -344,10 +344,7 @@ class Scheduler:
     def request_load(self, model: str, now: float) -> list[Action]:
         """A manual load (or start) takes its turn like a request arriving now. It calls off a
         manual stop and a failure's cool-down: the person asking may have fixed the cause."""
-        m = self._models[model]
-        if not self._fits_alone(m):
-            raise ConfigError(self._too_big(m))
-        m.stopped, m.retry_at = None, -math.inf
+        m = self._operator_asks(model)
         if m.draining == _REQUESTED:
             m.draining = None  # a manual unload not yet begun is called off
         elif (m.phase not in (Phase.LOADING, Phase.READY) or m.draining) and m.wanted is None:
@@ -380,15 +377,21 @@ class Scheduler:
     def request_restart(self, model: str, now: float) -> list[Action]:
         """Drain, stop, then load again (a fresh start for its supervisor, and retries from
         zero); its waiters wait for the new server. A model that is not running just loads."""
-        m = self._models[model]
-        if not self._fits_alone(m):
-            raise ConfigError(self._too_big(m))
-        m.stopped, m.retry_at = None, -math.inf
+        m = self._operator_asks(model)
         if m.wanted is None:
             m.wanted = next(self._seq)
         if m.phase in (Phase.LOADING, Phase.READY):
             m.draining = "restart requested"
         return self._decide(now)
+
+    def _operator_asks(self, model: str) -> _Model:
+        """A person asks for `model` to run (a load, start or restart): ConfigError if it can
+        never fit; otherwise a manual stop and a failure's cool-down are called off."""
+        m = self._models[model]
+        if not self._fits_alone(m):
+            raise ConfigError(self._too_big(m))
+        m.stopped, m.retry_at = None, -math.inf
+        return m
 
     # ── a reload changes the set of models and the limits ─────────────────────────────────────
     def add_model(self, policy: ModelPolicy, now: float) -> list[Action]:
