@@ -72,6 +72,7 @@ class PeerLink:
         self._tasks: list[asyncio.Task[None]] = []
         self._sio: socketio.AsyncClient | None = None
         self._feed_up = False
+        self._stale = True  # nothing known of its models until its feed has answered
         self._wake = asyncio.Event()  # a probe saw the peer answer while its feed was down
 
     # ---- life ------------------------------------------------------------------------------
@@ -95,9 +96,11 @@ class PeerLink:
 
     @property
     def serving(self) -> bool:
-        """Whether its models are routed to: it answers, and its feed is live (so what the
-        front knows of its models is current, not a restarted worker's old list)."""
-        return self.reachable and self._feed_up
+        """Whether its models are routed to: it answers, and what the front knows of its models
+        is still its own. A feed that only dropped (a missed ping under load) leaves the list
+        trusted; once the peer has also failed a probe while its feed was down, it may come
+        back as another process with other models: the list is stale until the feed is back."""
+        return self.reachable and not self._stale
 
     def status(self) -> dict[str, Any]:
         """For the front's status and dashboard."""
@@ -123,6 +126,8 @@ class PeerLink:
             answer = await http.get("/healthz")
         except httpx.HTTPError as exc:
             self._failures += 1
+            if not self._feed_up:
+                self._stale = True  # gone while unfollowed: it may return as something else
             if self._failures >= UNREACHABLE_AFTER or not self.reachable:
                 self._set(False, f"does not answer ({type(exc).__name__}: {exc or 'no answer'})")
             return
@@ -179,12 +184,12 @@ class PeerLink:
                 continue
             # Its live feed answers: it is reachable now, whatever the last probe said.
             attempt, self._feed_problem, self._failures = 0, None, 0
-            self._feed_up = True
+            self._feed_up, self._stale = True, False
             self._set(True, None)
             with contextlib.suppress(Exception):
                 await sio.wait()  # until the connection drops
             self._feed_up = False
-            self._on_change()  # its models are stale now: they leave routing (`serving`)
+            self._on_change()
             await self._rest(FEED_BACKOFF_S[0], early=True)
 
     async def _rest(self, seconds: float, early: bool) -> None:
