@@ -7,24 +7,16 @@ fake llama-server (tests/cluster/inprocess.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.metrics.records import RequestRecord
-from tests.cluster.inprocess import Pair, until, worker_and_front
+from tests.cluster.inprocess import Pair, until
 from tests.test_cli import cli_output
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def pair(tmp_path: Path, fake_binary: Path, model_file: Path) -> AsyncIterator[Pair]:
-    async with worker_and_front(tmp_path, fake_binary, model_file) as both:
-        yield both
 
 
 async def test_the_gateway_models_of_a_front_name_its_peers_and_their_models(pair: Pair) -> None:

@@ -90,6 +90,28 @@ async def test_unloading_a_model_whose_server_is_already_stopped_completes(
     await until(lambda: herd.view("a").phase is Phase.UNLOADED)
 
 
+async def test_an_unload_right_after_a_load_stops_the_server_the_load_starts(
+    make_herd: HerdFactory,
+) -> None:
+    """The load's start is spawned but has not run when the unload comes: its supervisor still
+    says `initial`. The stop must still follow the start (not be taken as done already), or
+    the server comes up while the scheduler waits for a stop that nobody sent."""
+    herd = make_herd(ids=("a",))
+    for _ in range(3):
+        herd.load("a")
+        herd.unload("a")  # the same tick: the start has not begun
+    await until(lambda: herd.view("a").phase is Phase.UNLOADED)
+    await until(lambda: herd.backends["a"].service.get_state().status is Status.INITIAL)
+
+    herd.load("a")
+    herd.unload("a")
+    herd.load("a")
+    await until(lambda: herd.view("a").phase is Phase.READY)
+    assert herd.backends["a"].service.get_state().status is Status.READY
+    await asyncio.sleep(0.3)  # nothing stops it behind the scheduler's back
+    assert herd.view("a").phase is Phase.READY
+
+
 async def test_a_client_that_leaves_while_queued_frees_its_place(make_herd: HerdFactory) -> None:
     herd = make_herd(ids=("a",), queue_depth=1)
     busy = herd.submit("a")

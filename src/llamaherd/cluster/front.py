@@ -6,9 +6,10 @@ answers three questions for the gateway route: which models there are (`listing`
 (`plan`: the replicas ranked, see routing.py), and how to send it to a peer (`forward`).
 
 Failover never generates twice: a request goes on to the next replica only when it cannot have
-reached a llama-server (the peer refused the connection, or answered 429 or 503 before any
+reached a llama-server (the peer refused the connection, or answered 404, 429 or 503 before any
 byte of an answer). Once an answer has begun, a failure ends that request (a 502, or an error
-event in its stream), as for a local model.
+event in its stream), as for a local model. A peer that refused a connection leaves routing at
+once (see `PeerLink.refused`), so the requests that follow do not knock on it too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from llamaherd.gateway.views import model_listing, models_data
 
 logger = logging.getLogger("llamaherd.cluster")
 
-HELD = frozenset({429, 503})  # a peer's refusals before an answer began: try the next one
+# A peer's refusals before an answer began: try the next replica. 404: the peer no longer has
+# the model (its list changed since the front last heard it).
+HELD = frozenset({404, 429, 503})
 _CLIENT_KEYS = frozenset({b"authorization", b"x-api-key", HOP_HEADER.encode()})
 
 
@@ -206,12 +209,11 @@ class Cluster:
         receive: Receive,
         send: Send,
         body: bytes,
-        *,
-        last_try: bool,
     ) -> RelayOutcome:
         """Send the request to `replica`'s host, as its own llamaherd would get it from a
-        client: with the peer's key (never the client's) and the hop header. Unless it is
-        `last_try`, a refused connection or a 429/503 comes back held (nothing sent)."""
+        client: with the peer's key (never the client's) and the hop header. A refused
+        connection (`outcome.refused`, the peer leaves routing) or a HELD status
+        (`outcome.held`) sends nothing to the client: the caller tries the next replica."""
         link = self.links[replica.host]
         peer = link.peer
         headers = [(k, v) for k, v in scope["headers"] if k not in _CLIENT_KEYS]
@@ -220,7 +222,7 @@ class Cluster:
         key = (replica.host, replica.model)
         self._outstanding[key] += 1
         try:
-            return await relay(
+            outcome = await relay(
                 scope,
                 receive,
                 send,
@@ -231,13 +233,16 @@ class Cluster:
                 headers=headers,
                 body=_with_model(body, replica.model),
                 label=f"llamaherd {peer.name}",
-                hold_refused=not last_try,
-                hold_statuses=frozenset() if last_try else HELD,
+                hold_refused=True,
+                hold_statuses=HELD,
             )
         finally:
             self._outstanding[key] -= 1
             if not self._outstanding[key]:
                 del self._outstanding[key]
+        if outcome.refused:
+            link.refused()
+        return outcome
 
 
 def _peer_name(target: SrvTarget) -> str:

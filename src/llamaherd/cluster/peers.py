@@ -72,7 +72,6 @@ class PeerLink:
         self._tasks: list[asyncio.Task[None]] = []
         self._sio: socketio.AsyncClient | None = None
         self._feed_up = False
-        self._stale = True  # nothing known of its models until its feed has answered
         self._wake = asyncio.Event()  # a probe saw the peer answer while its feed was down
 
     # ---- life ------------------------------------------------------------------------------
@@ -96,11 +95,18 @@ class PeerLink:
 
     @property
     def serving(self) -> bool:
-        """Whether its models are routed to: it answers, and what the front knows of its models
-        is still its own. A feed that only dropped (a missed ping under load) leaves the list
-        trusted; once the peer has also failed a probe while its feed was down, it may come
-        back as another process with other models: the list is stale until the feed is back."""
-        return self.reachable and not self._stale
+        """Whether its models are routed to: whenever it answers. Its list may be a moment old
+        (a feed that dropped under load, a peer back as another process before its feed is):
+        a model it no longer has answers 404 before any byte, and the front tries the next
+        replica, so an old list costs a hop, never a failed request."""
+        return self.reachable
+
+    def refused(self) -> None:
+        """A request found nothing listening: unreachable at once, without waiting for two
+        probes (every request sent meanwhile would be refused too). Its next good probe
+        brings it back."""
+        self._failures = UNREACHABLE_AFTER
+        self._set(False, "refused a connection (nothing listens at its address)")
 
     def status(self) -> dict[str, Any]:
         """For the front's status and dashboard."""
@@ -126,8 +132,6 @@ class PeerLink:
             answer = await http.get("/healthz")
         except httpx.HTTPError as exc:
             self._failures += 1
-            if not self._feed_up:
-                self._stale = True  # gone while unfollowed: it may return as something else
             if self._failures >= UNREACHABLE_AFTER or not self.reachable:
                 self._set(False, f"does not answer ({type(exc).__name__}: {exc or 'no answer'})")
             return
@@ -184,7 +188,7 @@ class PeerLink:
                 continue
             # Its live feed answers: it is reachable now, whatever the last probe said.
             attempt, self._feed_problem, self._failures = 0, None, 0
-            self._feed_up, self._stale = True, False
+            self._feed_up = True
             self._set(True, None)
             with contextlib.suppress(Exception):
                 await sio.wait()  # until the connection drops

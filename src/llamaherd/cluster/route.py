@@ -56,19 +56,20 @@ class ClusterRoute:
             await self.gateway(scope, replay, send)  # its own models, and its own 400s/404s
             return
         local_id = self._local_id(name)
-        plan = self.cluster.plan(name, local_id)
+        tried: set[str] = set()
         held = None
-        for index, replica in enumerate(plan):
+        # The best replica not tried yet, ranked again after each refusal: a peer that refused
+        # the connection has left routing, and the others' queues may have moved meanwhile.
+        while plan := [r for r in self.cluster.plan(name, local_id) if r.host not in tried]:
+            replica = plan[0]
             if replica.local:
                 await self.gateway(scope, replay, send)
                 return
-            outcome = await self.cluster.forward(
-                replica, scope, receive, send, body, last_try=index == len(plan) - 1
-            )
+            tried.add(replica.host)
+            outcome = await self.cluster.forward(replica, scope, receive, send, body)
             if outcome.held is not None:
-                held = outcome.held  # its 429/503: try the next, or send it if none is left
-                continue
-            if not outcome.refused:
+                held = outcome.held  # its 404/429/503: sent only if no other replica serves
+            elif not outcome.refused:
                 return
         if held is not None:
             await send_last_held(send, held)

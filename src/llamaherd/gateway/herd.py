@@ -78,6 +78,10 @@ class Backend:
     unsubscribe: Callable[[], None] | None = field(default=None, repr=False)
     relaunch: LlamaService | None = field(default=None, repr=False)  # applied once stopped
     retiring: bool = False  # removed from the config, still finishing its requests
+    # Starts and stops asked of its supervisor that have not finished: until they have, its
+    # state is not yet what the scheduler asked for (a start spawned a moment ago may not
+    # have begun, and a stop must still be sent after it).
+    pending_controls: int = 0
 
     @property
     def base_url(self) -> str:
@@ -479,7 +483,7 @@ class Herd:
                     "not fit beside the loaded models; stopping it",
                     model,
                 )
-                self._spawn(backend.service.stop(), f"unload-{model}")
+                self._control(backend, backend.service.stop(), f"unload-{model}")
                 return
             self._apply(actions)
         if backend.spec.max_concurrency is None:
@@ -541,20 +545,33 @@ class Herd:
         if self._stopping_all:
             logger.info("not loading model %s: llamaherd is stopping", model)
             return
-        if backend.service.get_state().status is Status.READY:
+        if backend.service.get_state().status is Status.READY and not backend.pending_controls:
             # Already up (started by hand): no state change will come to say so.
             asyncio.get_running_loop().call_soon(self._report, model, Status.READY)
             return
         logger.info("loading model %s", model)
-        self._spawn(backend.service.start(wait=False), f"load-{model}")
+        self._control(backend, backend.service.start(wait=False), f"load-{model}")
 
     def _unload(self, backend: Backend, reason: str) -> None:
         model = backend.spec.id
-        if backend.service.get_state().status is Status.INITIAL:
+        if backend.service.get_state().status is Status.INITIAL and not backend.pending_controls:
             asyncio.get_running_loop().call_soon(self._report, model, Status.INITIAL)
             return
         logger.info("unloading model %s: %s", model, reason)
-        self._spawn(backend.service.stop(), f"unload-{model}")
+        self._control(backend, backend.service.stop(), f"unload-{model}")
+
+    def _control(self, backend: Backend, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run a start or stop of its supervisor (they run in order, under its control lock),
+        counted until it ends."""
+
+        async def counted() -> None:
+            try:
+                await work
+            finally:
+                backend.pending_controls -= 1
+
+        backend.pending_controls += 1
+        self._spawn(counted(), name)
 
     def _report(self, model: str, status: Status) -> None:
         """Tell the scheduler what a server already is, when asking for it changed nothing."""
