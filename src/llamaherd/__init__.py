@@ -16,18 +16,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from llamaherd.version import __version__
 
 # Each public name, and the module that defines it.
 _EXPORTS = {
     "LlamaService": "llamaherd.supervisor.service",
     "ModelInfo": "llamaherd.catalog.models",
     "ServiceState": "llamaherd.supervisor.states",
-    "Settings": "llamaherd.config",
+    "Settings": "llamaherd.config.settings",
     "Status": "llamaherd.supervisor.states",
     "SupervisorPolicy": "llamaherd.supervisor.policy",
-    "build_service": "llamaherd.wiring",
-    "load_config": "llamaherd.config",
+    "build_service": "llamaherd.wiring.build",
+    "load_config": "llamaherd.config.settings",
 }
 
 __all__ = [
@@ -44,11 +44,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from llamaherd.catalog.models import ModelInfo
-    from llamaherd.config import Settings, load_config
+    from llamaherd.config.settings import Settings, load_config
     from llamaherd.supervisor.policy import SupervisorPolicy
     from llamaherd.supervisor.service import LlamaService
     from llamaherd.supervisor.states import ServiceState, Status
-    from llamaherd.wiring import build_service
+    from llamaherd.wiring.build import build_service
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from llamaherd.cli import main
+from llamaherd.client.cli import main
 
 raise SystemExit(main())

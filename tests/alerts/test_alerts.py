@@ -19,7 +19,7 @@ from aiohttp import web
 
 from llamaherd.alerts import Alert, Alerter, AlertRules, Event, RateLimit, redact_url
 from llamaherd.alerts.outbox import Outbox
-from llamaherd.config import AlertSettings, CrashLoopRule
+from llamaherd.config.settings import AlertSettings, CrashLoopRule
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import Limits

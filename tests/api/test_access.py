@@ -334,7 +334,7 @@ async def test_the_command_line_sends_llamaherd_api_key(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llamaherd.cli import main
+    from llamaherd.client.cli import main
 
     gw: Gateway = await launch(keyed_config(fake_binary, model_file))
     monkeypatch.delenv("LLAMAHERD_API_KEY", raising=False)

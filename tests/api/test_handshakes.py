@@ -24,8 +24,8 @@ from llamaherd.api.handshakes import HandshakeLimits
 from llamaherd.api.hub import EventHub
 from llamaherd.api.realtime import create_socketio
 from llamaherd.gateway.herd import herd_of_one
-from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
+from llamaherd.telemetry.assembly import Telemetry
 from tests.conftest import ServiceFactory, free_port
 from tests.serving import serve_uvicorn
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from llamaherd.api.errors import install_error_handlers
 from llamaherd.api.history_routes import create_history_router
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.store.history import HistoryStore
 from llamaherd.supervisor.states import ExitInfo, ServiceState, Status
 

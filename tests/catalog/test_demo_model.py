@@ -171,7 +171,7 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))\n"
-        "from llamaherd.cli import main\n"
+        "from llamaherd.client.cli import main\n"
         f"sys.exit(main(['demo-model', {str(tmp_path / 'demo.gguf')!r}]))\n"
     )
     result = subprocess.run(

@@ -20,13 +20,13 @@ import httpx
 
 from llamaherd.api.app import Application, create_app
 from llamaherd.cluster.front import Cluster
-from llamaherd.config import settings_from_mapping
+from llamaherd.config.settings import settings_from_mapping
 from llamaherd.gateway.herd import Herd
-from llamaherd.metrics.telemetry import Telemetry
-from llamaherd.wiring import access_policy, build_cluster, build_herd, telemetry_options
+from llamaherd.telemetry.assembly import Telemetry
+from llamaherd.wiring.build import access_policy, build_cluster, build_herd, telemetry_options
+from tests.client.test_cli import FAST_CONFIG
 from tests.conftest import free_port
 from tests.serving import serve_application
-from tests.test_cli import FAST_CONFIG
 
 WORKER_KEY = "front-follows-worker-key-1"
 WAIT_S = 20.0

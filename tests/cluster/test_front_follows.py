@@ -11,10 +11,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.scheduler import Phase
-from llamaherd.metrics.records import RequestRecord
+from tests.client.test_cli import cli_output
 from tests.cluster.inprocess import Pair, until
-from tests.test_cli import cli_output
 
 pytestmark = pytest.mark.timeout(60)
 

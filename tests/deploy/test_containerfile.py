@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaherd.config import Settings, settings_from_mapping
+from llamaherd.config.settings import Settings, settings_from_mapping
 from tests.deploy.manifests import CONTAINERFILE, KUBERNETES, ROOT, image_uid, variant, workloads
 
 BUILD_SCRIPT = ROOT / "scripts" / "build-llama-server"

@@ -17,10 +17,10 @@ from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_p
 
 from llamaherd.api.app import STATIC_DIR
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config import Settings, load_config
+from llamaherd.config.settings import Settings, load_config
 from llamaherd.gateway.herd import Herd
 from llamaherd.supervisor.states import ServiceState
-from llamaherd.wiring import build_herd
+from llamaherd.wiring.build import build_herd
 from tests.conftest import free_port, pid_alive
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

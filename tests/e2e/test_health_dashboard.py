@@ -18,8 +18,8 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from llamaherd.api.app import Application, create_app
-from llamaherd.metrics.telemetry import Telemetry
-from llamaherd.wiring import telemetry_options
+from llamaherd.telemetry.assembly import Telemetry
+from llamaherd.wiring.build import telemetry_options
 from tests.e2e.conftest import Console, snapshot, two_model_herd
 from tests.serving import serve_application
 

@@ -25,11 +25,11 @@ import pytest
 
 from llamaherd.api.app import Application, create_app
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config import Settings, settings_from_mapping
+from llamaherd.config.settings import Settings, settings_from_mapping
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import ModelView, Phase
 from llamaherd.supervisor.states import ServiceState, Status
-from llamaherd.wiring import access_policy, build_herd, request_limits
+from llamaherd.wiring.build import access_policy, build_herd, request_limits
 from tests.conftest import free_port, pid_alive
 from tests.serving import serve_application
 

@@ -17,7 +17,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config import load_config
+from llamaherd.config.settings import load_config
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.states import Status
 from tests.conftest import free_port, pid_alive

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import Limits, Phase
 from llamaherd.metrics.live import METRICS_EVENT, MetricsFeed
-from llamaherd.metrics.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSampler
 from llamaherd.metrics.window import RollingWindow, mean, percentile
 from llamaherd.supervisor.service import LlamaService

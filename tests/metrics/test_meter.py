@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.meter import BODY_LIMIT_BYTES, STREAM_TAIL_BYTES, RequestMeter
-from llamaherd.metrics.records import RequestRecord
 
 pytestmark = pytest.mark.timeout(10)
 

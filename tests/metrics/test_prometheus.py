@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import Limits, Phase
 from llamaherd.metrics.prometheus import (
@@ -24,7 +25,6 @@ from llamaherd.metrics.prometheus import (
     merge_peer_expositions,
     relabel_expositions,
 )
-from llamaherd.metrics.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSampler, StartRecord
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from llamaherd.gateway.herd import herd_of_one
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSample, StartRecord
 from llamaherd.store.history import HistoryStore, follow_herd
 from llamaherd.store.minutes import merge_minutes, percentile

@@ -20,8 +20,17 @@ Like metrics/, this package may import gateway, supervisor, catalog and errors, 
 or config: the settings object comes in as a constructor argument.
 """
 
-from llamaherd.alerts.alerter import Alerter
+from llamaherd.alerts.alerter import Alerter, AlertOptions
 from llamaherd.alerts.payload import Alert, build_alert, redact_url
 from llamaherd.alerts.rules import AlertRules, Event, RateLimit
 
-__all__ = ["Alert", "AlertRules", "Alerter", "Event", "RateLimit", "build_alert", "redact_url"]
+__all__ = [
+    "Alert",
+    "AlertOptions",
+    "AlertRules",
+    "Alerter",
+    "Event",
+    "RateLimit",
+    "build_alert",
+    "redact_url",
+]

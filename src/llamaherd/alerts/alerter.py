@@ -7,8 +7,8 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -19,13 +19,37 @@ from llamaherd.alerts.rules import AlertRules, RateLimit
 from llamaherd.supervisor.states import ServiceState
 
 if TYPE_CHECKING:
-    from llamaherd.config import AlertSettings
     from llamaherd.gateway.herd import Backend, Herd
 
 logger = logging.getLogger("llamaherd.alerts")
 
 QUEUE_DEPTH = 100  # alerts waiting per destination; a few models failing at once fit easily
 CLOSE_GRACE_S = 2.0  # how long aclose() lets deliveries in flight finish
+
+
+class CrashLoop(Protocol):
+    @property
+    def crashes(self) -> int: ...
+    @property
+    def within_s(self) -> float: ...
+
+
+class AlertOptions(Protocol):
+    """Where alerts go and how often: the config's `alerts` (config.settings.AlertSettings)
+    has these fields; the alerter needs nothing else of the config."""
+
+    @property
+    def webhooks(self) -> Sequence[str]: ...
+    @property
+    def command(self) -> Sequence[str]: ...
+    @property
+    def crash_loop(self) -> CrashLoop: ...
+    @property
+    def min_interval_s(self) -> float: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
 
 
 class Alerter:
@@ -39,7 +63,7 @@ class Alerter:
 
     def __init__(
         self,
-        settings: AlertSettings,
+        settings: AlertOptions,
         herd: Herd,
         *,
         clock: Callable[[], float] = time.monotonic,

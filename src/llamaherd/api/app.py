@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from llamaherd import __version__
 from llamaherd.api.access import AccessGuard, AccessPolicy
 from llamaherd.api.config_routes import Reload, create_config_router
 from llamaherd.api.errors import install_error_handlers
@@ -39,8 +38,9 @@ from llamaherd.cluster.route import ClusterRoute
 from llamaherd.gateway.herd import Herd, herd_of_one
 from llamaherd.gateway.route import GatewayRoute, RequestLimits
 from llamaherd.metrics.prometheus import CONTENT_TYPE
-from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
+from llamaherd.telemetry.assembly import Telemetry
+from llamaherd.version import __version__
 
 logger = logging.getLogger("llamaherd.api")
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import socketio
 
-from llamaherd.connections import Caps, ConnectionCounts, Refusal, WarningThrottle
+from llamaherd.api.connections import Caps, ConnectionCounts, Refusal, WarningThrottle
 from llamaherd.gateway.proxy import Receive, Scope, Send, send_error
 
 logger = logging.getLogger("llamaherd.api.socketio")

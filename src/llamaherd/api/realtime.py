@@ -40,8 +40,8 @@ from llamaherd.api.payloads import (
 from llamaherd.gateway.control import Action, ModelControlError, control_model, resolve_model
 from llamaherd.gateway.herd import Herd
 from llamaherd.metrics.live import METRICS_EVENT
-from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.supervisor.service import LlamaService
+from llamaherd.telemetry.assembly import Telemetry
 
 LOG_ROOM = "llama-logs"  # the seed's subscribers: the primary model's lines
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from llamaherd import __version__
 from llamaherd.api.payloads import status_data
 from llamaherd.api.schemas import (
     ControlOut,
@@ -24,6 +23,7 @@ from llamaherd.gateway.control import (
     until_stopped,
 )
 from llamaherd.gateway.herd import Herd
+from llamaherd.version import __version__
 
 TOO_BIG: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "the model cannot fit the memory budget on its own"}

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import socketio
 
-from llamaherd.remote import identify
+from llamaherd.cluster.identity import identify
 
 logger = logging.getLogger("llamaherd.cluster")
 

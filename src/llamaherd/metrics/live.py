@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from llamaherd.gateway.herd import Herd
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSample, ServerSampler
 from llamaherd.metrics.window import RollingWindow, mean, percentile
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llamaherd.gateway.proxy import RawHeaders
-from llamaherd.metrics.records import RequestRecord, RequestSink
+from llamaherd.gateway.records import RequestRecord, RequestSink
 
 STREAM_TAIL_BYTES = 16 * 1024  # the last chunk with timings is about 1 KiB
 BODY_LIMIT_BYTES = 1024 * 1024  # embeddings of a large batch are not worth parsing whole

@@ -29,8 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.scheduler import Phase
-from llamaherd.metrics.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSampler, StartRecord
 from llamaherd.supervisor.states import Status
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.store.minutes import MinuteBucket, minute_of
 from llamaherd.store.queries import HistoryQuery, HistoryReader, assemble
 from llamaherd.store.rows import Row, SampleLike, StartLike, StartRow, TransitionRow

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.store.minutes import merge_minutes
 from llamaherd.store.rows import (
     MinuteRow,

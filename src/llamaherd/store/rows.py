@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 
 
 class StartLike(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llamaherd.metrics.records import RequestRecord
+from llamaherd.gateway.records import RequestRecord
 from llamaherd.store.minutes import merge_minutes
 from llamaherd.store.rows import MinuteRow, Row, StartRow, TransitionRow
 from llamaherd.store.schema import migrate

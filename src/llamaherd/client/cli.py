@@ -17,15 +17,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL, client_api_key
+from llamaherd.errors import LlamaherdError
+
 # Only what every command needs: the server (llamaherd.serve), the config's validation and the
 # REST client (httpx) are imported by the handlers that use them, so `llamaherd --version` and
 # `llamaherd status` do not load the whole server first (bench/cli_startup.py).
-from llamaherd import __version__
-from llamaherd.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL, client_api_key
-from llamaherd.errors import LlamaherdError
+from llamaherd.version import __version__
 
 if TYPE_CHECKING:
-    from llamaherd.remote import ModelWait, RemoteClient
+    from llamaherd.client.remote import ModelWait, RemoteClient
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -294,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llamaherd.config import load_config
-    from llamaherd.reload import ConfigSource
-    from llamaherd.serve import run_serve
+    from llamaherd.config.settings import load_config
+    from llamaherd.server.reload import ConfigSource
+    from llamaherd.server.serve import run_serve
 
     overrides = {}
     if args.host is not None:
@@ -318,7 +319,7 @@ def _demo_model(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> RemoteClient:
-    from llamaherd.remote import RemoteClient, service_url
+    from llamaherd.client.remote import RemoteClient, service_url
 
     return RemoteClient(service_url(args.url, args.config), api_key=client_api_key())
 
@@ -361,7 +362,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from llamaherd.remote import REQUEST_TIMEOUT_S
+    from llamaherd.client.remote import REQUEST_TIMEOUT_S
 
     action, wait, model, host = args.action, args.wait, args.model, args.host
     if host is not None and model is None:
@@ -413,7 +414,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _model_control(args: argparse.Namespace) -> int:
-    from llamaherd.remote import wait_for_model
+    from llamaherd.client.remote import wait_for_model
 
     with _client(args) as client:
         entry = client.control_model(args.action, args.model, host=args.host)
@@ -552,7 +553,7 @@ def _model_notes(entry: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from llamaherd.remote import follow_logs
+    from llamaherd.client.remote import follow_logs
 
     try:
         with _client(args) as client:

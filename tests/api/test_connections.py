@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from llamaherd.connections import (
+from llamaherd.api.connections import (
     ConnectionCounts,
     ConnectionLimits,
     WarningThrottle,

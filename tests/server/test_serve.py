@@ -272,7 +272,7 @@ def read_until_closed(conn: socket.socket) -> bytes:
 
 def test_the_own_log_file_on_a_full_disk_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
     """/dev/full refuses every write with ENOSPC, as a full disk does."""
-    from llamaherd.serve import _LogFile
+    from llamaherd.server.serve import _LogFile
 
     handler = _LogFile("/dev/full", maxBytes=1024, backupCount=1)
     try:

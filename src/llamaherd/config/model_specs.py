@@ -21,7 +21,7 @@ from llamaherd.catalog.library import (
     read_metadata,
     scan_models_dir,
 )
-from llamaherd.config import DEMO_MODEL_HINT, Settings
+from llamaherd.config.settings import DEMO_MODEL_HINT, Settings
 from llamaherd.errors import ConfigError, ModelFileError
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec, merge_specs
 

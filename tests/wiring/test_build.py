@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llamaherd.config import settings_from_mapping
-from llamaherd.wiring import build_herd
+from llamaherd.config.settings import settings_from_mapping
+from llamaherd.wiring.build import build_herd
 
 
 def test_every_llama_server_names_its_model_by_the_id_clients_use(

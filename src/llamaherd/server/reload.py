@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd.api.access import AccessPolicy
-from llamaherd.config import Settings, load_config
+from llamaherd.config.model_specs import build_registry
+from llamaherd.config.settings import Settings, load_config
 from llamaherd.errors import LlamaherdError
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry
 from llamaherd.gateway.scheduler import Limits
-from llamaherd.model_specs import build_registry
 from llamaherd.supervisor.policy import POLICY_BOUNDS
 from llamaherd.supervisor.service import LlamaService
-from llamaherd.wiring import access_policy, build_services, check_exposure, herd_limits
+from llamaherd.wiring.build import access_policy, build_services, check_exposure, herd_limits
 
 logger = logging.getLogger("llamaherd.reload")
 

@@ -22,9 +22,9 @@ SERVER = {
     "llamaherd.api.app",
     "llamaherd.api.payloads",
     "llamaherd.gateway",
-    "llamaherd.serve",
+    "llamaherd.server.serve",
     "llamaherd.supervisor",
-    "llamaherd.wiring",
+    "llamaherd.wiring.build",
 }
 
 
@@ -32,7 +32,7 @@ def modules_after(argv: list[str]) -> set[str]:
     """The modules loaded once `llamaherd ARGV` has run, in an interpreter of its own."""
     code = (
         "import json, sys\n"
-        "from llamaherd.cli import main\n"
+        "from llamaherd.client.cli import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit:\n"
@@ -48,13 +48,15 @@ def modules_after(argv: list[str]) -> set[str]:
 
 def test_version_loads_no_library_and_no_server() -> None:
     modules = modules_after(["--version"])
-    assert "llamaherd.cli" in modules
-    assert not modules & (SERVER | {"httpx", "pydantic", "llamaherd.config", "llamaherd.remote"})
+    assert "llamaherd.client.cli" in modules
+    assert not modules & (
+        SERVER | {"httpx", "pydantic", "llamaherd.config.settings", "llamaherd.client.remote"}
+    )
 
 
 def test_status_loads_the_client_and_no_server() -> None:
     modules = modules_after(["status", "--url", f"http://127.0.0.1:{free_port()}"])
-    assert {"httpx", "llamaherd.remote"} <= modules
+    assert {"httpx", "llamaherd.client.remote"} <= modules
     assert not modules & SERVER
     # --url: no config file to validate.
-    assert "llamaherd.config" not in modules
+    assert "llamaherd.config.settings" not in modules

@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from llamaherd.catalog.gguf import read_gguf_summary
-from llamaherd.defaults import DEFAULT_CONFIG_NAME, ENV_API_KEY
+from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, ENV_API_KEY
 from llamaherd.errors import BinaryNotFoundError, ConfigError, ModelFileError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 

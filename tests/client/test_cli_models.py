@@ -17,7 +17,7 @@ from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
-from tests.test_cli import cli_output, quiet, run_cli, serve_herd, wait_for_output
+from tests.client.test_cli import cli_output, quiet, run_cli, serve_herd, wait_for_output
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llamaherd.notify import Notifier, socket_address
+from llamaherd.server.notify import Notifier, socket_address
 from tests.conftest import free_port
 from tests.serving import ServedLlamaherd, write_config
 

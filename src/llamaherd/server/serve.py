@@ -25,16 +25,16 @@ import uvicorn
 
 from llamaherd.api.access import AccessPolicy
 from llamaherd.api.app import Application, create_app
+from llamaherd.api.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.api.guard import is_loopback
 from llamaherd.api.handshakes import HandshakeLimits
-from llamaherd.config import Settings, notify_socket, state_dir
-from llamaherd.connections import ConnectionLimits, guarded_http_protocol
+from llamaherd.config.settings import Settings, notify_socket, state_dir
 from llamaherd.errors import ConfigError, PortInUseError
-from llamaherd.metrics.telemetry import Telemetry
-from llamaherd.notify import Notifier
-from llamaherd.reload import ConfigReloader, ConfigSource
+from llamaherd.server.notify import Notifier
+from llamaherd.server.reload import ConfigReloader, ConfigSource
 from llamaherd.store.lock import hold_state_dir
-from llamaherd.wiring import (
+from llamaherd.telemetry.assembly import Telemetry
+from llamaherd.wiring.build import (
     access_policy,
     build_cluster,
     build_herd,

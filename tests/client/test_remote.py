@@ -20,16 +20,14 @@ import httpx
 import pytest
 
 from llamaherd import __version__
-from llamaherd.cli import DEFAULT_WAIT_S, build_parser, main
-from llamaherd.errors import LlamaherdError
-from llamaherd.remote import (
+from llamaherd.client.cli import DEFAULT_WAIT_S, build_parser, main
+from llamaherd.client.remote import (
     DEFAULT_URL,
-    Identity,
     RemoteClient,
-    identify,
     model_settled,
     wait_for_model,
 )
+from llamaherd.errors import LlamaherdError
 from tests.conftest import free_port, wait_http_ready
 
 pytestmark = pytest.mark.timeout(60)
@@ -365,7 +363,7 @@ def test_stop_against_a_silent_port_is_bounded(
 def test_restart_against_a_silent_server_says_what_it_waited_for(
     silent_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("llamaherd.remote.ANSWER_MARGIN_S", 0.5)
+    monkeypatch.setattr("llamaherd.client.remote.ANSWER_MARGIN_S", 0.5)
     code, _, err = run(capsys, "restart", "--wait", "0.5", "--url", silent_url)
     assert code == 1
     assert one_error_line(err) == (
@@ -379,47 +377,6 @@ def test_a_free_port_is_still_unreachable(capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run(capsys, "stop", "--url", url)
     assert code == 1
     assert "cannot reach llamaherd at" in one_error_line(err)
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "headers", "expected"),
-    [
-        (200, {"status": "ok", "name": "llamaherd", "version": "1.2.3"}, {}, Identity("1.2.3")),
-        (
-            404,
-            {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}},
-            {"server": "whatever"},
-            Identity(None, "it looks like llama-server"),
-        ),
-        (
-            503,
-            {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
-            {},
-            Identity(None, "it looks like llama-server"),
-        ),
-        (
-            200,
-            {"status": "ok"},
-            {"server": "llama.cpp"},
-            Identity(None, "it looks like llama-server"),
-        ),
-        (
-            404,
-            None,
-            {"server": "nginx\x1b[31m/1.24"},
-            Identity(None, "it answers as nginx[31m/1.24"),
-        ),
-        (
-            200,
-            {"status": "ok", "name": "other"},
-            {},
-            Identity(None, "its /healthz answered HTTP 200 OK"),
-        ),
-    ],
-)
-def test_identify(status: int, body: object, headers: dict[str, str], expected: Identity) -> None:
-    answer = httpx.Response(status, json=body, headers=headers)
-    assert identify(answer) == expected
 
 
 def test_a_closed_stdout_is_no_traceback(odd_server: Callable[[Routes], str]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from llamaherd.api.app import create_app
-from llamaherd.cli import (
+from llamaherd.client.cli import (
     human_duration,
     human_size,
     main,
@@ -28,13 +28,13 @@ from llamaherd.cli import (
     render_status,
     status_line,
 )
-from llamaherd.config import settings_from_mapping
+from llamaherd.client.remote import DEFAULT_URL, ModelWait, drop_overlap, parse_sse, service_url
+from llamaherd.config.settings import settings_from_mapping
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase
-from llamaherd.remote import DEFAULT_URL, ModelWait, drop_overlap, parse_sse, service_url
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import Status
-from llamaherd.wiring import build_herd
+from llamaherd.wiring.build import build_herd
 from tests.api.conftest import serve_app
 from tests.conftest import (
     RecordingSleep,

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from llamaherd.cli import build_parser
-from llamaherd.config import Settings
-from llamaherd.serve import DRAIN_MARGIN_S
+from llamaherd.client.cli import build_parser
+from llamaherd.config.settings import Settings
+from llamaherd.server.serve import DRAIN_MARGIN_S
 from llamaherd.supervisor.policy import SupervisorPolicy
 
-UNIT = Path(__file__).parent.parent / "deploy" / "systemd" / "llamaherd.service"
+UNIT = Path(__file__).parent.parent.parent / "deploy" / "systemd" / "llamaherd.service"
 INSTALLED_AT = "/opt/llamaherd/bin/llamaherd"  # where README's "Run as a service" puts it
 
 

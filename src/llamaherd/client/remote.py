@@ -30,7 +30,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from llamaherd import __version__
 from llamaherd.api.event_names import LOG_EVENT
 from llamaherd.api.schemas import (
     ControlOut,
@@ -43,13 +42,15 @@ from llamaherd.api.schemas import (
     ReloadOut,
     StatusOut,
 )
-from llamaherd.defaults import DEFAULT_URL, ENV_API_KEY
+from llamaherd.cluster.identity import Identity, identify, json_object
+from llamaherd.config.defaults import DEFAULT_URL, ENV_API_KEY
 from llamaherd.errors import (
     ConfigError,
     ControlConflictError,
     LlamaherdError,
     ServiceUnreachableError,
 )
+from llamaherd.version import __version__
 
 REQUEST_TIMEOUT_S = 10.0
 # A start/restart answers after up to `wait` seconds; the margin covers the request itself.
@@ -95,7 +96,7 @@ def service_url(url: str | None, config_path: Path) -> str:
     if not config_path.exists():
         return DEFAULT_URL
     # Only here: validating a config costs pydantic's models, which `status --url` need not pay.
-    from llamaherd.config import load_config
+    from llamaherd.config.settings import load_config
 
     settings = load_config(config_path, check_files=False)
     host = _WILDCARDS.get(settings.app_host, settings.app_host)
@@ -337,7 +338,7 @@ class RemoteClient:
     ) -> dict[str, Any]:
         """The JSON object of a 2xx answer in llamaherd's shape; an error answer raises with the
         server's message; anything else raises saying what answers instead of llamaherd."""
-        body = _json_object(answer)
+        body = json_object(answer)
         if answer.is_success and body is not None:
             problem = None if schema is None else _schema_problem(schema, body)
             if problem is None:
@@ -405,43 +406,6 @@ class RemoteClient:
             ) from None
 
 
-@dataclass(frozen=True)
-class Identity:
-    """What answered: llamaherd (its `version`), or something else (`evidence` says what)."""
-
-    version: str | None
-    evidence: str = ""
-
-
-def identify(healthz: httpx.Response) -> Identity:
-    """Decide, from the answer to `GET /healthz`, whether llamaherd answers, else what does."""
-    body = _json_object(healthz)
-    if healthz.is_success and body is not None and body.get("name") == "llamaherd":
-        return Identity(version=str(body.get("version", "?")))
-    if _looks_like_llama_server(healthz, body):
-        return Identity(None, "it looks like llama-server")
-    server = _printable(healthz.headers.get("server", ""))
-    if server:
-        return Identity(None, f"it answers as {server}")
-    return Identity(
-        None, f"its /healthz answered HTTP {healthz.status_code} {healthz.reason_phrase}"
-    )
-
-
-def _looks_like_llama_server(answer: httpx.Response, body: dict[str, Any] | None) -> bool:
-    # llama-server answers a path it does not have with an OpenAI-style error that carries a
-    # code (llamaherd's carry none), and every path with 503 "Loading model" while it loads.
-    if answer.headers.get("server", "").startswith("llama.cpp"):
-        return True
-    error = (body or {}).get("error")
-    if not isinstance(error, dict) or "code" not in error:
-        return False
-    return (error.get("type"), error.get("message")) in {
-        ("not_found_error", "File Not Found"),
-        ("unavailable_error", "Loading model"),
-    }
-
-
 def _on_host(host: str | None) -> dict[str, str]:
     """The query that names a front's peer (none: the llamaherd asked)."""
     return {} if host is None else {"host": host}
@@ -452,10 +416,6 @@ def _path_segment(text: str) -> str:
     clients would otherwise resolve them as the current or the parent folder."""
     segment = quote(text, safe="")
     return segment.replace(".", "%2E") if segment in (".", "..") else segment
-
-
-def _printable(text: str, limit: int = 60) -> str:
-    return "".join(c for c in text if c.isprintable())[:limit].strip()
 
 
 def _schema_problem(schema: type[BaseModel], body: dict[str, Any]) -> str | None:
@@ -472,14 +432,6 @@ def _schema_problem(schema: type[BaseModel], body: dict[str, Any]) -> str | None
         got = "" if error["type"] == "missing" else f", got {_SHORT.repr(error.get('input'))}"
         return f"{where}: {msg}{got}"
     return None
-
-
-def _json_object(answer: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = answer.json()
-    except (ValueError, RecursionError):  # not JSON, not text, or nested to no end
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _error_message(body: dict[str, Any] | None) -> str | None:

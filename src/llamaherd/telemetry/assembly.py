@@ -16,20 +16,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llamaherd.alerts import Alerter
+from llamaherd.alerts import Alerter, AlertOptions
 from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.records import RequestLog
 from llamaherd.metrics.live import MetricsFeed
 from llamaherd.metrics.meter import RequestMeter
 from llamaherd.metrics.prometheus import GatewayMetrics
-from llamaherd.metrics.records import RequestLog
 from llamaherd.metrics.sampler import ServerSampler
 from llamaherd.store.history import HistoryStore, follow_herd
 from llamaherd.store.logfiles import ServerLogFiles
-
-if TYPE_CHECKING:
-    from llamaherd.config import AlertSettings
 
 logger = logging.getLogger("llamaherd.metrics")
 
@@ -47,7 +44,7 @@ class TelemetryOptions:
     log_folder: Path | None = None  # one rotating file per model; None: no files
     log_max_bytes: int = 10 * 1024 * 1024
     log_count: int = 5
-    alerts: AlertSettings | None = None  # None, or nowhere to send: no alerts
+    alerts: AlertOptions | None = None  # None, or nowhere to send: no alerts
 
 
 class Telemetry:

@@ -16,22 +16,22 @@ from llamaherd.api.access import AccessPolicy, KeyRing
 from llamaherd.api.guard import is_loopback
 from llamaherd.cluster.front import Cluster
 from llamaherd.cluster.peers import Peer
-from llamaherd.config import (
+from llamaherd.config.defaults import ENV_API_KEY
+from llamaherd.config.model_specs import build_registry
+from llamaherd.config.settings import (
     PeerEntry,
     Settings,
     api_key_secrets,
     locate_llama_server,
     state_dir,
 )
-from llamaherd.defaults import ENV_API_KEY
 from llamaherd.errors import ConfigError
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.route import RequestLimits
 from llamaherd.gateway.scheduler import Limits
-from llamaherd.metrics.telemetry import TelemetryOptions
-from llamaherd.model_specs import build_registry
 from llamaherd.supervisor.service import LlamaService
+from llamaherd.telemetry.assembly import TelemetryOptions
 
 
 def build_service(settings: Settings) -> LlamaService:

@@ -32,10 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from llamaherd.api.app import Application, create_app
-from llamaherd.config import settings_from_mapping
-from llamaherd.metrics.telemetry import Telemetry
+from llamaherd.config.settings import settings_from_mapping
 from llamaherd.supervisor.states import ServiceState, Status
-from llamaherd.wiring import build_herd, telemetry_options
+from llamaherd.telemetry.assembly import Telemetry
+from llamaherd.wiring.build import build_herd, telemetry_options
 from tests.conftest import free_port, pid_alive, sse_lines, wait_until_dead
 from tests.gateway.conftest import FAST_POLICY, gateway_config, serve
 from tests.serving import ServedLlamaherd, write_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaherd.config import (
+from llamaherd.config.settings import (
     Settings,
     api_key_secrets,
     load_config,

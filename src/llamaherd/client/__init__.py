@@ -1,0 +1,1 @@
+"""What talks to the server: the `llamaherd` command line and its REST client."""
