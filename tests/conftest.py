@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config.settings import cached_llama_server
+from llamaherd.config.binaries import cached_llama_server
 from llamaherd.supervisor.policy import SupervisorPolicy
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status

@@ -19,16 +19,19 @@ from typing import Any
 import pytest
 
 from llamaherd.api.app import create_app
-from llamaherd.client.cli import (
+from llamaherd.client.cli import main
+from llamaherd.client.follow import drop_overlap
+from llamaherd.client.remote import DEFAULT_URL, service_url
+from llamaherd.client.render import (
     human_duration,
     human_size,
-    main,
     model_outcome_line,
     render_models,
     render_status,
     status_line,
 )
-from llamaherd.client.remote import DEFAULT_URL, ModelWait, drop_overlap, parse_sse, service_url
+from llamaherd.client.sse import parse_sse
+from llamaherd.client.waiting import ModelWait
 from llamaherd.config.settings import settings_from_mapping
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.scheduler import Phase

@@ -1,5 +1,5 @@
 """The per-model commands: `logs MODEL [-f]`, `status MODEL`, `start|stop|restart MODEL`,
-against the real app over uvicorn with the fake llama-server (see tests/test_cli.py). `chat`
+against the real app over uvicorn with the fake llama-server (see tests/client/test_cli.py). `chat`
 is the primary model (loaded at start); `coder` (alias `c`) is the second, whose output and
 controls the command line reached only through the primary's before."""
 

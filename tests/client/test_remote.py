@@ -20,13 +20,10 @@ import httpx
 import pytest
 
 from llamaherd import __version__
-from llamaherd.client.cli import DEFAULT_WAIT_S, build_parser, main
-from llamaherd.client.remote import (
-    DEFAULT_URL,
-    RemoteClient,
-    model_settled,
-    wait_for_model,
-)
+from llamaherd.client.cli import main
+from llamaherd.client.parser import DEFAULT_WAIT_S, build_parser
+from llamaherd.client.remote import DEFAULT_URL, RemoteClient
+from llamaherd.client.waiting import model_settled, wait_for_model
 from llamaherd.errors import LlamaherdError
 from tests.conftest import free_port, wait_http_ready
 

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llamaherd.config.settings import (
-    Settings,
-    api_key_secrets,
-    load_config,
-    locate_llama_server,
-    settings_from_mapping,
-)
+from llamaherd.config.binaries import locate_llama_server
+from llamaherd.config.keys import api_key_secrets
+from llamaherd.config.settings import Settings, load_config, settings_from_mapping
 from llamaherd.errors import BinaryNotFoundError, ConfigError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
 from tests.conftest import serve_once

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from llamaherd.config.settings import ConfigError, Settings, api_key_secrets, settings_from_mapping
+from llamaherd.config.keys import api_key_secrets
+from llamaherd.config.settings import ConfigError, Settings, settings_from_mapping
 from llamaherd.server.serve import DRAIN_MARGIN_S
 
 ROOT = Path(__file__).resolve().parents[2]

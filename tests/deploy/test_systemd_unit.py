@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaherd.client.cli import build_parser
+from llamaherd.client.parser import build_parser
 from llamaherd.config.settings import Settings
 from llamaherd.server.serve import DRAIN_MARGIN_S
 from llamaherd.supervisor.policy import SupervisorPolicy

@@ -19,9 +19,7 @@ import contextlib
 import json
 import re
 import reprlib
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -30,7 +28,6 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from llamaherd.api.event_names import LOG_EVENT
 from llamaherd.api.schemas import (
     ControlOut,
     GatewayModelOut,
@@ -42,6 +39,7 @@ from llamaherd.api.schemas import (
     ReloadOut,
     StatusOut,
 )
+from llamaherd.client.sse import parse_sse
 from llamaherd.cluster.identity import Identity, identify, json_object
 from llamaherd.config.defaults import DEFAULT_URL, ENV_API_KEY
 from llamaherd.errors import (
@@ -53,39 +51,53 @@ from llamaherd.errors import (
 from llamaherd.version import __version__
 
 REQUEST_TIMEOUT_S = 10.0
+
+
 # A start/restart answers after up to `wait` seconds; the margin covers the request itself.
 ANSWER_MARGIN_S = 30.0
+
+
 # Stop answers once the requests in flight have finished and llama-server has exited, or after
 # the `wait` it is given, with the state then (the CLI's `stop --wait`).
 DEFAULT_STOP_WAIT_S = 60.0
+
+
 STOP_ANSWER_MARGIN_S = 5.0  # the server answers at `wait` at the latest
+
+
 # The one extra request that finds out what answers when the answer was not llamaherd's.
 IDENTIFY_TIMEOUT_S = 5.0
+
+
 RELOAD_TIMEOUT_S = 60.0  # a reload reads every model file's header first
+
+
 # The server sends a keep-alive every 15 s; four missed ones mean the connection is dead.
 STREAM_READ_TIMEOUT_S = 60.0
-# Lines written just before the tail was fetched may arrive again in the first log event.
-OVERLAP_WINDOW_S = 1.0
-# Compared against that batch: more lines than a short -n gives, so a match is real evidence.
-OVERLAP_CONTEXT_LINES = 200
 
-# How often a load/unload is checked on while the CLI waits for it: soon at first (a small
-# model is ready in about 0.1 s), then at doubling intervals up to twice a second.
-MODEL_POLL_INITIAL_S = 0.05
-MODEL_POLL_MAX_S = 0.5
+
 # The message of the 404 for a path the app does not have (Starlette's), as opposed to the
 # 404 of a path it has about a model it does not serve.
 NO_SUCH_PATH = "Not Found"
 
+
 Action = Literal["start", "stop", "restart"]
+
+
 ModelAction = Literal["load", "unload"]
+
+
 Event = tuple[str, dict[str, Any]]
+
 
 # Wildcard listen addresses are not addresses one can connect to; loopback reaches them.
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
+
 # Quoting a wrong value in a message: short, whatever the server sent.
 _SHORT = reprlib.Repr()
+
+
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 40
 
 
@@ -455,175 +467,3 @@ def _reason(exc: httpx.TransportError) -> str:
     if not text:
         return type(exc).__name__
     return text[0].lower() + text[1:]
-
-
-def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) for each Server-Sent Event; comments (keep-alives) are skipped."""
-    name = "message"
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = "message", []
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            name = value
-        elif field == "data":
-            data.append(value)
-
-
-def drop_overlap(tail: list[str], lines: list[str]) -> list[str]:
-    """`lines` without its first lines when they were already in `tail`.
-
-    The follow subscribes before it fetches the tail, so no line is lost; lines written just
-    before the fetch (the server sends lines in batches) then come twice: as the end of the tail
-    and as the start of the first batch. That start ends with the tail's last lines, so the
-    shortest such start is dropped. Shortest: on repeated lines, a duplicate beats a lost line.
-    """
-    for count in range(1, len(lines) + 1):
-        compared = min(count, len(tail))
-        if compared and lines[count - compared : count] == tail[-compared:]:
-            return lines[count:]
-    return lines
-
-
-def follow_logs(
-    client: RemoteClient,
-    tail_lines: int,
-    *,
-    max_events: int | None = None,
-    model: str | None = None,
-) -> Iterator[list[str]]:
-    """The last `tail_lines` lines, then each new batch of lines as llama-server writes them:
-    the primary model's, or `model`'s (an id or an alias).
-
-    Ends after `max_events` batches of new lines when given (tests use it), else only when
-    the server ends the stream, which raises ServiceUnreachableError.
-    """
-    if model is not None:
-        yield from _follow_model(client, model, tail_lines, max_events)
-        return
-    with client.events() as events:
-        # The stream starts with a status event: from then on, no new line can be missed.
-        next(events, None)
-        context = client.logs(max(tail_lines, OVERLAP_CONTEXT_LINES))
-        yield context[-tail_lines:]
-        fetched_at = time.monotonic()
-        count = 0
-        for index, batch in enumerate(_log_batches(events)):
-            early = index == 0 and time.monotonic() - fetched_at < OVERLAP_WINDOW_S
-            new = drop_overlap(context, batch) if early else batch
-            if not new:
-                continue
-            yield new
-            count += 1
-            if max_events is not None and count >= max_events:
-                return
-    raise ServiceUnreachableError(
-        f"llamaherd at {client.base_url} ended the event stream; is it shutting down?"
-    )
-
-
-def _follow_model(
-    client: RemoteClient, model: str, tail_lines: int, max_events: int | None
-) -> Iterator[list[str]]:
-    # The server sends the tail and then every batch after it, none twice: nothing to drop.
-    with client.followed_logs(model, tail_lines) as events:
-        for count, batch in enumerate(_log_batches(events)):
-            yield batch
-            if max_events is not None and count >= max_events:
-                return
-    raise ServiceUnreachableError(
-        f"llamaherd at {client.base_url} ended the log stream of {model}; is it shutting down, "
-        "or did a reload remove the model?"
-    )
-
-
-def _log_batches(events: Iterator[Event]) -> Iterator[list[str]]:
-    for name, payload in events:
-        data = payload.get("data")
-        lines = data.get("lines") if isinstance(data, dict) else None
-        if name == LOG_EVENT and isinstance(lines, list):
-            yield [str(line) for line in lines]
-
-
-@dataclass(frozen=True)
-class ModelWait:
-    """How a wait for a load or unload ended: `outcome` "done" (the model is ready, or not
-    loaded), "failed" (its llama-server gave up), or "pending" (the time ran out first);
-    `entry` is the model as last seen."""
-
-    outcome: Literal["done", "failed", "pending"]
-    entry: dict[str, Any]
-
-
-def model_settled(
-    action: ModelAction, entry: dict[str, Any], *, stale_failure: bool = False
-) -> Literal["done", "failed"] | None:
-    """Whether a load or unload of the model `entry` describes is over, and how.
-
-    A load is done when the model is ready and not about to be unloaded (draining: evicted or
-    idle, it will be loaded again afterwards). Its failure counts unless `stale_failure`: a
-    model that had failed before keeps that phase while its new load waits for room. An unload
-    is done once the model is unloaded, or failed: a failed model has no server and holds no
-    room, which is what an unload is for."""
-    phase = entry.get("phase")
-    if action == "unload":
-        return "done" if phase in ("unloaded", "failed") else None
-    if phase == "ready" and not entry.get("draining"):
-        return "done"
-    if phase == "failed" and not stale_failure:
-        return "failed"
-    return None
-
-
-def wait_for_model(
-    client: RemoteClient,
-    action: ModelAction,
-    entry: dict[str, Any],
-    wait_s: float,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    host: str | None = None,
-) -> ModelWait:
-    """Follow the model of `entry` (the answer to its load or unload) until that is over, or
-    `wait_s` seconds have passed.
-
-    Polls `GET /api/gateway/models`, quickly at first, rather than following the llamaModels
-    events on `/api/events`: the API's load and unload answer at once (they take no wait), and
-    a blocking read of that stream could not be held to this deadline; a poll can."""
-    model = entry["id"]
-    stale_failure = action == "load" and entry.get("phase") == "failed"
-    deadline = clock() + wait_s
-    delay = MODEL_POLL_INITIAL_S
-    while True:
-        settled = model_settled(action, entry, stale_failure=stale_failure)
-        if settled is not None:
-            return ModelWait(settled, entry)
-        remaining = deadline - clock()
-        if remaining <= 0:
-            return ModelWait("pending", entry)
-        sleep(min(delay, remaining))
-        delay = min(delay * 2, MODEL_POLL_MAX_S)
-        entry = _find_model(client, model, host)
-        stale_failure = stale_failure and entry.get("phase") == "failed"
-
-
-def _find_model(client: RemoteClient, model: str, host: str | None = None) -> dict[str, Any]:
-    """`model`'s entry: this llamaherd's, or as a front sees it on its peer `host`."""
-    if host is None:
-        entries = client.gateway_models()
-    else:
-        entries = [e for e in client.gateway_listing().get("peerModels", []) if e["host"] == host]
-    for entry in entries:
-        if entry["id"] == model:
-            return entry
-    where = "" if host is None else f" on host {host}"
-    raise LlamaherdError(
-        f"llamaherd at {client.base_url} no longer lists model {model!r}{where}; was it "
-        "restarted with another config? 'llamaherd models' lists what it has"
-    )

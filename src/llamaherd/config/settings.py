@@ -7,17 +7,14 @@ The seed's file keeps working exactly as written:
 
 Every other key is optional (see `Settings`). Relative paths are resolved against the folder of
 the config file, so `llamaherd serve --config some/dir/.llama-proxy-config.json` works from
-anywhere. This is the only module that reads the environment, with llamaherd.defaults, which
-reads the command line's key (LLAMAHERD_API_KEY) without loading pydantic.
+anywhere. The rest of the package reads what is not in the file: API keys (keys.py), where the
+state goes (places.py), which llama-server to run (binaries.py), and the defaults the command
+line knows without loading pydantic (defaults.py); messages.py says what a wrong value is.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
-import reprlib
-import shutil
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,13 +33,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from llamaherd.catalog.gguf import read_gguf_summary
-from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, ENV_API_KEY
+from llamaherd.config.binaries import locate_llama_server
+from llamaherd.config.defaults import DEFAULT_CONFIG_NAME
+from llamaherd.config.messages import unknown_key_message, validation_message
 from llamaherd.errors import BinaryNotFoundError, ConfigError, ModelFileError
 from llamaherd.supervisor.policy import POLICY_BOUNDS, SupervisorPolicy
-
-MIN_KEY_CHARS = 16
-KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' makes a good one"
-LLAMA_CPP_SOURCE_PIN = "11434.0.0"  # keep in step with scripts/build-llama-server
 
 # A config is a few hundred bytes; reading /dev/zero by mistake must not eat the memory.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -247,75 +242,6 @@ class Settings(BaseModel):
         return SupervisorPolicy(**values)
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _duration(seconds: float) -> str:
-    """3600 -> "1 hour", 604800 -> "7 days": a bound as a person reads it."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"{count} {unit}{'s' if count > 1 else ''}"
-    return f"{_number(seconds)} s"
-
-
-def _policy_fix(name: str) -> str:
-    low, high = POLICY_BOUNDS[name]
-    if name.endswith("_ms"):
-        return (
-            f"use a whole number of milliseconds from {_number(low)} to {_number(high)} "
-            f"({_duration(high / 1000)})"
-        )
-    if name.endswith("_s"):
-        return f"use a number of seconds from {_number(low)} to {_number(high)} ({_duration(high)})"
-    return f"use a whole number from {_number(low)} to {_number(high)}"
-
-
-_HOST_FIX = "use 127.0.0.1 for this machine only, or 0.0.0.0 to listen on every interface"
-_FIXES = {
-    "llama_server_host": _HOST_FIX,
-    "app_host": _HOST_FIX,
-    "llama_server_port": "use a whole number from 1 to 65535, e.g. 8134",
-    "app_port": "use a whole number from 1 to 65535, e.g. 3000",
-    "llama_server_args": 'use a list of strings, e.g. ["--threads", "4"]',
-    "llama_model_path": 'use a path to a .gguf file, e.g. "./models/model.gguf"',
-    "llama_server_binary": 'use the path of an executable llama-server, e.g. "/opt/llama-server"',
-    "models": 'use an object of model ids, e.g. {"coder": {"path": "./models/coder.gguf"}}',
-    "models_dir": 'use the path of a folder of .gguf files, e.g. "./models"',
-    "max_loaded": "use a whole number of models from 1 to 256",
-    "queue_depth": "use a whole number of waiting requests per model, e.g. 64",
-    "queue_timeout_s": "use a number of seconds from 0.001 to 86400, e.g. 120",
-    "failure_cooldown_s": "use a number of seconds from 0 to 86400, e.g. 30",
-    "preload": 'use a list of model ids, loaded at start in this order, e.g. ["coder"]',
-    "watch_config": "use true to reload the config whenever its file changes, or false",
-    "shutdown_drain_s": "use a number of seconds from 0 to 3600, e.g. 30",
-    "peers": 'use a list of llamaherds, e.g. [{"name": "gpu1", "url": "http://10.0.0.5:3000", '
-    '"key_env": "GPU1_KEY"}]',
-    "peers_dns": "use a DNS SRV name, e.g. _http._tcp.llamaherd-workers.llm.svc.cluster.local",
-    "peers_dns_interval_s": "use a number of seconds from 1 to 3600, e.g. 10",
-    "peers_dns_key_env": "use the name of an environment variable that holds the workers' key",
-    "peers_dns_server": "use a name server's address, e.g. 10.96.0.10 or 127.0.0.1:5353",
-    "memory_budget_mb": "use a number of MiB, e.g. 24000, or null for no budget",
-    "api_keys": 'use a list of keys, e.g. [{"name": "app", "key_env": "APP_KEY", '
-    '"scopes": ["inference"]}]; scopes are "inference" and "admin"',
-    "cors_allowed_origins": 'use a list of origins, e.g. ["https://app.example.com"]',
-    "max_body_mb": "use a number of MiB, e.g. 16",
-    "body_timeout_s": "use a number of seconds, e.g. 60",
-    "header_timeout_s": "use a number of seconds, e.g. 10",
-    "idle_timeout_s": "use a whole number of seconds, e.g. 5",
-    "max_connections": "use a whole number of connections, e.g. 1024",
-    "max_connections_per_client": "use a whole number of connections, e.g. 256",
-    "max_socketio_pending": "use a whole number of sessions, e.g. 256",
-    "max_socketio_pending_per_client": "use a whole number of sessions, e.g. 32",
-    "socketio_connect_timeout_s": "use a number of seconds, e.g. 10",
-} | {name: _policy_fix(name) for name in POLICY_BOUNDS}
-
-# What a wrong value looked like, kept short: the value may be a megabyte of nested lists.
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 40
-
-
 def load_config(
     path: str | Path = DEFAULT_CONFIG_NAME,
     *,
@@ -382,12 +308,16 @@ def settings_from_mapping(raw: dict[str, Any], *, source: str = "config") -> Set
     """Validate a mapping of config keys; JSON lists become tuples, strings become paths."""
     unknown = sorted(set(raw) - set(Settings.model_fields))
     if unknown:
-        raise ConfigError("; ".join(_unknown_key_message(key, source) for key in unknown))
+        raise ConfigError(
+            "; ".join(
+                unknown_key_message(key, source, list(Settings.model_fields)) for key in unknown
+            )
+        )
     data = {key: _coerce(key, value) for key, value in raw.items()}
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_validation_message(exc, source)) from None
+        raise ConfigError(validation_message(exc, source)) from None
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -402,31 +332,6 @@ def _coerce(key: str, value: Any) -> Any:
         except OverflowError:  # 10**400: pydantic's bound check names it as it is
             return value
     return value
-
-
-def _unknown_key_message(key: str, source: str) -> str:
-    close = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "remove it"
-    return f"{source}: unknown key {key!r}: {hint} (known keys: {', '.join(Settings.model_fields)})"
-
-
-def _validation_message(exc: ValidationError, source: str) -> str:
-    """One line: the source once, then each wrong key with what it got and the fix."""
-    problems = []
-    for error in exc.errors():
-        # models.<id>.<key>, alerts.crash_loop.<key>: the nested key, not just its parent.
-        depth = {"models": 3, "api_keys": 3, "alerts": len(error["loc"])}.get(
-            str(error["loc"][:1][0]) if error["loc"] else "", 1
-        )
-        key = ".".join(str(part) for part in error["loc"][:depth]) or "config"
-        value = error.get("input")
-        got = _SHORT.repr(str(value) if isinstance(value, Path) else value)
-        if key.startswith("api_keys") and not {"name", "key_env", "scopes"} & set(error["loc"]):
-            got = "a value not shown here"  # it may be a key: keys are never echoed
-        msg = error["msg"][:1].lower() + error["msg"][1:]
-        fix = _FIXES.get(key, _FIXES.get(key.split(".")[0], "") if depth == 1 else "")
-        problems.append(f"{key}: {msg} (got {got})" + (f"; {fix}" if fix else ""))
-    return f"{source}: " + "; ".join(problems)
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -465,105 +370,3 @@ def check_settings_files(settings: Settings, *, source: str = "config") -> None:
         locate_llama_server(settings.llama_server_binary)
     except BinaryNotFoundError as exc:
         raise ConfigError(f"{source}: llama_server_binary: {exc}") from None
-
-
-def api_key_secrets(
-    settings: Settings, environ: dict[str, str] | None = None
-) -> list[tuple[str, str, tuple[Literal["inference", "admin"], ...]]]:
-    """(name, key, scopes) of every key llamaherd serve accepts: `api_keys` (reading each
-    `key_env`) and LLAMAHERD_API_KEY (named so, with every scope). A ConfigError names the
-    entry, never the key."""
-    env = os.environ if environ is None else environ
-    found: list[tuple[str, str, tuple[Literal["inference", "admin"], ...]]] = []
-    for index, entry in enumerate(settings.api_keys):
-        where = f"api_keys[{index}] ({entry.name})"
-        if entry.key is not None:
-            secret = entry.key.get_secret_value()
-        else:
-            secret = env.get(entry.key_env or "", "")
-            if not secret:
-                raise ConfigError(
-                    f"{where}: key_env: the environment variable {entry.key_env} is not set or "
-                    "empty; export it before starting llamaherd"
-                )
-        found.append((entry.name, _checked_key(where, secret), entry.scopes))
-    if env.get(ENV_API_KEY):
-        found.append((ENV_API_KEY, _checked_key(ENV_API_KEY, env[ENV_API_KEY]), ("admin",)))
-    names = [name for name, _, _ in found]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ConfigError(f"api_keys: two keys are named {twice[0]!r}; give each key its own name")
-    secrets = [secret for _, secret, _ in found]
-    if len(set(secrets)) < len(secrets):
-        raise ConfigError(
-            "api_keys: two entries hold the same key, so llamaherd could not tell which one "
-            "was used; give each client its own key"
-        )
-    return found
-
-
-def _checked_key(where: str, secret: str) -> str:
-    if len(secret) < MIN_KEY_CHARS:
-        raise ConfigError(
-            f"{where}: the key is {len(secret)} characters long; use at least "
-            f"{MIN_KEY_CHARS} ({KEY_HINT})"
-        )
-    if not secret.isascii() or not secret.isprintable() or " " in secret:
-        raise ConfigError(
-            f"{where}: the key holds spaces, control or non-ASCII characters, which an HTTP "
-            f"header cannot carry; use letters, digits and -._~+/= ({KEY_HINT})"
-        )
-    return secret
-
-
-def state_dir(settings: Settings) -> Path:
-    """Where llamaherd keeps its history and log files: `state_dir` from the config, else
-    `$XDG_STATE_HOME/llamaherd`, else `~/.local/state/llamaherd`."""
-    if settings.state_dir is not None:
-        return settings.state_dir
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
-    return base / "llamaherd"
-
-
-def notify_socket() -> str | None:
-    """Where systemd waits for llamaherd's READY=1 and STOPPING=1 (a `Type=notify` unit):
-    $NOTIFY_SOCKET, or None when systemd did not start it."""
-    return os.environ.get("NOTIFY_SOCKET") or None
-
-
-def cache_dir() -> Path:
-    """Where scripts/build-llama-server keeps its build (LLAMAHERD_CACHE overrides)."""
-    env = os.environ.get("LLAMAHERD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "llamaherd"
-
-
-def cached_llama_server() -> Path:
-    return cache_dir() / f"llama-server-{LLAMA_CPP_SOURCE_PIN}" / "bin" / "llama-server"
-
-
-def locate_llama_server(explicit: str | Path | None = None) -> Path:
-    """The llama-server to run: the config's, else $LLAMA_SERVER, else PATH, else the cache."""
-    if explicit is not None:
-        return _check_executable(Path(explicit), "the configured llama_server_binary")
-    env = os.environ.get("LLAMA_SERVER")
-    if env:
-        return _check_executable(Path(env), "LLAMA_SERVER")
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return Path(on_path)
-    cached = cached_llama_server()
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return cached
-    raise BinaryNotFoundError(
-        "no llama-server found: not in the config (llama_server_binary), not in LLAMA_SERVER, "
-        f"not on PATH, not in {cached}. Build one with scripts/build-llama-server."
-    )
-
-
-def _check_executable(path: Path, origin: str) -> Path:
-    if not path.exists():
-        raise BinaryNotFoundError(f"{origin} {path} does not exist")
-    if path.is_dir() or not os.access(path, os.X_OK):
-        raise BinaryNotFoundError(f"{origin} {path} is not an executable file (chmod +x it?)")
-    return path

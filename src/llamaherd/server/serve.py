@@ -28,7 +28,8 @@ from llamaherd.api.app import Application, create_app
 from llamaherd.api.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.api.guard import is_loopback
 from llamaherd.api.handshakes import HandshakeLimits
-from llamaherd.config.settings import Settings, notify_socket, state_dir
+from llamaherd.config.places import notify_socket, state_dir
+from llamaherd.config.settings import Settings
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.server.notify import Notifier
 from llamaherd.server.reload import ConfigReloader, ConfigSource

@@ -16,15 +16,12 @@ from llamaherd.api.access import AccessPolicy, KeyRing
 from llamaherd.api.guard import is_loopback
 from llamaherd.cluster.front import Cluster
 from llamaherd.cluster.peers import Peer
+from llamaherd.config.binaries import locate_llama_server
 from llamaherd.config.defaults import ENV_API_KEY
+from llamaherd.config.keys import api_key_secrets
 from llamaherd.config.model_specs import build_registry
-from llamaherd.config.settings import (
-    PeerEntry,
-    Settings,
-    api_key_secrets,
-    locate_llama_server,
-    state_dir,
-)
+from llamaherd.config.places import state_dir
+from llamaherd.config.settings import PeerEntry, Settings
 from llamaherd.errors import ConfigError
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
