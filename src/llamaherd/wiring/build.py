@@ -1,7 +1,7 @@
 """Building the running objects from the settings: the one place that knows both.
 
 The supervisor knows nothing of the config file; whoever reads the config builds the services
-and hands them over (DESIGN.md's layering rule). The llama-server binary is found here, once,
+and hands them over (the layers: docs/architecture.md). The llama-server binary is found here, once,
 before a service exists, so the supervisor never reads the environment.
 """
 
