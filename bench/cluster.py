@@ -53,7 +53,7 @@ import psutil
 from gateway_load import CHAT_PATH, WrkResult, chat_body, run_wrk, write_wrk_script
 
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config.settings import locate_llama_server
+from llamaherd.config.binaries import locate_llama_server
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parent.parent

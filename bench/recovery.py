@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from llamaherd.catalog.demo_model import write_demo_model
-from llamaherd.config.settings import locate_llama_server
+from llamaherd.config.binaries import locate_llama_server
 from llamaherd.supervisor.policy import SupervisorPolicy
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status

@@ -1,6 +1,6 @@
 """RequestMeter: what one request's answer says about it, read from the chunks as they passed.
 
-The answers are shaped like the real llama-server's (see docs/architecture.md and the llama-server facts in the README), cut into pieces at awkward
+The answers are shaped like the real llama-server's, cut into pieces at awkward
 places the way a socket delivers them.
 """
 
