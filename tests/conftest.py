@@ -12,14 +12,18 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from llamaherd.catalog.demo_model import write_demo_model
 from llamaherd.config.binaries import cached_llama_server
+from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.registry import ModelRegistry, ModelSpec
+from llamaherd.gateway.scheduler import Limits
 from llamaherd.supervisor.policy import SupervisorPolicy
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status
@@ -293,3 +297,70 @@ def wait_http_ready(port: int, timeout_s: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"nothing became ready on port {port} within {timeout_s} s")
+
+
+# ---- herds of fake llama-servers ----------------------------------------------------------
+
+HerdFactory = Callable[..., Herd]
+
+
+@pytest.fixture
+async def make_herd(fake_binary: Path, model_file: Path) -> AsyncIterator[HerdFactory]:
+    """make_herd(ids=("a", "b"), *, args=(), policy=FAST_POLICY, max_concurrency=None,
+    **limits): a started herd of these models (the first is the primary), each a fake
+    llama-server launched with `args`; `limits` are the scheduler's (Limits)."""
+    herds: list[Herd] = []
+
+    def factory(
+        ids: Sequence[str] = ("a", "b"),
+        *,
+        args: Sequence[str] = (),
+        policy: SupervisorPolicy = FAST_POLICY,
+        max_concurrency: int | None = None,
+        **limits: Any,
+    ) -> Herd:
+        specs = [ModelSpec(id=m, path=model_file, max_concurrency=max_concurrency) for m in ids]
+        services = {
+            spec.id: LlamaService(
+                port=free_port(),
+                model_path=model_file,
+                server_args=tuple(args),
+                binary=fake_binary,
+                policy=policy,
+            )
+            for spec in specs
+        }
+        herd = Herd(ModelRegistry(specs, ids[0]), services, Limits(**limits))
+        herds.append(herd)
+        herd.start()
+        return herd
+
+    yield factory
+    for herd in herds:
+        await herd.aclose()
+
+
+# ---- a chat completion ---------------------------------------------------------------------
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def chat_body(
+    model: str, tokens: int = 8, *, content: str = "Hello there", **extra: Any
+) -> dict[str, Any]:
+    """The body of a chat completion for `model`, at most `tokens` tokens; `extra` adds keys
+    (stream, ignore_eos...)."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": tokens,
+        **extra,
+    }
+
+
+async def post_chat(http: httpx.AsyncClient, model: str, tokens: int = 8) -> dict[str, Any]:
+    """One chat completion through `http` (a client on llamaherd), which must succeed."""
+    answer = await http.post(CHAT_PATH, json=chat_body(model, tokens))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result

@@ -21,11 +21,10 @@ from llamaherd.alerts import Alert, Alerter, AlertRules, Event, RateLimit, redac
 from llamaherd.alerts.outbox import Outbox
 from llamaherd.config.settings import AlertSettings, CrashLoopRule
 from llamaherd.gateway.herd import Herd
-from llamaherd.gateway.registry import ModelRegistry, ModelSpec
-from llamaherd.gateway.scheduler import Limits
-from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status
-from tests.conftest import FAST_POLICY, free_port, pid_alive
+from tests.clock import FakeClock
+from tests.conftest import FAST_POLICY, HerdFactory, free_port, pid_alive
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,20 +42,6 @@ PAYLOAD_KEYS = {
     "message",
     "suppressed",
 }
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---- the rules, the rate limit, the log's view of a URL ---------------------------------
@@ -237,31 +222,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await receiver.runner.cleanup()
 
 
-HerdFactory = Callable[..., Herd]
 AlerterFactory = Callable[..., Alerter]
-
-
-@pytest.fixture
-async def make_herd(fake_binary: Path, model_file: Path) -> AsyncIterator[HerdFactory]:
-    herds: list[Herd] = []
-
-    def factory(model: str, *args: str, policy: Any = LOOP_POLICY) -> Herd:
-        spec = ModelSpec(id=model, path=model_file)
-        service = LlamaService(
-            port=free_port(),
-            model_path=model_file,
-            server_args=args,
-            binary=fake_binary,
-            policy=policy,
-        )
-        herd = Herd(ModelRegistry([spec], model), {model: service}, Limits())
-        herd.start()
-        herds.append(herd)
-        return herd
-
-    yield factory
-    for herd in herds:
-        await herd.aclose()
 
 
 @pytest.fixture
@@ -293,7 +254,7 @@ def fail_first(tmp_path: Path, launches: int) -> tuple[str, ...]:
 async def test_a_crash_loop_into_error_alerts_crash_loop_then_error(
     receiver: Receiver, make_herd: HerdFactory, make_alerter: AlerterFactory
 ) -> None:
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     make_alerter(herd, webhooks=(receiver.url,))
     before_ms = time.time() * 1000
 
@@ -325,7 +286,7 @@ async def test_the_same_alert_within_min_interval_is_held_back_then_counted(
     receiver: Receiver, make_herd: HerdFactory, make_alerter: AlerterFactory
 ) -> None:
     clock = FakeClock()
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     alerter = make_alerter(herd, clock, webhooks=(receiver.url,), min_interval_s=300)
     service = herd.backends["coder"].service
     await service.start()
@@ -346,7 +307,9 @@ async def test_the_same_alert_within_min_interval_is_held_back_then_counted(
 async def test_a_model_alerted_in_error_sends_recovered_when_fixed(
     tmp_path: Path, receiver: Receiver, make_herd: HerdFactory, make_alerter: AlerterFactory
 ) -> None:
-    herd = make_herd("coder", *fail_first(tmp_path, 3))  # three failed launches spend 2 retries
+    herd = make_herd(
+        ("coder",), args=fail_first(tmp_path, 3), policy=LOOP_POLICY
+    )  # three failed launches spend 2 retries
     make_alerter(herd, webhooks=(receiver.url,))
     service = herd.backends["coder"].service
     assert (await service.start()).status is Status.ERROR
@@ -370,7 +333,9 @@ async def test_a_model_alerted_in_error_sends_recovered_when_fixed(
 async def test_a_crash_loop_that_ends_ready_sends_recovered(
     tmp_path: Path, receiver: Receiver, make_herd: HerdFactory, make_alerter: AlerterFactory
 ) -> None:
-    herd = make_herd("coder", *fail_first(tmp_path, 2))  # the last retry works
+    herd = make_herd(
+        ("coder",), args=fail_first(tmp_path, 2), policy=LOOP_POLICY
+    )  # the last retry works
     make_alerter(herd, webhooks=(receiver.url,))
     assert (await herd.backends["coder"].service.start()).status is Status.READY
     await receiver.wait_for(2)
@@ -386,7 +351,7 @@ async def test_a_webhook_that_fails_twice_gets_the_alert_on_the_third_try(
     caplog.set_level(logging.INFO, logger="llamaherd.alerts")
     receiver.answers = [500, 503]
     url = f"http://alice:s3cret@127.0.0.1:{receiver.port}/hooks/T0K3N?key=hush"
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     alerter = make_alerter(
         herd, webhooks=(url,), retries=3, crash_loop=CrashLoopRule(crashes=10, within_s=60)
     )
@@ -418,7 +383,7 @@ async def test_a_webhook_that_never_answers_delays_no_restart(
 ) -> None:
     receiver.hang = True
     policy = replace(FAST_POLICY, max_retries=3, backoff_initial_ms=200, backoff_max_ms=800)
-    herd = make_herd("coder", "--fake-exit-at-start", "1", policy=policy)
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=policy)
     alerter = make_alerter(herd, webhooks=(receiver.url,), timeout_s=30.0, retries=3)
     service = herd.backends["coder"].service
     moves: list[tuple[Status, float]] = []
@@ -471,7 +436,7 @@ async def test_a_command_gets_the_payload_on_stdin_and_in_its_environment(
 ) -> None:
     script = tmp_path / "record.py"
     script.write_text(RECORDER)
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     alerter = make_alerter(herd, command=(sys.executable, str(script), str(tmp_path)))
 
     await herd.backends["coder"].service.start()
@@ -493,7 +458,7 @@ async def test_a_command_that_hangs_is_killed_with_its_children(
 ) -> None:
     script, pids = tmp_path / "hang.py", tmp_path / "pids"
     script.write_text(HANGER)
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     alerter = make_alerter(
         herd,
         command=(sys.executable, str(script), str(pids)),
@@ -519,7 +484,7 @@ async def test_a_command_that_fails_is_retried_and_its_complaint_logged(
     script.write_text(
         "import sys\nprint('webhook relay: no route to pager', file=sys.stderr)\nsys.exit(3)\n"
     )
-    herd = make_herd("coder", "--fake-exit-at-start", "1")
+    herd = make_herd(("coder",), args=("--fake-exit-at-start", "1"), policy=LOOP_POLICY)
     alerter = make_alerter(
         herd,
         command=(sys.executable, str(script)),

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from llamaherd.api.connections import (
 )
 from tests.conftest import free_port
 from tests.serving import serve_uvicorn
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,12 +89,6 @@ async def serving(limits: ConnectionLimits, counts: ConnectionCounts) -> AsyncIt
         finally:
             await client.close_all()
     assert (counts.total, counts.clients) == (0, 0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def request(connection: Connection, extra: bytes = b"") -> tuple[int, dict[str, str], bytes]:

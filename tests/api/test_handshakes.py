@@ -28,6 +28,7 @@ from llamaherd.supervisor.service import LlamaService
 from llamaherd.telemetry.assembly import Telemetry
 from tests.conftest import ServiceFactory, free_port
 from tests.serving import serve_uvicorn
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,12 +135,6 @@ async def admin_client(url: str) -> AsyncIterator[socketio.AsyncClient]:
         yield client
     finally:
         await client.disconnect()
-
-
-async def until(condition: Any, timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_flood_of_handshakes_is_refused_beyond_the_cap_and_others_still_connect(

@@ -16,17 +16,11 @@ from llamaherd.api.history_routes import create_history_router
 from llamaherd.gateway.records import RequestRecord
 from llamaherd.store.history import HistoryStore
 from llamaherd.supervisor.states import ExitInfo, ServiceState, Status
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(30)
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    now = T0 + 1
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(model: str, at: float, status: int | None = 200) -> RequestRecord:
@@ -60,7 +54,7 @@ def without_host(row: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    clock = Clock()
+    clock = FakeClock(T0 + 1)
     history = HistoryStore(tmp_path / "history.db", clock=clock, flush_interval_s=3600)
     await history.start()
     for n in range(5):

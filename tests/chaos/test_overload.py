@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 from tests.chaos.conftest import Figures
-from tests.conftest import free_port
+from tests.conftest import chat_body, free_port
 from tests.gateway.conftest import FAST_POLICY
 from tests.serving import ServedLlamaherd, write_config
 
@@ -172,12 +172,7 @@ class Burst:
 
 
 def chat(tokens: int) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Tell me about llamas."}],
-        "max_tokens": tokens,
-        "ignore_eos": True,
-    }
+    return chat_body(MODEL, tokens, content="Tell me about llamas.", ignore_eos=True)
 
 
 # ---- what only this test asks of llamaherd and its llama-server --------------------------------

@@ -120,12 +120,3 @@ async def following(pair: Pair) -> None:
             and links["gone"].problem != "not reached yet"
         ):
             await asyncio.sleep(0.05)
-
-
-async def until(predicate: Any, what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting until {what}") from None

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.scheduler import Phase
 from tests.client.test_cli import cli_output
-from tests.cluster.inprocess import Pair, until
+from tests.cluster.inprocess import Pair
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,13 +20,13 @@ from playwright.async_api import Browser, Locator, Page, expect
 from llamaherd.api.app import Application, create_app
 from llamaherd.telemetry.assembly import Telemetry
 from llamaherd.wiring.build import telemetry_options
+from tests.conftest import post_chat
 from tests.e2e.conftest import Console, snapshot, two_model_herd
 from tests.serving import serve_application
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.real_server]
 
 WAIT_S = 30.0
-CHAT_PATH = "/v1/chat/completions"
 SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
@@ -40,12 +40,6 @@ async def application(real_binary: Path, tmp_path: Path) -> AsyncIterator[Applic
     ):
         assert settings.state_dir == tmp_path / "state"
         yield create_app(herd, telemetry=Telemetry(herd, telemetry_options(settings)))
-
-
-async def chat(http: httpx.AsyncClient, model: str) -> None:
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16}
-    answer = await http.post(CHAT_PATH, json=body)
-    assert answer.status_code == 200, answer.text
 
 
 async def gateway_model(http: httpx.AsyncClient, model: str) -> dict[str, Any]:
@@ -78,13 +72,13 @@ async def test_health_page(application: Application, page: Page, browser: Browse
     ):
         # History to show: chats with both models, then a crash and a restart of alpha.
         for model in ("alpha", "alpha", "alpha", "beta", "beta"):
-            await chat(http, model)
+            await post_chat(http, model, tokens=16)
         await check_models_table(page, url)
 
         first_pid = await until_state(http, "alpha", "ready", other_than=-1)
         os.kill(first_pid, signal.SIGKILL)
         await until_state(http, "alpha", "ready", other_than=first_pid)
-        await chat(http, "alpha")
+        await post_chat(http, "alpha", tokens=16)
 
         await check_health_page(page, url)
         await snapshot(page, "health")

@@ -23,6 +23,7 @@ from llamaherd.supervisor.states import Status
 from tests.conftest import free_port
 from tests.gateway.conftest import DemoModels, Gateway, Launch, gateway_config
 from tests.serving import ServedLlamaherd, write_config
+from tests.waiting import until
 
 pytestmark = [pytest.mark.real_server, pytest.mark.timeout(120)]
 
@@ -193,12 +194,6 @@ async def socket(url: str) -> AsyncIterator[tuple[socketio.AsyncClient, list[Any
         yield client, heard
     finally:
         await client.disconnect()
-
-
-async def until(predicate: Any, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_socketio_follows_any_models_lines_and_status_and_restarts_it(

@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
-from llamaherd.gateway.herd import Herd
-from llamaherd.gateway.registry import ModelRegistry, ModelSpec
-from llamaherd.gateway.scheduler import Dispatch, Limits, Phase, Reject
-from llamaherd.supervisor.service import LlamaService
+from llamaherd.gateway.scheduler import Dispatch, Phase, Reject
 from llamaherd.supervisor.states import Status
-from tests.conftest import FAST_POLICY, free_port
+from tests.conftest import HerdFactory
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
-HerdFactory = Callable[..., Herd]
-
-
-@pytest.fixture
-async def make_herd(fake_binary: Path, model_file: Path) -> AsyncIterator[HerdFactory]:
-    herds: list[Herd] = []
-
-    def factory(ids: tuple[str, ...] = ("a", "b"), **limits: object) -> Herd:
-        specs = [ModelSpec(id=model, path=model_file, max_concurrency=1) for model in ids]
-        services = {
-            spec.id: LlamaService(
-                port=free_port(), model_path=model_file, binary=fake_binary, policy=FAST_POLICY
-            )
-            for spec in specs
-        }
-        herd = Herd(ModelRegistry(specs, ids[0]), services, Limits(**limits))  # type: ignore[arg-type]
-        herds.append(herd)
-        herd.start()
-        return herd
-
-    yield factory
-    for herd in herds:
-        await herd.aclose()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-
 
 async def test_requests_load_their_model_and_evict_the_other(make_herd: HerdFactory) -> None:
-    herd = make_herd()
+    herd = make_herd(max_concurrency=1)
     first = herd.submit("a")
     assert isinstance(await first.decision, Dispatch)
     assert herd.backends["a"].service.get_state().status is Status.READY
@@ -65,7 +31,7 @@ async def test_requests_load_their_model_and_evict_the_other(make_herd: HerdFact
 async def test_a_server_started_behind_the_schedulers_back_serves_at_once(
     make_herd: HerdFactory,
 ) -> None:
-    herd = make_herd(ids=("a",))
+    herd = make_herd(ids=("a",), max_concurrency=1)
     await herd.backends["a"].service.start()  # what POST /api/llama/start does
 
     await until(lambda: herd.view("a").phase is Phase.READY)
@@ -77,7 +43,7 @@ async def test_a_server_started_behind_the_schedulers_back_serves_at_once(
 async def test_unloading_a_model_whose_server_is_already_stopped_completes(
     make_herd: HerdFactory,
 ) -> None:
-    herd = make_herd(ids=("a",))
+    herd = make_herd(ids=("a",), max_concurrency=1)
     herd.load("a")
     await until(lambda: herd.view("a").phase is Phase.READY)
     herd.stop("a")  # what POST /api/llama/stop does
@@ -96,7 +62,7 @@ async def test_an_unload_right_after_a_load_stops_the_server_the_load_starts(
     """The load's start is spawned but has not run when the unload comes: its supervisor still
     says `initial`. The stop must still follow the start (not be taken as done already), or
     the server comes up while the scheduler waits for a stop that nobody sent."""
-    herd = make_herd(ids=("a",))
+    herd = make_herd(ids=("a",), max_concurrency=1)
     for _ in range(3):
         herd.load("a")
         herd.unload("a")  # the same tick: the start has not begun
@@ -113,7 +79,7 @@ async def test_an_unload_right_after_a_load_stops_the_server_the_load_starts(
 
 
 async def test_a_client_that_leaves_while_queued_frees_its_place(make_herd: HerdFactory) -> None:
-    herd = make_herd(ids=("a",), queue_depth=1)
+    herd = make_herd(ids=("a",), max_concurrency=1, queue_depth=1)
     busy = herd.submit("a")
     assert isinstance(await busy.decision, Dispatch)
     queued = herd.submit("a")
@@ -132,7 +98,7 @@ async def test_a_client_that_leaves_while_queued_frees_its_place(make_herd: Herd
 
 
 async def test_queue_timeout_rejects_with_503(make_herd: HerdFactory) -> None:
-    herd = make_herd(ids=("a",), queue_timeout_s=1.5)
+    herd = make_herd(ids=("a",), max_concurrency=1, queue_timeout_s=1.5)
     busy = herd.submit("a")
     assert isinstance(await busy.decision, Dispatch)
     waiting = herd.submit("a")
@@ -145,7 +111,7 @@ async def test_queue_timeout_rejects_with_503(make_herd: HerdFactory) -> None:
 
 
 async def test_views_follow_changes(make_herd: HerdFactory) -> None:
-    herd = make_herd(ids=("a",))
+    herd = make_herd(ids=("a",), max_concurrency=1)
     changes = 0
 
     def count() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import json
 import os
@@ -35,7 +36,7 @@ from llamaherd.gateway.proxy import (
     send_sse_start,
     upstream_headers,
 )
-from tests.conftest import free_port, wait_http_ready
+from tests.conftest import chat_body, free_port, wait_http_ready
 from tests.serving import serve_uvicorn
 
 pytestmark = pytest.mark.timeout(90)
@@ -254,14 +255,7 @@ def sse_events(body: bytes) -> list[bytes]:
     return [event for event in body.split(b"\n\n") if event]
 
 
-def chat(n: int, *, stream: bool, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": "demo",
-        "messages": [{"role": "user", "content": "Hello there"}],
-        "max_tokens": n,
-        "stream": stream,
-        **extra,
-    }
+chat = functools.partial(chat_body, "demo")
 
 
 # --- headers ---------------------------------------------------------------------------------

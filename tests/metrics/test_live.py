@@ -6,20 +6,16 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.records import RequestRecord
-from llamaherd.gateway.registry import ModelRegistry, ModelSpec
-from llamaherd.gateway.scheduler import Limits, Phase
+from llamaherd.gateway.scheduler import Phase
 from llamaherd.metrics.live import METRICS_EVENT, MetricsFeed
 from llamaherd.metrics.sampler import ServerSampler
 from llamaherd.metrics.window import RollingWindow, mean, percentile
-from llamaherd.supervisor.service import LlamaService
-from tests.conftest import FAST_POLICY, free_port
+from tests.conftest import HerdFactory
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,31 +80,6 @@ class Published:
         assert len(self.events) == count
 
 
-HerdFactory = Callable[..., Herd]
-
-
-@pytest.fixture
-async def make_herd(fake_binary: Path, model_file: Path) -> AsyncIterator[HerdFactory]:
-    herds: list[Herd] = []
-
-    def factory() -> Herd:
-        specs = [ModelSpec(id=model, path=model_file) for model in ("a", "b")]
-        services = {
-            spec.id: LlamaService(
-                port=free_port(), model_path=model_file, binary=fake_binary, policy=FAST_POLICY
-            )
-            for spec in specs
-        }
-        herd = Herd(ModelRegistry(specs, "a"), services, Limits(max_loaded=2))
-        herd.start()
-        herds.append(herd)
-        return herd
-
-    yield factory
-    for herd in herds:
-        await herd.aclose()
-
-
 @pytest.fixture
 async def feeds() -> AsyncIterator[list[MetricsFeed]]:
     made: list[MetricsFeed] = []
@@ -132,7 +103,7 @@ def record(**fields: Any) -> RequestRecord:
 
 
 async def test_the_payload(make_herd: HerdFactory, feeds: list[MetricsFeed]) -> None:
-    herd = make_herd()
+    herd = make_herd(max_loaded=2)
     feed = MetricsFeed(herd, None, Published())
     feeds.append(feed)
     feed.record(record(generation_tps=100.0, prompt_tps=1000.0, latency_s=0.2, ttft_s=0.05))
@@ -172,7 +143,7 @@ async def test_the_payload(make_herd: HerdFactory, feeds: list[MetricsFeed]) -> 
 
 async def test_many_records_are_coalesced(make_herd: HerdFactory, feeds: list[MetricsFeed]) -> None:
     published = Published()
-    feed = MetricsFeed(make_herd(), None, published, min_interval_s=0.25)
+    feed = MetricsFeed(make_herd(max_loaded=2), None, published, min_interval_s=0.25)
     feeds.append(feed)
     feed.start()
     await published.until(1)  # the first goes at once
@@ -197,7 +168,7 @@ async def test_many_records_are_coalesced(make_herd: HerdFactory, feeds: list[Me
 async def test_nothing_is_pushed_when_nothing_changed(
     make_herd: HerdFactory, feeds: list[MetricsFeed]
 ) -> None:
-    herd = make_herd()
+    herd = make_herd(max_loaded=2)
     published = Published()
     feed = MetricsFeed(herd, None, published, min_interval_s=0.1)
     feeds.append(feed)
@@ -226,7 +197,7 @@ async def test_requests_age_out_of_the_window(
     make_herd: HerdFactory, feeds: list[MetricsFeed]
 ) -> None:
     published = Published()
-    feed = MetricsFeed(make_herd(), None, published, window_s=0.5, min_interval_s=0.1)
+    feed = MetricsFeed(make_herd(max_loaded=2), None, published, window_s=0.5, min_interval_s=0.1)
     feeds.append(feed)
     feed.start()
     await published.until(1)
@@ -246,7 +217,7 @@ async def test_requests_age_out_of_the_window(
 async def test_server_figures_come_from_the_sampler(
     make_herd: HerdFactory, feeds: list[MetricsFeed]
 ) -> None:
-    herd = make_herd()
+    herd = make_herd(max_loaded=2)
     sampler = ServerSampler(herd, interval_s=0.1, loading_interval_s=0.02)
     published = Published()
     feed = MetricsFeed(herd, sampler, published, min_interval_s=0.1)
@@ -271,7 +242,7 @@ async def test_a_closed_feed_pushes_nothing(
     make_herd: HerdFactory, feeds: list[MetricsFeed]
 ) -> None:
     published = Published()
-    feed = MetricsFeed(make_herd(), None, published, min_interval_s=0.1)
+    feed = MetricsFeed(make_herd(max_loaded=2), None, published, min_interval_s=0.1)
     feed.start()
     await published.until(1)
     await feed.aclose()

@@ -13,6 +13,7 @@ import pytest
 
 from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.meter import BODY_LIMIT_BYTES, STREAM_TAIL_BYTES, RequestMeter
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -29,21 +30,11 @@ TIMINGS = {
 }
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Meter:
     """A meter with a hand-moved clock and the records it produced."""
 
     def __init__(self, *, stream: bool, endpoint: str = "/v1/chat/completions") -> None:
-        self.clock = Clock()
+        self.clock = FakeClock(100.0)
         self.records: list[RequestRecord] = []
         self.meter = RequestMeter(
             self.records.append, "coder", endpoint, stream=stream, clock=self.clock

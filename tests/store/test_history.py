@@ -24,20 +24,13 @@ from llamaherd.store.minutes import merge_minutes, percentile
 from llamaherd.store.rows import MinuteRow
 from llamaherd.store.schema import SCHEMA_VERSION
 from llamaherd.supervisor.states import ExitInfo, ServiceState, Status
+from tests.clock import FakeClock
 from tests.conftest import RecordingSleep, ServiceFactory, StateRecorder
 
 pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_800_000_000.0  # a multiple of 60: the start of a minute
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)
@@ -91,8 +84,8 @@ def crashed(code: int | None = None, sig: str | None = None) -> ServiceState:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -101,7 +94,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def make_store(db_path: Path, clock: Clock) -> AsyncIterator[Callable[..., HistoryStore]]:
+async def make_store(db_path: Path, clock: FakeClock) -> AsyncIterator[Callable[..., HistoryStore]]:
     stores: list[HistoryStore] = []
 
     def factory(**kwargs: Any) -> HistoryStore:
@@ -142,7 +135,7 @@ def store_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], li
 
 
 async def test_what_is_recorded_is_written_and_queried_back(
-    make_store: Callable[..., HistoryStore], db_path: Path, clock: Clock
+    make_store: Callable[..., HistoryStore], db_path: Path, clock: FakeClock
 ) -> None:
     store = make_store()
     await store.start()
@@ -247,7 +240,7 @@ async def test_the_periodic_flush_writes_without_being_asked(
 
 
 async def test_query_filters_orders_and_keeps_the_newest(
-    make_store: Callable[..., HistoryStore], clock: Clock
+    make_store: Callable[..., HistoryStore], clock: FakeClock
 ) -> None:
     store = make_store()
     await store.start()
@@ -270,7 +263,7 @@ async def test_query_filters_orders_and_keeps_the_newest(
 
 
 async def test_a_minute_is_written_once_it_has_passed(
-    make_store: Callable[..., HistoryStore], db_path: Path, clock: Clock
+    make_store: Callable[..., HistoryStore], db_path: Path, clock: FakeClock
 ) -> None:
     store = make_store()
     await store.start()
@@ -336,7 +329,7 @@ def test_percentiles_and_merging_two_rows_of_one_minute() -> None:
 
 
 async def test_a_new_store_on_the_same_file_reads_what_the_last_one_wrote(
-    make_store: Callable[..., HistoryStore], db_path: Path, clock: Clock
+    make_store: Callable[..., HistoryStore], db_path: Path, clock: FakeClock
 ) -> None:
     first = make_store()
     await first.start()
@@ -397,7 +390,7 @@ async def test_a_file_from_a_newer_llamaherd_is_left_alone(
 
 
 async def test_rows_past_retention_are_deleted_at_start_and_hourly(
-    make_store: Callable[..., HistoryStore], db_path: Path, clock: Clock
+    make_store: Callable[..., HistoryStore], db_path: Path, clock: FakeClock
 ) -> None:
     old = make_store(retention_days=30)
     await old.start()

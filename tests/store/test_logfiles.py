@@ -3,10 +3,8 @@ and a disk that refuses is one warning, never an exception in the ring's callbac
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from llamaherd.store.logfiles import ServerLogFiles, file_stem
 from llamaherd.supervisor.output import LogRing
 from llamaherd.supervisor.states import Status
 from tests.conftest import ServiceFactory, StateRecorder
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,12 +26,6 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
         for record in caplog.records
         if record.name == "llamaherd.store" and record.levelno >= logging.WARNING
     ]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_lines_are_written_and_rotated_at_the_size(tmp_path: Path) -> None:

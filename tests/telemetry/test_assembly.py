@@ -36,15 +36,22 @@ from llamaherd.config.settings import settings_from_mapping
 from llamaherd.supervisor.states import ServiceState, Status
 from llamaherd.telemetry.assembly import Telemetry
 from llamaherd.wiring.build import build_herd, telemetry_options
-from tests.conftest import free_port, pid_alive, sse_lines, wait_until_dead
+from tests.conftest import (
+    CHAT_PATH,
+    free_port,
+    pid_alive,
+    post_chat,
+    sse_lines,
+    wait_until_dead,
+)
 from tests.gateway.conftest import FAST_POLICY, gateway_config, serve
 from tests.serving import ServedLlamaherd, write_config
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
 WAIT_S = 30.0  # the longest any one wait may take
 CHAT = [{"role": "user", "content": "Say hello."}]
-CHAT_PATH = "/v1/chat/completions"
 
 
 # ---- a served llamaherd, in this process ------------------------------------------------------
@@ -93,25 +100,6 @@ async def served(config: dict[str, Any], *, start_service: bool = False) -> Asyn
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"llama-server processes left running after shutdown: {left}"
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    """Poll `condition` (facts nobody announces: a log record, a count) with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        await asyncio.sleep(0.05)
-
-
-async def chat(http: httpx.AsyncClient, model: str, tokens: int = 8) -> dict[str, Any]:
-    answer = await http.post(
-        CHAT_PATH, json={"model": model, "messages": CHAT, "max_tokens": tokens}
-    )
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 async def chat_stream(http: httpx.AsyncClient, model: str, tokens: int = 8) -> dict[str, Any]:
@@ -180,7 +168,7 @@ async def test_metrics_after_real_chat_requests(
         real_binary, {"alpha": {"path": str(demo_model)}}, state_dir=str(tmp_path / "state")
     )
     async with served(config) as app, app.http() as http:
-        plain = await chat(http, "alpha")
+        plain = await post_chat(http, "alpha")
         plain_tps = plain["timings"]["predicted_per_second"]
         first = await scrape_until(
             http,
@@ -436,7 +424,7 @@ async def test_an_unwritable_history_folder_does_not_stop_serving(
 
     async with served(config) as app, app.http() as http:
         for _ in range(3):
-            await chat(http, "alpha", tokens=4)
+            await post_chat(http, "alpha", tokens=4)
         answer = await http.get("/api/history")
         assert answer.status_code == 200, answer.text
         history = answer.json()
@@ -478,7 +466,7 @@ async def test_without_metrics_and_history_inference_still_works(
     async with served(config) as app, app.http() as http:
         assert app.telemetry.metrics is None and app.telemetry.history is None
         assert not app.telemetry.measuring
-        answer = await chat(http, "alpha", tokens=4)
+        answer = await post_chat(http, "alpha", tokens=4)
         assert answer["usage"]["completion_tokens"] == 4
         last_chunk = await chat_stream(http, "alpha", tokens=4)
         assert "timings" in last_chunk
