@@ -7,7 +7,7 @@
      ├── PortInUseError            another program (not llama-server) holds the configured port
      ├── StateDirInUseError        another llamaherd holds the state folder (history, log files)
      ├── StartupError              llama-server exited or never became ready while starting
-     ├── ControlConflictError      a start/stop/restart was asked while another one runs
+     ├── ControlConflictError      a control conflicts with what runs (the API's 409)
      ├── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
      ├── PeerDiscoveryError        a DNS SRV lookup of peers (peers_dns) timed out or failed
      └── PeerCallError             a peer did not answer what a front asked it for a client
@@ -47,7 +47,8 @@ class StartupError(LlamaherdError):
 
 
 class ControlConflictError(LlamaherdError):
-    """A control action (start, stop, restart) was requested while another one is running."""
+    """A control conflicts with what runs: a new launch for a server still supervised, or the
+    API's 409 as the command line reads it (a model that cannot fit, a host not named)."""
 
 
 class ServiceUnreachableError(LlamaherdError):

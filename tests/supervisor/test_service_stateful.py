@@ -9,8 +9,7 @@ passing, and after every step checks what must always hold:
   that exist (ready or starting: the pid in the state is our one live child, or the server was
   adopted; initial, crashed or error: no child of ours is alive); `checking` and `stopping` are
   passing states that must end within a bound;
-- every call returns within a bound, and only ControlConflictError escapes, only with
-  exclusive=True;
+- every call returns within a bound, and none raises (an overlapping call waits its turn);
 - nothing outlives stop(), and after it the state stays `initial`;
 - start() and wait_settled() return only in ready, error or initial (wait_settled() also on its
   own timeout);
@@ -53,7 +52,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from llamaherd.errors import ControlConflictError
 from llamaherd.supervisor.policy import SupervisorPolicy
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status
@@ -276,10 +274,8 @@ class ServiceMachine(RuleBasedStateMachine):
         step: str,
         make: Callable[[], Awaitable[T]],
         limit_s: float,
-        *,
-        exclusive: bool = False,
     ) -> T | None:
-        """Run one call on the loop within `limit_s`; None when it was refused as exclusive."""
+        """Run one call on the loop within `limit_s`."""
         self.step = step
 
         async def bounded() -> tuple[bool, T | None]:
@@ -294,12 +290,6 @@ class ServiceMachine(RuleBasedStateMachine):
 
         try:
             hung, result = self.loop.run_until_complete(bounded())
-        except ControlConflictError:
-            if exclusive:
-                return None
-            raise AssertionError(
-                f"{step} raised ControlConflictError without exclusive=True"
-            ) from None
         except Exception as exc:
             raise AssertionError(f"{step} raised {exc!r}; {self._describe()}") from exc
         if hung:
@@ -315,35 +305,24 @@ class ServiceMachine(RuleBasedStateMachine):
 
     # ---- control rules ---------------------------------------------------------------------
 
-    @rule(wait=st.booleans(), exclusive=st.booleans())
+    @rule(wait=st.booleans())
     @deferred
-    def start(self, wait: bool, exclusive: bool) -> None:
-        step = f"start(wait={wait}, exclusive={exclusive})"
-        state = self._call(
-            step,
-            lambda: self.svc.start(wait=wait, exclusive=exclusive),
-            START_LIMIT_S,
-            exclusive=exclusive,
-        )
+    def start(self, wait: bool) -> None:
+        step = f"start(wait={wait})"
+        state = self._call(step, lambda: self.svc.start(wait=wait), START_LIMIT_S)
         self._after_start(step, state, wait)
 
-    @rule(wait=st.booleans(), exclusive=st.booleans())
+    @rule(wait=st.booleans())
     @deferred
-    def restart(self, wait: bool, exclusive: bool) -> None:
-        step = f"restart(wait={wait}, exclusive={exclusive})"
-        state = self._call(
-            step,
-            lambda: self.svc.restart(wait=wait, exclusive=exclusive),
-            LIMIT_S["restart"],
-            exclusive=exclusive,
-        )
+    def restart(self, wait: bool) -> None:
+        step = f"restart(wait={wait})"
+        state = self._call(step, lambda: self.svc.restart(wait=wait), LIMIT_S["restart"])
         self._after_start(step, state, wait)
 
     def _after_start(self, step: str, state: ServiceState | None, wait: bool) -> None:
-        # Set even when refused: preconditions must not depend on how a race turned out.
         self.started_once = True
         if state is None:
-            return  # refused: another control action was still running
+            return
         if wait:
             self._check_returned(step, state)
         self.desired = "running"
@@ -352,15 +331,13 @@ class ServiceMachine(RuleBasedStateMachine):
     # little (build() already puts a foreign program on the port in some examples): every
     # example starts first, which keeps the steps on the paths where things happen.
     @precondition(lambda self: self.started_once)
-    @rule(exclusive=st.booleans())
+    @rule()
     @deferred
-    def stop(self, exclusive: bool) -> None:
-        step = f"stop(exclusive={exclusive})"
-        state = self._call(
-            step, lambda: self.svc.stop(exclusive=exclusive), STOP_LIMIT_S, exclusive=exclusive
-        )
+    def stop(self) -> None:
+        step = "stop()"
+        state = self._call(step, self.svc.stop, STOP_LIMIT_S)
         if state is None:
-            return  # refused: another control action was still running
+            return
         self.desired = "stopped"
         ours = self._ours()
         if state.status is not Status.INITIAL or state.pid is not None or ours:
@@ -400,28 +377,21 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(
         first=st.sampled_from(["start", "stop", "restart"]),
         second=st.sampled_from(["start", "stop", "restart"]),
-        exclusive=st.booleans(),
     )
     @deferred
-    def overlapping(self, first: str, second: str, exclusive: bool) -> None:
-        """Two control calls at once: the second waits its turn, or is refused if exclusive."""
-        step = f"{first}() overlapped by {second}(exclusive={exclusive})"
+    def overlapping(self, first: str, second: str) -> None:
+        """Two control calls at once: the second waits its turn."""
+        step = f"{first}() overlapped by {second}()"
 
-        def call(name: str, excl: bool) -> Coroutine[Any, Any, ServiceState]:
+        def call(name: str) -> Coroutine[Any, Any, ServiceState]:
             method: Callable[..., Coroutine[Any, Any, ServiceState]] = getattr(self.svc, name)
-            return method(exclusive=excl)
+            return method()
 
         async def both() -> tuple[ServiceState, ServiceState | None]:
-            one = asyncio.create_task(call(first, False))
-            two = asyncio.create_task(call(second, exclusive))
+            one = asyncio.create_task(call(first))
+            two = asyncio.create_task(call(second))
             await asyncio.wait({one, two})
-            try:
-                second_state: ServiceState | None = two.result()
-            except ControlConflictError:
-                if not exclusive:
-                    raise
-                second_state = None
-            return one.result(), second_state
+            return one.result(), two.result()
 
         result = self._call(step, both, LIMIT_S[first] + LIMIT_S[second])
         assert result is not None

@@ -165,34 +165,31 @@ class LlamaService:
 
     # ---- control ---------------------------------------------------------------------------
 
-    async def start(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
+    async def start(self, *, wait: bool = True) -> ServiceState:
         """Start supervising; idempotent. Returns once ready, or once the supervisor gives up
         (`error`), or if it is stopped meanwhile; with `wait=False`, as soon as supervision
-        has begun.
-
-        With `exclusive`, a start while another control action runs raises
-        ControlConflictError instead of waiting its turn.
+        has begun. A start while another control action runs waits its turn.
         """
-        await self._control_action(self._start_locked, exclusive)
+        await self._control_action(self._start_locked)
         return await self.wait_settled() if wait else self.get_state()
 
-    async def stop(self, *, exclusive: bool = False) -> ServiceState:
+    async def stop(self) -> ServiceState:
         """Stop supervising; a server we started gets SIGTERM, then SIGKILL after the timeout.
 
         A server that was adopted (found running) is left running: it is not ours to stop.
         The stop runs to its end even if the caller is cancelled meanwhile.
         """
-        await self._control_action(self._stop_locked, exclusive)
+        await self._control_action(self._stop_locked)
         return self.get_state()
 
-    async def restart(self, *, exclusive: bool = False, wait: bool = True) -> ServiceState:
+    async def restart(self, *, wait: bool = True) -> ServiceState:
         """Stop, then start with a fresh retry count; the way out of `error`."""
 
         async def stop_then_start() -> None:
             await self._stop_locked()
             await self._start_locked()
 
-        await self._control_action(stop_then_start, exclusive)
+        await self._control_action(stop_then_start)
         return await self.wait_settled() if wait else self.get_state()
 
     async def wait_settled(self, timeout: float | None = None) -> ServiceState:
@@ -207,19 +204,12 @@ class LlamaService:
             pass
         return self.get_state()
 
-    async def _control_action(
-        self, action: Callable[[], Coroutine[Any, Any, None]], exclusive: bool
-    ) -> None:
+    async def _control_action(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `action` under the control lock, in a task that outlives a cancelled caller.
 
         The caller waits for it (shielded): if the caller is cancelled, the action still runs
         to its end (a stop still SIGKILLs after the timeout and reaches `initial`), and the
         next action waits for the lock it holds until then."""
-        if exclusive and self._control_tasks:
-            raise ControlConflictError(
-                "another start, stop or restart of llama-server is in progress; "
-                "try again when it has finished"
-            )
 
         async def locked() -> None:
             async with self._control:
