@@ -1,4 +1,4 @@
-"""read_gguf_summary and is_gguf_file on the demo model, on small quantised files written
+"""read_gguf_summary on the demo model, on small quantised files written
 here, on truncated copies, and on files that are not GGUF."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
 from llamaherd.catalog import gguf as gguf_reader
 from llamaherd.catalog.demo_model import DEMO_MODEL_NAME, write_demo_model
-from llamaherd.catalog.gguf import is_gguf_file, quantisation_name, read_gguf_summary
+from llamaherd.catalog.gguf import quantisation_name, read_gguf_summary
 from llamaherd.errors import ModelFileError
 
 # One small tensor of each kind a real model mixes: K-quant, legacy quant, half, float.
@@ -81,16 +81,6 @@ def test_summary_of_demo_model(model: Path) -> None:
 
 def test_summary_accepts_a_str_path(model: Path) -> None:
     assert read_gguf_summary(str(model)).name == DEMO_MODEL_NAME
-
-
-def test_is_gguf_file(model: Path, tmp_path: Path) -> None:
-    text = tmp_path / "notes.txt"
-    text.write_text("hello world\n")
-
-    assert is_gguf_file(model)
-    assert not is_gguf_file(text)
-    assert not is_gguf_file(tmp_path / "missing.gguf")
-    assert not is_gguf_file(tmp_path)
 
 
 def test_text_file_is_not_gguf(tmp_path: Path) -> None:

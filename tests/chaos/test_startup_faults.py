@@ -28,6 +28,7 @@ from tests.chaos.conftest import Figures
 from tests.chaos.load import Load
 from tests.conftest import ServiceFactory, StateRecorder, free_port, pid_alive
 from tests.gateway.conftest import DemoModels, Launch, gateway_config
+from tests.supervisor.test_backoff import schedule
 
 TOLERANCE = 0.2
 
@@ -37,7 +38,7 @@ async def test_a_server_that_crashes_at_start_gives_up_after_1_2_4_8_16_s(
     make_service: ServiceFactory, fake_binary: Path, model_file: Path, figures: Figures
 ) -> None:
     policy = SupervisorPolicy()  # the defaults, as a user gets them
-    expected = policy.backoff.schedule_s()
+    expected = schedule(policy.backoff)
     assert expected == [1.0, 2.0, 4.0, 8.0, 16.0]
     service = make_service(
         model_path=model_file,

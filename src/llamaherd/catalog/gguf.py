@@ -90,15 +90,6 @@ class GgufSummary:
     """`<architecture>.attention.value_length`, the size of one head's value, when set."""
 
 
-def is_gguf_file(path: Path | str) -> bool:
-    """Whether `path` is a readable file that starts with the GGUF magic bytes."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
-    except OSError:
-        return False
-
-
 def read_gguf_summary(path: Path | str) -> GgufSummary:
     """Summarise the GGUF file at `path` from its header.
 

@@ -22,10 +22,6 @@ class Backoff:
         delay_ms: int = min(self.initial_ms * 2 ** (retry - 1), self.max_ms)
         return delay_ms / 1000
 
-    def schedule_s(self) -> list[float]:
-        """Every delay, in order: what a crash loop will wait before giving up."""
-        return [self.delay_s(n) for n in range(1, self.max_retries + 1)]
-
 
 def readiness_delays_s(initial_ms: int, interval_ms: int) -> Iterator[float]:
     """initial, doubling, then the interval for ever: 50, 100, 200, 400, 800, 1000, 1000 ms..."""
