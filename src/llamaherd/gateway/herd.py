@@ -41,6 +41,7 @@ from llamaherd.gateway.scheduler import (
     Scheduler,
     Unload,
 )
+from llamaherd.supervisor.process import resident_bytes
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status
 
@@ -513,7 +514,7 @@ class Herd:
         """Once loaded, the server's measured resident memory replaces the estimate the memory
         budget was planned with (file size plus KV cache)."""
         try:
-            rss = await asyncio.to_thread(_resident_bytes, pid)
+            rss = await asyncio.to_thread(resident_bytes, pid)
         except (psutil.Error, OSError) as exc:
             logger.debug(
                 "model %s: cannot read the memory of pid %d: %s", backend.spec.id, pid, exc
@@ -673,10 +674,6 @@ def _until(state: ServiceState) -> float:
     if state.next_retry_at is None:
         return 0.0
     return max(0.0, (state.next_retry_at - datetime.now(UTC)).total_seconds())
-
-
-def _resident_bytes(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
 
 
 def herd_of_one(service: LlamaService, limits: Limits | None = None) -> Herd:

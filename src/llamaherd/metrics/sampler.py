@@ -33,6 +33,7 @@ import psutil
 
 from llamaherd.gateway.herd import Backend, Herd
 from llamaherd.metrics.gpu import GpuMemory
+from llamaherd.supervisor.process import resident_bytes
 from llamaherd.supervisor.states import ServiceState, Status
 
 logger = logging.getLogger("llamaherd.metrics")
@@ -219,7 +220,7 @@ class ServerSampler:
         for planning memory, and a small model loads in a tenth of a second."""
         while True:
             try:
-                attempt.see(await asyncio.to_thread(_resident_bytes, pid))
+                attempt.see(await asyncio.to_thread(resident_bytes, pid))
             except (psutil.Error, OSError):
                 return  # it is gone; the state change that says so is on its way
             await asyncio.sleep(self.loading_interval_s)
@@ -329,10 +330,6 @@ class ServerSampler:
                 listener(sample)
             except Exception:
                 logger.exception("a sample listener failed; it stays subscribed")
-
-
-def _resident_bytes(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
 
 
 class _Process:

@@ -18,6 +18,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import psutil
+
 from llamaherd.errors import BinaryNotFoundError
 from llamaherd.supervisor.output import LogRing, pump_stream
 from llamaherd.supervisor.states import ExitInfo
@@ -136,3 +138,9 @@ class LlamaProcess:
         # A SIGSTOPped process still dies of SIGKILL; SIGCONT is not needed.
         self.signal_group(signal.SIGKILL)
         return await self.wait()
+
+
+def resident_bytes(pid: int) -> int:
+    """The resident memory of process `pid` (blocking: call it in a worker thread). Raises
+    psutil.Error or OSError when the process is gone or cannot be read."""
+    return int(psutil.Process(pid).memory_info().rss)
