@@ -104,7 +104,7 @@ describe('usePulls', () => {
   });
 
   it('cancels a pull and takes in the answer', async () => {
-    const { result, fetchImpl } = setup((url, init) =>
+    const { result, fetchImpl } = setup((_url, init) =>
       init?.method === 'DELETE' ? jsonResponse(pullFixture({ state: 'cancelled' })) : listOf(pullFixture()),
     );
     await waitFor(() => expect(result.current.pulls).toHaveLength(1));

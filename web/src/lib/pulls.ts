@@ -1,3 +1,4 @@
+import type { GatewayModel } from '../types/gateway';
 import type { Pull } from '../types/pulls';
 import { formatBytes } from '../utils/format';
 
@@ -106,4 +107,14 @@ export function readSource(repository: string, choice: string): SourceReading {
   if (pick === '') return { ok: true, source: repo };
   const isFile = /\.gguf$/i.test(pick) || pick.includes('/');
   return { ok: true, source: isFile ? `${repo}/${pick}` : `${repo}:${pick}` };
+}
+
+/**
+ * The models that may be removed: those the models list calls pulled, and those a finished
+ * pull of this llamaherd brought (a server that does not mark pulled models still lists its
+ * pulls). llamaherd has the last word: it refuses to delete what is loaded or busy.
+ */
+export function removableModels(models: readonly Pick<GatewayModel, 'id' | 'pulled'>[], pulls: readonly Pull[]): Set<string> {
+  const pulledHere = new Set(pulls.filter((p) => p.state === 'done' && p.model !== '').map((p) => p.model));
+  return new Set(models.filter((m) => m.pulled || pulledHere.has(m.id)).map((m) => m.id));
 }
