@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { pullFixture } from '../test/fixtures';
-import { mergePull, mergePulls, parsePull, parsePulls, pullProgress, readSource, supersedes } from './pulls';
+import { gatewayModel, pullFixture as pull } from '../test/fixtures';
+import { mergePull, mergePulls, parsePull, parsePulls, pullProgress, readSource, removableModels, supersedes } from './pulls';
 
 const MiB = 1024 * 1024;
 
 describe('parsePull', () => {
   it('reads a pull and refuses what has no id', () => {
-    expect(parsePull(pullFixture())).toEqual(pullFixture());
+    expect(parsePull(pull())).toEqual(pull());
     expect(parsePull({ id: '' })).toBeNull();
     expect(parsePull(null)).toBeNull();
     expect(parsePull({ id: 'x', bytes: -3, total: 'lots', error: '' })).toMatchObject({
@@ -20,14 +20,14 @@ describe('parsePull', () => {
   });
 
   it('reads a list, leaving the malformed out', () => {
-    expect(parsePulls({ pulls: [pullFixture(), 7] })).toEqual([pullFixture()]);
+    expect(parsePulls({ pulls: [pull(), 7] })).toEqual([pull()]);
     expect(parsePulls({})).toBeNull();
   });
 });
 
 describe('merging', () => {
   it('takes the word furthest along: an end over a download, more bytes over fewer', () => {
-    const at = (bytes: number, state = 'downloading') => pullFixture({ bytes, state });
+    const at = (bytes: number, state = 'downloading') => pull({ bytes, state });
     expect(supersedes(at(2), at(1))).toBe(true);
     expect(supersedes(at(1), at(2))).toBe(false);
     expect(supersedes(at(0, 'cancelled'), at(5))).toBe(true);
@@ -36,20 +36,20 @@ describe('merging', () => {
   });
 
   it('keeps the newest first and the pulls only this page knows', () => {
-    const old = pullFixture({ id: 'old', startedAt: 1 });
-    const fresh = pullFixture({ id: 'new', startedAt: 2 });
+    const old = pull({ id: 'old', startedAt: 1 });
+    const fresh = pull({ id: 'new', startedAt: 2 });
     expect(mergePulls([old], [fresh]).map((p) => p.id)).toEqual(['new', 'old']);
   });
 });
 
 describe('pullProgress', () => {
   it('says bytes of total and the percent, floored', () => {
-    expect(pullProgress(pullFixture())).toEqual({ percent: 25, text: '12.0 MiB of 48.0 MiB (25%)' });
-    expect(pullProgress(pullFixture({ bytes: 48 * MiB - 1 })).percent).toBe(99);
+    expect(pullProgress(pull())).toEqual({ percent: 25, text: '12.0 MiB of 48.0 MiB (25%)' });
+    expect(pullProgress(pull({ bytes: 48 * MiB - 1 })).percent).toBe(99);
   });
 
   it('has no percent while the size is unknown', () => {
-    expect(pullProgress(pullFixture({ total: 0, bytes: 3 * MiB }))).toEqual({ percent: null, text: '3.0 MiB' });
+    expect(pullProgress(pull({ total: 0, bytes: 3 * MiB }))).toEqual({ percent: null, text: '3.0 MiB' });
   });
 });
 
@@ -72,5 +72,14 @@ describe('readSource', () => {
   it('says what is wrong with something that is not a repository', () => {
     expect(readSource('', 'Q4_0')).toMatchObject({ ok: false });
     expect(readSource('tiny', '')).toEqual({ ok: false, problem: '“tiny” is not a repository: write it as owner/name.' });
+  });
+});
+
+describe('removableModels', () => {
+  it('takes the models the list calls pulled and those a finished pull brought', () => {
+    const models = [gatewayModel({ id: 'a' }), gatewayModel({ id: 'b', pulled: true }), gatewayModel({ id: 'tiny-Q4_K_M' })];
+    expect([...removableModels(models, [])]).toEqual(['b']);
+    expect([...removableModels(models, [pull({ state: 'done' })])]).toEqual(['b', 'tiny-Q4_K_M']);
+    expect([...removableModels(models, [pull({ state: 'downloading' })])]).toEqual(['b']);
   });
 });
