@@ -51,6 +51,10 @@ describe('pullProgress', () => {
   it('has no percent while the size is unknown', () => {
     expect(pullProgress(pull({ total: 0, bytes: 3 * MiB }))).toEqual({ percent: null, text: '3.0 MiB' });
   });
+
+  it('says the size alone once done', () => {
+    expect(pullProgress(pull({ state: 'done', bytes: 48 * MiB }))).toEqual({ percent: 100, text: '48.0 MiB' });
+  });
 });
 
 describe('readSource', () => {
@@ -67,6 +71,7 @@ describe('readSource', () => {
   it("takes the repository's address on huggingface.co and a whole source pasted in", () => {
     expect(readSource('https://huggingface.co/acme/tiny-GGUF/', 'Q4_0')).toEqual({ ok: true, source: 'acme/tiny-GGUF:Q4_0' });
     expect(readSource('acme/tiny-GGUF:Q4_0', '')).toEqual({ ok: true, source: 'acme/tiny-GGUF:Q4_0' });
+    expect(readSource('hf.co/acme/tiny-GGUF', '')).toEqual({ ok: true, source: 'acme/tiny-GGUF' });
   });
 
   it('says what is wrong with something that is not a repository', () => {

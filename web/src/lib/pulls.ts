@@ -66,21 +66,21 @@ function newestFirst(list: Pull[]): Pull[] {
 export interface PullProgress {
   /** 0-100, or null while the size is unknown. */
   percent: number | null;
-  /** `12.0 MiB of 48.0 MiB (25%)`, or `12.0 MiB` while the size is unknown. */
+  /** `12.0 MiB of 48.0 MiB (25%)`; the bytes alone while the size is unknown, or once done. */
   text: string;
 }
 
 export function pullProgress(pull: Pick<Pull, 'bytes' | 'total' | 'state'>): PullProgress {
-  if (pull.total <= 0) {
-    return { percent: pull.state === 'done' ? 100 : null, text: formatBytes(pull.bytes) };
-  }
+  // Done: its size is all there is to say.
+  if (pull.state === 'done') return { percent: 100, text: formatBytes(pull.total || pull.bytes) };
+  if (pull.total <= 0) return { percent: null, text: formatBytes(pull.bytes) };
   const done = Math.min(pull.bytes, pull.total);
   // Floored: 100% only once every byte is there.
   const percent = Math.floor((done / pull.total) * 100);
   return { percent, text: `${formatBytes(done)} of ${formatBytes(pull.total)} (${percent}%)` };
 }
 
-const HUB_URL = /^https?:\/\/(?:www\.)?huggingface\.co\//i;
+const HUB_URL = /^(?:https?:\/\/)?(?:www\.)?(?:huggingface\.co|hf\.co)\//i;
 const REPO = /^[\w.-]+\/[\w.-]+$/;
 /** A whole source pasted into the repository field: `owner/repo:TAG` or `owner/repo/file.gguf`. */
 const WHOLE_SOURCE = /^[\w.-]+\/[\w.-]+(?::[^\s/:]+|\/\S+)$/;

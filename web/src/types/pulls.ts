@@ -31,7 +31,7 @@ export interface Pull {
   total: number;
   /** Why it failed; null otherwise. */
   error: string | null;
-  /** Unix ms (server clock). */
+  /** When it started, on the server's clock: the page only orders pulls by it. */
   startedAt: number;
 }
 
