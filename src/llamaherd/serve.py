@@ -32,6 +32,7 @@ from llamaherd.connections import ConnectionLimits, guarded_http_protocol
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.metrics.telemetry import Telemetry
 from llamaherd.notify import Notifier
+from llamaherd.pulling import model_pulls
 from llamaherd.reload import ConfigReloader, ConfigSource
 from llamaherd.store.lock import hold_state_dir
 from llamaherd.wiring import (
@@ -287,6 +288,7 @@ def _serve(settings: Settings, source: ConfigSource | None) -> int:
         herd,
         reload=None if reloader is None else reloader.reload,
         cluster=build_cluster(settings, herd),
+        pulls=model_pulls(settings, reloader),
         loopback_only=is_loopback(settings.app_host),
         telemetry=telemetry,
         access=access,

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from llamaherd.catalog.hub import Hub, PullCancelledError, Resolution, parse_source
 from llamaherd.catalog.library import split_part_name
-from llamaherd.errors import PullError
+from llamaherd.errors import LlamaherdError, PullError
 
 logger = logging.getLogger("llamaherd.pull")
 
@@ -386,3 +386,35 @@ class PullManager:
 def _first_part(name: str) -> bool:
     part = split_part_name(name)
     return part is not None and part.number == 1
+
+
+def pulled_model_files(folder: Path, model: str, path: Path) -> list[Path]:
+    """The files of `model` (served from `path`) in models_dir `folder`: every part, and its
+    projector unless another model uses it too. Raises PullError (409) when the model is not
+    a model of that folder (a file named in the config elsewhere is not llamaherd's to
+    delete)."""
+    from llamaherd.catalog.library import scan_models_dir
+
+    try:
+        found = scan_models_dir(folder)
+    except LlamaherdError as exc:
+        raise PullError(str(exc), status=409, code="not_in_models_dir") from None
+    mine = next((m for m in found if m.id == model and m.path == path), None)
+    if mine is None:
+        raise PullError(
+            f"{model} is not a model file in models_dir ({folder}): llamaherd deletes only "
+            "those; a model the config names by its path is removed from the config instead",
+            status=409,
+            code="not_in_models_dir",
+        )
+    files = list(mine.parts)
+    shared = any(m.mmproj == mine.mmproj for m in found if m is not mine)
+    if mine.mmproj is not None and not shared:
+        files.append(mine.mmproj)
+    return files
+
+
+def delete_files(files: list[Path]) -> None:
+    """Delete a model's files, its first part first (the folder scan then skips the rest)."""
+    for path in files:
+        path.unlink(missing_ok=True)
