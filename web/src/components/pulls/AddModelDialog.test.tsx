@@ -17,8 +17,10 @@ describe('Add model', () => {
 
     await user.click(screen.getByRole('button', { name: 'Add model' }));
     const dialog = await screen.findByRole('dialog', { name: 'Add a model from Hugging Face' });
-    await user.type(screen.getByRole('textbox', { name: /Repository/ }), 'acme/tiny-GGUF');
-    await user.type(screen.getByRole('textbox', { name: 'Quantisation or file' }), 'Q4_K_M');
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('acme/tiny-GGUF');
+    await user.click(screen.getByRole('textbox', { name: 'Quantisation or file' }));
+    await user.paste('Q4_K_M');
     await user.click(screen.getByRole('button', { name: 'Pull' }));
 
     expect(onPull).toHaveBeenCalledWith('acme/tiny-GGUF:Q4_K_M');
@@ -29,8 +31,10 @@ describe('Add model', () => {
     const onPull = vi.fn(async () => ({}));
     const user = renderButton(onPull);
     await user.click(screen.getByRole('button', { name: 'Add model' }));
-    await user.type(screen.getByRole('textbox', { name: /Repository/ }), 'acme/tiny-GGUF');
-    await user.type(screen.getByRole('textbox', { name: 'Quantisation or file' }), 'tiny-Q8_0.gguf');
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('acme/tiny-GGUF');
+    await user.click(screen.getByRole('textbox', { name: 'Quantisation or file' }));
+    await user.paste('tiny-Q8_0.gguf');
     await user.keyboard('{Enter}');
     expect(onPull).toHaveBeenCalledWith('acme/tiny-GGUF/tiny-Q8_0.gguf');
   });
@@ -44,7 +48,8 @@ describe('Add model', () => {
     const user = renderButton(onPull);
     await user.click(screen.getByRole('button', { name: 'Add model' }));
     const dialog = await screen.findByRole('dialog');
-    await user.type(screen.getByRole('textbox', { name: /Repository/ }), 'acme/tiny-GGUF');
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('acme/tiny-GGUF');
     const choice = screen.getByRole('textbox', { name: 'Quantisation or file' });
     await user.type(choice, 'Q4');
     await user.click(screen.getByRole('button', { name: 'Pull' }));
@@ -64,7 +69,8 @@ describe('Add model', () => {
     const user = renderButton(onPull);
     await user.click(screen.getByRole('button', { name: 'Add model' }));
     expect(screen.getByRole('button', { name: 'Pull' })).toBeDisabled();
-    await user.type(screen.getByRole('textbox', { name: /Repository/ }), 'tiny');
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('tiny');
     await user.click(screen.getByRole('button', { name: 'Pull' }));
     expect(await screen.findByRole('alert')).toHaveTextContent('“tiny” is not a repository: write it as owner/name.');
     expect(onPull).not.toHaveBeenCalled();
@@ -75,7 +81,8 @@ describe('Add model', () => {
     const onPull = vi.fn(() => new Promise((resolve) => (accept = resolve)));
     const user = renderButton(onPull);
     await user.click(screen.getByRole('button', { name: 'Add model' }));
-    await user.type(screen.getByRole('textbox', { name: /Repository/ }), 'acme/tiny-GGUF');
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('acme/tiny-GGUF');
     await user.click(screen.getByRole('button', { name: 'Pull' }));
     expect(screen.getByRole('button', { name: 'Pull' })).toBeDisabled();
     expect(screen.getByRole('textbox', { name: /Repository/ })).toBeDisabled();
