@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 # REST client (httpx) are imported by the handlers that use them, so `llamaherd --version` and
 # `llamaherd status` do not load the whole server first (bench/cli_startup.py).
 from llamaherd import __version__
+from llamaherd.cli_pull import add_pull_commands
 from llamaherd.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL, client_api_key
 from llamaherd.errors import LlamaherdError
 
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_logs,
         _add_models,
         _add_reload,
+        add_pull_commands,
     ):
         add(sub)
     return parser
