@@ -190,16 +190,30 @@ export async function cancelPull(id: string, fetchImpl?: FetchLike): Promise<Pul
   return pullOf(await requestJson<unknown>(path, { method: 'DELETE' }, fetchImpl));
 }
 
+/** What `DELETE /api/models/{id}` did: the files deleted, and why the reload after it failed. */
+export interface Removal {
+  files: string[];
+  /** The files are gone but the config reload that follows failed: the model may still be listed. */
+  reloadError: string | null;
+}
+
 /**
- * `DELETE /api/models/{id}`: delete a pulled model's file. llamaherd refuses (409, with its
+ * `DELETE /api/models/{id}`: delete a pulled model's files. llamaherd refuses (409, with its
  * reason) while the model is loaded or busy; the model leaves the list by a `llamaModels` event.
  */
-export async function removeModel(id: string, fetchImpl?: FetchLike): Promise<void> {
+export async function removeModel(id: string, fetchImpl?: FetchLike): Promise<Removal> {
+  let body: unknown = null;
   try {
-    await requestJson<unknown>(modelUrl(id), { method: 'DELETE' }, fetchImpl);
+    body = await requestJson<unknown>(modelUrl(id), { method: 'DELETE' }, fetchImpl);
   } catch (err) {
     // A 204 says it with no body at all; only a refusal is a failure here.
     const emptySuccess = err instanceof ApiError && err.type === 'invalid_response' && err.status < 300;
     if (!emptySuccess) throw err;
   }
+  const answer = (typeof body === 'object' && body !== null ? body : {}) as { files?: unknown; reloaded?: unknown; error?: unknown };
+  const failedReload = answer.reloaded === false && typeof answer.error === 'string' && answer.error !== '';
+  return {
+    files: Array.isArray(answer.files) ? answer.files.map(String) : [],
+    reloadError: failedReload ? (answer.error as string) : null,
+  };
 }

@@ -7,15 +7,16 @@ import DialogContent from '@mui/material/DialogContent';
 import DialogContentText from '@mui/material/DialogContentText';
 import DialogTitle from '@mui/material/DialogTitle';
 import { useEffect, useState } from 'react';
+import type { Removal } from '../../api/client';
 
 export interface RemoveModelDialogProps {
   /** The model to remove; null: the dialog is closed. */
   model: string | null;
   onClose: () => void;
   /** Delete its file; rejects with llamaherd's refusal (409 while it is loaded or busy). */
-  onRemove: (id: string) => Promise<unknown>;
+  onRemove: (id: string) => Promise<Removal>;
   /** Called once llamaherd has removed it (the model leaves the list by the next `llamaModels`). */
-  onRemoved: (id: string) => void;
+  onRemoved: (id: string, removal: Removal) => void;
 }
 
 /**
@@ -40,8 +41,7 @@ export function RemoveModelDialog({ model, onClose, onRemove, onRemoved }: Remov
     setRemoving(true);
     setProblem(null);
     try {
-      await onRemove(model);
-      onRemoved(model);
+      onRemoved(model, await onRemove(model));
     } catch (err) {
       setProblem(err instanceof Error ? err.message : String(err));
     } finally {

@@ -25,6 +25,7 @@ import { modelActions, modelLook, ttlLeftAt } from '../../lib/models';
 import type { ModelAction, ModelActionAck } from '../../types/gateway';
 import type { ModelMetrics } from '../../types/metrics';
 import { formatAgo, formatBytes, formatUptime } from '../../utils/format';
+import type { Removal } from '../../api/client';
 import { RemoveModelDialog } from '../pulls/RemoveModelDialog';
 
 export interface ModelsTableProps {
@@ -49,7 +50,7 @@ export interface ModelsTableProps {
   /** The ids of the models that may be removed (pulled ones): their rows get a Remove button. */
   removable?: ReadonlySet<string>;
   /** Delete a pulled model, after a confirmation; rejects with llamaherd's refusal. */
-  onRemove?: (id: string) => Promise<unknown>;
+  onRemove?: (id: string) => Promise<Removal>;
 }
 
 /**
@@ -251,9 +252,13 @@ export function ModelsTable({
     setResult(describe(action, id, ack));
     setResultOpen(true);
   };
-  const removed = (id: string) => {
+  const removed = (id: string, removal: Removal) => {
     setToRemove(null);
-    setResult({ severity: 'success', message: `Removed ${id}` });
+    setResult(
+      removal.reloadError
+        ? { severity: 'error', message: `Removed the files of ${id}, but the reload that follows failed: ${removal.reloadError}` }
+        : { severity: 'success', message: `Removed ${id}` },
+    );
     setResultOpen(true);
   };
   const closeResult = (_e: SyntheticEvent | Event | null, reason: SnackbarCloseReason) => {
