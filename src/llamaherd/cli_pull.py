@@ -128,6 +128,8 @@ def _pull_remote(client: PullClient, source: str) -> int:
                 if name == PULL_EVENT and payload.get("id") == pull["id"]:
                     pull = payload
                     bar.show(pull)
+                    if pull["state"] in FINISHED:
+                        break
         except KeyboardInterrupt:
             cancelled = client.cancel_pull(pull["id"])
             bar.show(cancelled)
@@ -172,6 +174,11 @@ def _outcome(pull: dict[str, Any], *, served: bool) -> int:
     from llamaherd.errors import LlamaherdError
 
     model = pull["model"]
+    if pull["state"] == "downloading":  # the event stream ended first (llamaherd stopped?)
+        raise LlamaherdError(
+            f"llamaherd's event stream ended while {model} was still downloading; the same "
+            "command shows the pull again (or resumes it)"
+        )
     if pull["state"] == "failed":
         raise LlamaherdError(f"pull of {model} failed: {pull['error']}")
     if pull["state"] == "cancelled":

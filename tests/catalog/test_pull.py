@@ -246,3 +246,29 @@ async def test_a_cancelled_pull_stops_and_leaves_nothing(hub: HubServer, models:
     with pytest.raises(PullError) as caught:
         await pulls.cancel("nope")
     assert caught.value.status == 404
+
+
+async def test_several_pulls_run_at_once(hub: HubServer, models: Path) -> None:
+    hub.delay_s = 0.005
+    pulls = manager(hub, models)
+    started = await asyncio.gather(pulls.pull(f"{TINY}:Q4_K_M"), pulls.pull(VISION))
+    assert [p.state for p in started] == ["downloading", "downloading"]
+    finished = await asyncio.gather(*(pulls.wait(p) for p in started))
+    assert [p.state for p in finished] == ["done", "done"]
+    assert sorted(m.id for m in scan_models_dir(models)) == ["Eye-Q4_K_M", "Tiny-Q4_K_M"]
+
+
+async def test_progress_is_told_at_most_four_times_a_second(hub: HubServer, models: Path) -> None:
+    hub.delay_s = 0.05  # the pull stays "downloading" while the test feeds it progress
+    pulls = manager(hub, models)
+    told: list[dict[str, object]] = []
+    pulls.on_change(told.append)
+    pull = await pulls.pull(f"{TINY}:Q4_K_M")
+    told.clear()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 1.0:
+        pulls._add_bytes(pull, 0)  # what the download thread sends, chunk by chunk
+        await asyncio.sleep(0.002)
+    assert 2 <= len(told) <= 5, len(told)
+    await pulls.cancel(pull.id)
