@@ -42,11 +42,13 @@ def config_for(tmp_path: Path, binary: Path) -> Path:
     )
 
 
-def llamaherd(hub: HubServer, *args: str) -> subprocess.CompletedProcess[str]:
+def llamaherd(
+    hub: HubServer, *args: str, wrapper: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "LLAMAHERD_API_KEY")}
     env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(Path(args[-1]).parent / "hf")}
     return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
+        [*wrapper, sys.executable, "-m", "llamaherd", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -78,6 +80,30 @@ def test_pull_and_rm_without_a_running_llamaherd(
     assert list(models.iterdir()) == []
     unknown = llamaherd(hub, "rm", "Tiny-Q4_K_M", "--config", str(config))
     assert unknown.returncode == 1 and "has no model 'Tiny-Q4_K_M'" in unknown.stderr
+
+
+def test_a_disk_that_fills_during_the_download_is_a_clear_error_and_resumes_later(
+    tmp_path: Path, hub: HubServer, fake_binary: Path
+) -> None:
+    """The free space was enough when the pull began, then the disk filled up: here, the
+    kernel's file size limit (RLIMIT_FSIZE, set with prlimit) refuses writes past 200 000
+    bytes of the 300 000-byte model."""
+    config = config_for(tmp_path, fake_binary)
+    full = llamaherd(
+        hub,
+        "pull", f"{TINY}:Q4_K_M", "--local", "--config", str(config),
+        wrapper=("prlimit", "--fsize=200000", "--"),
+    )  # fmt: skip
+    assert full.returncode == 1, full.stderr
+    assert "the disk filled up while downloading Tiny-Q4_K_M.gguf" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr
+    models = tmp_path / "models"
+    assert not (models / "Tiny-Q4_K_M.gguf").exists()
+    assert (models / ".pull" / "Tiny-Q4_K_M.gguf.part").stat().st_size == 200_000
+    resumed = llamaherd(hub, "pull", f"{TINY}:Q4_K_M", "--local", "--config", str(config))
+    assert resumed.returncode == 0, resumed.stderr
+    assert hub.downloads("Tiny-Q4_K_M.gguf")[-1] == "bytes=200000-"
+    assert (models / "Tiny-Q4_K_M.gguf").read_bytes() == hub.repos[TINY].files["Tiny-Q4_K_M.gguf"]
 
 
 async def test_pull_and_rm_through_a_running_llamaherd(

@@ -27,6 +27,7 @@ the git blob id for a small file) before it may be used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import re
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
@@ -64,6 +65,7 @@ _REPO = re.compile(rf"^{_NAME}/{_NAME}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
 _QUANT_IN_NAME = re.compile(r"[-.]([A-Za-z0-9_]+)$")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit
 
 
 @dataclass(frozen=True)
@@ -348,8 +350,7 @@ class Hub:
         checksum (a wrong one removes `part` and raises PullError). `on_bytes(n)`: n more
         bytes are there (negative when the server ignored a resume and it starts again).
         Raises PullCancelledError once `cancelled` is set, PullError otherwise."""
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with part.open("ab") as out, _locked(out, part, file.name):
+        with _writable(part) as out, _locked(out, part, file.name):
             have = out.tell()
             if have > file.size:  # not a prefix of this file: start again
                 out.truncate(0)
@@ -416,13 +417,25 @@ class Hub:
                 status=502,
                 code="hub_error",
             ) from None
-        except (httpx.HTTPError, OSError) as exc:
-            what = "downloading " + name if name else "asking about " + repo
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise self._unreachable(repo, name, exc) from None
             raise PullError(
-                f"{what} from {self.endpoint} failed: {_reason(exc)}; a pull again resumes it",
-                status=502,
-                code="hub_unreachable",
+                f"the disk filled up while downloading {name} ({_reason(exc)}); free some "
+                "space (llamaherd rm MODEL), then pull again: it resumes",
+                status=507,
+                code="no_space",
             ) from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(repo, name, exc) from None
+
+    def _unreachable(self, repo: str, name: str | None, exc: BaseException) -> PullError:
+        what = "downloading " + name if name else "asking about " + repo
+        return PullError(
+            f"{what} from {self.endpoint} failed: {_reason(exc)}; a pull again resumes it",
+            status=502,
+            code="hub_unreachable",
+        )
 
 
 def _hub_file(sibling: Any) -> HubFile:
@@ -474,6 +487,24 @@ def _expected_digest(file: HubFile) -> tuple[str | None, str]:
     if file.blob_id:
         return file.blob_id.lower(), "sha1"
     return None, ""
+
+
+@contextlib.contextmanager
+def _writable(part: Path) -> Iterator[BinaryIO]:
+    """`part` open for appending (its folder made), or PullError saying why it cannot be."""
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        out = part.open("ab")
+    except OSError as exc:
+        full = exc.errno in DISK_FULL
+        raise PullError(
+            f"cannot write {part}: {exc.strerror or exc}; "
+            + ("free some space" if full else "check models_dir's owner and permissions"),
+            status=507 if full else 500,
+            code="no_space" if full else "not_writable",
+        ) from None
+    with out:
+        yield out
 
 
 @contextlib.contextmanager
