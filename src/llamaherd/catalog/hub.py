@@ -59,6 +59,7 @@ SOURCE_HELP = (
 )
 DEFAULT_TAGS = ("Q4_K_M", "Q8_0")  # llama.cpp's, without a tag
 NOT_MODELS = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
+RESOLVE_TIMEOUT_S = 30.0  # each of the two questions asked before a pull is answered
 LISTED_FILES = 30  # how many of a repository's files an error lists
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 _REPO = re.compile(rf"^{_NAME}/{_NAME}$")
@@ -321,7 +322,7 @@ class Hub:
         checksums; then one HEAD of the first, so that a gated repository refuses now.
         Raises PullError."""
         with self._errors(source.repo):
-            info = self._api.model_info(source.repo, files_metadata=True)
+            info = self._api.model_info(source.repo, files_metadata=True, timeout=RESOLVE_TIMEOUT_S)
         siblings = {s.rfilename: s for s in info.siblings or []}
         revision = info.sha or "main"
         model_paths, mmproj = plan_files(source.repo, list(siblings), source)
@@ -331,7 +332,11 @@ class Hub:
         targets = [*model_targets, *([f"mmproj-{model_id}.gguf"] if mmproj else [])]
         files = tuple(_hub_file(siblings[path]) for path in chosen)
         with self._errors(source.repo):
-            get_hf_file_metadata(self.url(source.repo, revision, chosen[0]), token=self._token)
+            get_hf_file_metadata(
+                self.url(source.repo, revision, chosen[0]),
+                token=self._token,
+                timeout=RESOLVE_TIMEOUT_S,
+            )
         return Resolution(source.repo, revision, model_id, files, tuple(targets))
 
     def url(self, repo: str, revision: str, path: str) -> str:
