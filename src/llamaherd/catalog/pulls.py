@@ -172,7 +172,9 @@ class PullManager:
                     status=409,
                     code="pull_in_progress",
                 )
-        have = await asyncio.to_thread(self._present, folder, resolution)
+        # No await from the check above to the registration below: two pulls of one file
+        # that arrive together are one download (a few stat calls block the loop briefly).
+        have = self._present(folder, resolution)
         self._check_space(folder, resolution, have)
         pull = Pull(
             id=uuid.uuid4().hex[:12],
