@@ -89,41 +89,37 @@ def model_row(page: Page, model: str) -> Locator:
     return page.locator(f'[data-testid="gw-model-row"][data-model-id="{model}"]')
 
 
-async def test_add_a_model_from_the_hub_follow_it_cancel_another_and_remove_it(
-    served: ServedLlamaherd, hub: HubServer, page: Page, tmp_path: Path
-) -> None:
-    models = tmp_path / "models"
-    console = Console(page)
-    await page.goto(served.url)
-    panel = page.get_by_test_id("models-card")
-    await expect(page.get_by_test_id("gw-summary")).to_have_text(re.compile(r"^1 served"))
-
-    # A tag that matches two files: llamaherd's list of them, in the dialog.
+async def refused_in_the_dialog(page: Page) -> None:
+    """A tag that matches two files, then a gated repository: each refusal in the dialog."""
     dialog = await ask_for(page, AMBIGUOUS, "Q4_K_M")
     error = dialog.get_by_role("alert")
     await expect(error).to_contain_text("Alpha-Q4_K_M.gguf")
     await expect(error).to_contain_text("Beta-Q4_K_M.gguf")
 
-    # A gated repository without a token: Hugging Face's 401 is not a refusal of the
-    # dashboard's key (no key dialog), only of this pull.
+    # Without a token, Hugging Face's 401 refuses this pull; it is not a refusal of the
+    # dashboard's key (no key dialog).
     await ask_for(page, GATED)
     await expect(error).to_contain_text(f"{GATED} is gated")
     await expect(page.get_by_test_id("api-key-dialog")).to_have_count(0)
     await snapshot_of(dialog, "pull-refused")
 
-    # The right file: the dialog closes, the pull is a row, and its model comes to the table.
-    await ask_for(page, TINY, "Q4_K_M")
+
+async def pulled_into_the_table(page: Page, hub: HubServer, models: Path) -> None:
+    """The right file: the dialog closes, the pull is a row, and its model comes to the table."""
+    dialog = await ask_for(page, TINY, "Q4_K_M")
     await expect(dialog).to_be_hidden()
-    tiny = panel.get_by_role("listitem", name=f"Pull of {TINY}:Q4_K_M")
+    tiny = page.get_by_role("listitem", name=f"Pull of {TINY}:Q4_K_M")
     await expect(tiny).to_have_attribute("data-state", "done", timeout=30_000)
     await expect(tiny).to_contain_text("served as Tiny-Q4_K_M")
     await expect(tiny.get_by_test_id("pull-progress-text")).to_have_text("293.0 KiB")
     await expect(model_row(page, "Tiny-Q4_K_M")).to_be_visible(timeout=30_000)
     assert (models / "Tiny-Q4_K_M.gguf").read_bytes() == hub.repos[TINY].files["Tiny-Q4_K_M.gguf"]
 
-    # A slow download: its bar moves, then Cancel stops it and leaves nothing behind.
+
+async def followed_and_cancelled(page: Page, hub: HubServer, models: Path) -> None:
+    """A slow download: its bar moves, then Cancel stops it and leaves nothing behind."""
     await ask_for(page, SLOW, "Q4_K_M")
-    slow = panel.get_by_role("listitem", name=f"Pull of {SLOW}:Q4_K_M")
+    slow = page.get_by_role("listitem", name=f"Pull of {SLOW}:Q4_K_M")
     bar = slow.get_by_role("progressbar", name=f"Download of {SLOW}:Q4_K_M")
     await expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"), timeout=20_000)
     await expect(slow.get_by_test_id("pull-progress-text")).to_contain_text(" of 40.0 MiB (")
@@ -138,13 +134,42 @@ async def test_add_a_model_from_the_hub_follow_it_cancel_another_and_remove_it(
     assert not list(models.rglob("Slow-*")), list(models.rglob("*"))
     assert hub.downloads("Slow-Q4_K_M.gguf"), "the slow file was never asked for"
 
-    # Remove the pulled model: asked first, then its file is gone and so is its row.
-    await model_row(page, "Tiny-Q4_K_M").get_by_role("button", name="Remove Tiny-Q4_K_M").click()
+
+async def removed_once_unloaded(page: Page, models: Path) -> None:
+    """Loaded, the pulled model is refused removal in llamaherd's words; unloaded, it is
+    removed after the confirmation: its file is gone and so is its row."""
+    row = model_row(page, "Tiny-Q4_K_M")
+    await row.get_by_role("button", name="Load Tiny-Q4_K_M", exact=True).click()
+    await expect(row.get_by_test_id("gw-state")).to_have_text("ready", timeout=30_000)
+    await row.get_by_role("button", name="Remove Tiny-Q4_K_M").click()
     confirm = page.get_by_role("dialog", name="Remove Tiny-Q4_K_M?")
     await confirm.get_by_role("button", name="Remove").click()
+    await expect(confirm.get_by_role("alert")).to_contain_text("unload it first")
+    await confirm.get_by_role("button", name="Cancel").click()
+    assert (models / "Tiny-Q4_K_M.gguf").exists()
+
+    await row.get_by_role("button", name="Unload Tiny-Q4_K_M").click()
+    await expect(row.get_by_test_id("gw-state")).to_have_text("unloaded", timeout=30_000)
+    await row.get_by_role("button", name="Remove Tiny-Q4_K_M").click()
+    await expect(confirm.get_by_role("alert")).to_have_count(0)  # the last refusal is gone
+    await confirm.get_by_role("button", name="Remove").click()
     await expect(page.get_by_test_id("model-action-result")).to_contain_text("Removed Tiny-Q4_K_M")
-    await expect(model_row(page, "Tiny-Q4_K_M")).to_have_count(0, timeout=30_000)
+    await expect(row).to_have_count(0, timeout=30_000)
     assert not (models / "Tiny-Q4_K_M.gguf").exists()
+
+
+async def test_add_a_model_from_the_hub_follow_it_cancel_another_and_remove_it(
+    served: ServedLlamaherd, hub: HubServer, page: Page, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    console = Console(page)
+    await page.goto(served.url)
+    await expect(page.get_by_test_id("gw-summary")).to_have_text(re.compile(r"^1 served"))
+
+    await refused_in_the_dialog(page)
+    await pulled_into_the_table(page, hub, models)
+    await followed_and_cancelled(page, hub, models)
+    await removed_once_unloaded(page, models)
 
     console.problems = [p for p in console.problems if not REFUSED_PULL.match(p)]
     console.assert_clean()
