@@ -207,7 +207,7 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                   removable={removable}
                   onRemove={pulls.available ? remove : undefined}
                 >
-                  <PullsList pulls={pulls.pulls} onCancel={pulls.cancel} />
+                  <PullsList pulls={pulls.pulls} onCancel={pulls.cancel} error={pulls.error} />
                 </ModelsTable>
               </Grid>
               <Grid size={12}>

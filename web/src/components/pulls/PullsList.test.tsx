@@ -69,4 +69,9 @@ describe('PullsList', () => {
     await user.click(screen.getByRole('button', { name: 'Dismiss pull of acme/tiny-GGUF:Q4_K_M' }));
     expect(screen.getAllByRole('listitem')).toHaveLength(1);
   });
+
+  it('says why the downloads could not be listed', () => {
+    render(<PullsList pulls={[]} onCancel={vi.fn()} error="disk on fire" />);
+    expect(screen.getByRole('status')).toHaveTextContent('The downloads could not be listed: disk on fire');
+  });
 });
