@@ -168,3 +168,37 @@ async def test_a_pulled_model_is_served_without_a_restart_then_deleted(
                 assert gone.status_code == 404, gone.text
         finally:
             await sio.disconnect()
+
+
+async def test_only_a_models_dir_file_other_than_the_primary_can_be_deleted(
+    tmp_path: Path, hub: HubServer, fake_binary: Path, model_file: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("first.gguf", "second.gguf"):
+        (models / name).write_bytes(model_file.read_bytes())
+    settings = settings_from_mapping(
+        {
+            "models_dir": str(models),
+            "models": {"named": {"path": str(model_file)}},
+            "default_model": "first",
+            "llama_server_binary": str(fake_binary),
+        }
+    )
+    pulls = PullManager(lambda: models, Hub(hub.url))
+    application = create_app(build_herd(settings), start_service=False, pulls=pulls)
+    async with (
+        serve_application(application) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        named = await http.delete("/api/models/named")
+        assert named.status_code == 409 and error_of(named)["code"] == "not_in_models_dir"
+        primary = await http.delete("/api/models/first")
+        assert primary.status_code == 409 and error_of(primary)["code"] == "primary_model"
+        unknown = await http.delete("/api/models/nothing")
+        assert unknown.status_code == 404, unknown.text
+        second = await http.delete("/api/models/second")  # no reload here: no config file
+        assert second.status_code == 200, second.text
+        assert second.json()["files"] == ["second.gguf"]
+    assert sorted(p.name for p in models.iterdir()) == ["first.gguf"]
+    assert model_file.exists()
