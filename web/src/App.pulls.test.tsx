@@ -1,4 +1,4 @@
-import { act, render, screen, waitFor, within } from '@testing-library/react';
+import { act, render, screen, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import App from './App';
@@ -33,10 +33,15 @@ function fakeServer(pulls: Pull[] | null) {
 const modelsPanel = () => within(screen.getByTestId('models-card'));
 
 describe('App: models from Hugging Face', () => {
-  it('offers no Add model where llamaherd cannot pull', async () => {
+  it('asks nothing of a llamaherd before it pulls, and shows its refusal of a pull', async () => {
+    const user = userEvent.setup();
     const { fetchImpl } = fakeServer(null);
-    await waitFor(() => expect(fetchImpl).toHaveBeenCalledWith('/api/models/pulls', expect.anything()));
-    expect(modelsPanel().queryByRole('button', { name: 'Add model' })).not.toBeInTheDocument();
+    await user.click(await modelsPanel().findByRole('button', { name: 'Add model' }));
+    expect(fetchImpl.mock.calls.filter(([url]) => url.startsWith('/api/models/pull'))).toEqual([]);
+    await user.click(screen.getByRole('textbox', { name: /Repository/ }));
+    await user.paste('acme/tiny-GGUF');
+    await user.click(screen.getByRole('button', { name: 'Pull' }));
+    expect(await screen.findByRole('alert')).toHaveTextContent('not found');
   });
 
   it('pulls a model, follows its progress live, and removes it once it is served', async () => {

@@ -201,11 +201,11 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                   metrics={metrics.byId}
                   selected={shown ?? primaryId}
                   linkTo={statusOf}
-                  // Pulling and removing are the admin's: the dashboard runs only with an admin
-                  // key, and a llamaherd that cannot pull (no such route) shows neither.
-                  headerAction={pulls.available ? <AddModelButton onPull={pulls.start} /> : null}
+                  // Pulling and removing are the admin's, like every control here: the dashboard
+                  // runs only with an admin key (or where llamaherd asks for none).
+                  headerAction={<AddModelButton onPull={pulls.start} />}
                   removable={removable}
-                  onRemove={pulls.available ? remove : undefined}
+                  onRemove={remove}
                 >
                   <PullsList pulls={pulls.pulls} onCancel={pulls.cancel} error={pulls.error} />
                 </ModelsTable>

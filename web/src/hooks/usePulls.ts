@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { ApiError, cancelPull, getPulls, startPull, type FetchLike } from '../api/client';
+import { cancelPull, getPulls, startPull, type FetchLike } from '../api/client';
 import { mergePull, mergePulls, parsePull } from '../lib/pulls';
 import type { LlamaSocket } from '../lib/socket';
 import { MODEL_PULL_EVENT, type Pull } from '../types/pulls';
@@ -11,13 +11,8 @@ export interface UsePullsOptions {
 }
 
 export interface UsePullsResult {
-  /** Every pull llamaherd told of, newest first. */
+  /** Every pull this page has heard of, newest first. */
   pulls: Pull[];
-  /**
-   * Whether this llamaherd pulls models: true once it listed its pulls, false when it has no
-   * such route (an older one, or a front), null until it answered.
-   */
-  available: boolean | null;
   /** Why the last list could not be fetched; null when it was. */
   error: string | null;
   /** Start a pull; rejects with llamaherd's {@link ApiError} (its message says why). */
@@ -27,44 +22,47 @@ export interface UsePullsResult {
 }
 
 /**
- * The pulls of models from Hugging Face: the list from `GET /api/models/pulls` on every
- * (re)connect (what changed while the socket was down is not lost), then each `modelPull`
- * event merged in by id. Answers and events may cross: a pull keeps the word on it that is
- * furthest along (see `supersedes`).
+ * The pulls of models from Hugging Face: each `modelPull` event merged in by id, and the list
+ * from `GET /api/models/pulls` after every reconnect (what changed while the socket was down
+ * is not lost). Answers and events may cross: a pull keeps the word on it that is furthest
+ * along (see `supersedes`).
+ *
+ * The list is asked for only once this llamaherd is known to pull (it told of a pull, or took
+ * one): an app without pulls answers 404, and a page that asked every llamaherd at load would
+ * log that answer as an error in the browser. A page opened during a download shows it with
+ * its next event.
  */
 export function usePulls({ socket, fetchImpl }: UsePullsOptions): UsePullsResult {
   const [pulls, setPulls] = useState<Pull[]>([]);
-  const [available, setAvailable] = useState<boolean | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const pulling = useRef(false);
   const mounted = useRef(true);
 
   useEffect(() => {
     mounted.current = true;
     let current = true;
     const fetchList = () => {
+      if (!pulling.current) return;
       getPulls(fetchImpl).then(
         (fetched) => {
           if (!current) return;
           setPulls((list) => mergePulls(list, fetched));
-          setAvailable(true);
           setError(null);
         },
         (err: unknown) => {
-          if (!current) return;
-          if (err instanceof ApiError && err.status === 404) setAvailable(false);
-          else setError(err instanceof Error ? err.message : String(err));
+          if (current) setError(err instanceof Error ? err.message : String(err));
         },
       );
     };
     const onPull = (payload: unknown) => {
       const pull = parsePull(payload);
-      if (pull) setPulls((list) => mergePull(list, pull));
+      if (!pull) return;
+      pulling.current = true;
+      setPulls((list) => mergePull(list, pull));
     };
     socket.on(MODEL_PULL_EVENT, onPull);
-    // Fires on the first connect and after every reconnection: events missed while away are
-    // in the list.
+    // Fires after every reconnection too: events missed while away are in the list.
     socket.on('connect', fetchList);
-    if (socket.connected) fetchList();
     return () => {
       current = false;
       mounted.current = false;
@@ -74,11 +72,12 @@ export function usePulls({ socket, fetchImpl }: UsePullsOptions): UsePullsResult
   }, [socket, fetchImpl]);
 
   const take = useCallback((pull: Pull) => {
+    pulling.current = true;
     if (mounted.current) setPulls((list) => mergePull(list, pull));
     return pull;
   }, []);
   const start = useCallback((source: string) => startPull(source, fetchImpl).then(take), [fetchImpl, take]);
   const cancel = useCallback((id: string) => cancelPull(id, fetchImpl).then(take), [fetchImpl, take]);
 
-  return { pulls, available, error, start, cancel };
+  return { pulls, error, start, cancel };
 }
