@@ -18,6 +18,7 @@ import TableRow from '@mui/material/TableRow';
 import Tooltip from '@mui/material/Tooltip';
 import Typography from '@mui/material/Typography';
 import { useState, type ReactNode, type SyntheticEvent } from 'react';
+import type { Removal } from '../../api/client';
 import type { LiveModel } from '../../hooks/useLlamaModels';
 import { useNow } from '../../hooks/useNow';
 import { formatRate, formatSlots } from '../../lib/metrics';
@@ -25,7 +26,6 @@ import { modelActions, modelLook, ttlLeftAt } from '../../lib/models';
 import type { ModelAction, ModelActionAck } from '../../types/gateway';
 import type { ModelMetrics } from '../../types/metrics';
 import { formatAgo, formatBytes, formatUptime } from '../../utils/format';
-import type { Removal } from '../../api/client';
 import { RemoveModelDialog } from '../pulls/RemoveModelDialog';
 
 export interface ModelsTableProps {
@@ -221,7 +221,7 @@ function StateChip({ model }: { model: LiveModel }) {
 /**
  * Every model the gateway serves: its state, load, queue, idle time, TTL and file, with Load
  * and Unload buttons enabled as its phase allows (see `modelActions`) and never while an
- * action on it waits for its answer.
+ * action on it waits for its answer; a pulled model also has Remove (confirmed first).
  */
 export function ModelsTable({
   models,
