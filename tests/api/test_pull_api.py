@@ -46,7 +46,9 @@ async def test_a_pull_is_refused_with_the_reason_before_anything_is_written(
         {"models_dir": str(models), "llama_server_binary": str(fake_binary)}
     )
     free = {"bytes": 10**12}
-    pulls = PullManager(lambda: models, Hub(hub.url), free_space=lambda folder: free["bytes"])
+    pulls = PullManager(
+        lambda: models, Hub(hub.url, False), free_space=lambda folder: free["bytes"]
+    )
     application = create_app(build_herd(settings), start_service=False, pulls=pulls)
     async with (
         serve_application(application) as url,
@@ -185,7 +187,7 @@ async def test_only_a_models_dir_file_other_than_the_primary_can_be_deleted(
             "llama_server_binary": str(fake_binary),
         }
     )
-    pulls = PullManager(lambda: models, Hub(hub.url))
+    pulls = PullManager(lambda: models, Hub(hub.url, False))
     application = create_app(build_herd(settings), start_service=False, pulls=pulls)
     async with (
         serve_application(application) as url,

@@ -43,7 +43,9 @@ def models(tmp_path: Path) -> Path:
     return folder
 
 
-def manager(hub: HubServer, models: Path, *, token: str | None = None, **kw: object) -> PullManager:
+def manager(
+    hub: HubServer, models: Path, *, token: str | bool = False, **kw: object
+) -> PullManager:
     return PullManager(lambda: models, Hub(hub.url, token), **kw)  # type: ignore[arg-type]
 
 
@@ -141,7 +143,7 @@ async def test_a_missing_repository_or_file_is_a_404(hub: HubServer, models: Pat
 
 
 async def test_a_gated_repository_needs_a_token_with_access(hub: HubServer, models: Path) -> None:
-    for token, status in ((None, 401), ("hf_someone_elses_token", 403)):
+    for token, status in ((False, 401), ("hf_someone_elses_token", 403)):
         with pytest.raises(PullError, match="gated") as caught:
             await manager(hub, models, token=token).pull(GATED)
         assert caught.value.status == status

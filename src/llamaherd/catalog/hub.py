@@ -310,9 +310,9 @@ class PullCancelledError(Exception):
 
 class Hub:
     """One Hugging Face Hub (`endpoint`), as one account (`token`; None: huggingface_hub's
-    own login, if any). Every method blocks: call it in a thread."""
+    own login, if any; False: none at all). Every method blocks: call it in a thread."""
 
-    def __init__(self, endpoint: str, token: str | None = None) -> None:
+    def __init__(self, endpoint: str, token: str | bool | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._api = HfApi(endpoint=self.endpoint, token=token)
@@ -382,7 +382,7 @@ class Hub:
         except (PullCancelledError, PullError):
             raise
         except GatedRepoError:
-            if self._token is None:
+            if not self._token:
                 raise PullError(
                     f"{repo} is gated: accept its conditions at {page} with your account, "
                     "then set HF_TOKEN to a token of that account (huggingface.co/settings/tokens)",
