@@ -5,6 +5,7 @@ byte is written, and downloads that are cut, corrupted, joined and cancelled."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,3 +275,17 @@ async def test_progress_is_told_at_most_four_times_a_second(hub: HubServer, mode
         await asyncio.sleep(0.002)
     assert 2 <= len(told) <= 5, len(told)
     await pulls.cancel(pull.id)
+
+
+async def test_a_file_another_llamaherd_downloads_is_left_to_it(
+    hub: HubServer, models: Path
+) -> None:
+    partial = models / PARTIAL_DIR / "Tiny-Q4_K_M.gguf.part"
+    partial.parent.mkdir()
+    with partial.open("ab") as held:  # as `llamaherd serve` holds it while it downloads
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        pull = await pulled(manager(hub, models), f"{TINY}:Q4_K_M")
+    assert pull.state == "failed"
+    assert pull.error is not None and "being downloaded by another llamaherd" in pull.error
+    assert not hub.downloads("Tiny-Q4_K_M.gguf")
+    assert (await pulled(manager(hub, models), f"{TINY}:Q4_K_M")).state == "done"
