@@ -1,8 +1,9 @@
 """Models from Hugging Face in Chromium: the models panel's Add model pulls from a Hub (the
 test's own, on loopback, through HF_ENDPOINT) into `llamaherd serve`'s models_dir. A refusal
 stays in the dialog in llamaherd's words (a tag matching two files, a gated repository that
-is not the dashboard's key problem); a pull shows its progress and ends with its model in the
-table; a slow one is cancelled; the pulled model is removed after a confirmation."""
+is not the dashboard's key problem). Two pulls at once: a slow one shows its progress while
+another ends with its model in the table, then the slow one is cancelled. The pulled model
+is refused removal while it is loaded, and removed after a confirmation once unloaded."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from tests.serving import ServedLlamaherd, write_config
 pytestmark = pytest.mark.timeout(180)
 
 SLOW = "test-org/Slow-GGUF"
-# huggingface_hub reports progress once per 10 MiB it reads: the slow file has 4 such steps,
+# huggingface_hub reports progress once per 10 MiB it reads: the slow file has 6 such steps,
 # and its 16 KiB chunks are paced so that the whole takes seconds (time to see it and cancel).
-SLOW_SIZE = 40 * 1024 * 1024
+SLOW_SIZE = 60 * 1024 * 1024
 PACE_S = 0.004
 # Chromium reports every answer of 400 or more as a console error, without its address; the
 # refusals this test asks for (the gated repository's 401, the ambiguous tag's 409) are checked
@@ -104,8 +105,16 @@ async def refused_in_the_dialog(page: Page) -> None:
     await snapshot_of(dialog, "pull-refused")
 
 
-async def pulled_into_the_table(page: Page, hub: HubServer, models: Path) -> None:
-    """The right file: the dialog closes, the pull is a row, and its model comes to the table."""
+async def two_at_once(page: Page, hub: HubServer, models: Path) -> None:
+    """A slow download, its bar moving; meanwhile the right file of another repository is
+    pulled to its end and its model comes to the table; then Cancel stops the slow one and
+    leaves nothing of it behind."""
+    await ask_for(page, SLOW, "Q4_K_M")
+    slow = page.get_by_role("listitem", name=f"Pull of {SLOW}:Q4_K_M")
+    bar = slow.get_by_role("progressbar", name=f"Download of {SLOW}:Q4_K_M")
+    await expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"), timeout=20_000)
+    await expect(slow.get_by_test_id("pull-progress-text")).to_contain_text(" of 60.0 MiB (")
+
     dialog = await ask_for(page, TINY, "Q4_K_M")
     await expect(dialog).to_be_hidden()
     tiny = page.get_by_role("listitem", name=f"Pull of {TINY}:Q4_K_M")
@@ -114,16 +123,9 @@ async def pulled_into_the_table(page: Page, hub: HubServer, models: Path) -> Non
     await expect(tiny.get_by_test_id("pull-progress-text")).to_have_text("293.0 KiB")
     await expect(model_row(page, "Tiny-Q4_K_M")).to_be_visible(timeout=30_000)
     assert (models / "Tiny-Q4_K_M.gguf").read_bytes() == hub.repos[TINY].files["Tiny-Q4_K_M.gguf"]
-
-
-async def followed_and_cancelled(page: Page, hub: HubServer, models: Path) -> None:
-    """A slow download: its bar moves, then Cancel stops it and leaves nothing behind."""
-    await ask_for(page, SLOW, "Q4_K_M")
-    slow = page.get_by_role("listitem", name=f"Pull of {SLOW}:Q4_K_M")
-    bar = slow.get_by_role("progressbar", name=f"Download of {SLOW}:Q4_K_M")
-    await expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"), timeout=20_000)
-    await expect(slow.get_by_test_id("pull-progress-text")).to_contain_text(" of 40.0 MiB (")
+    await expect(slow).to_have_attribute("data-state", "downloading")
     await snapshot(page, "pull-progress")
+
     # The row says cancelled at once (the event); the answer comes once the download has
     # stopped and its partial file is gone.
     async with page.expect_response(cancel_of_a_pull) as answer:
@@ -167,8 +169,7 @@ async def test_add_a_model_from_the_hub_follow_it_cancel_another_and_remove_it(
     await expect(page.get_by_test_id("gw-summary")).to_have_text(re.compile(r"^1 served"))
 
     await refused_in_the_dialog(page)
-    await pulled_into_the_table(page, hub, models)
-    await followed_and_cancelled(page, hub, models)
+    await two_at_once(page, hub, models)
     await removed_once_unloaded(page, models)
 
     console.problems = [p for p in console.problems if not REFUSED_PULL.match(p)]
