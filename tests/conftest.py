@@ -133,6 +133,24 @@ def _no_api_key_from_the_shell() -> Iterator[None]:
         os.environ["LLAMAHERD_API_KEY"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_hugging_face(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reaches huggingface.co: every llamaherd the tests start (in-process or as a
+    command) is pointed at a closed port on loopback unless a test gives its own Hub
+    (tests/catalog/hub_server.py), with no token from the shell and no `hf auth login`."""
+    names = ("HF_ENDPOINT", "HF_TOKEN", "HF_HOME")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # discard: nothing listens
+    os.environ.pop("HF_TOKEN", None)
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()

@@ -10,7 +10,9 @@
      ├── ControlConflictError      a control conflicts with what runs (the API's 409)
      ├── ServiceUnreachableError   the CLI cannot reach a running `llamaherd serve`
      ├── PeerDiscoveryError        a DNS SRV lookup of peers (peers_dns) timed out or failed
-     └── PeerCallError             a peer did not answer what a front asked it for a client
+     ├── PeerCallError             a peer did not answer what a front asked it for a client
+     └── PullError                 a model cannot be pulled from Hugging Face (or removed); has
+                                   the HTTP status the API answers with
 
 Messages are written for the person running llamaherd: what is wrong, and how to fix it.
 """
@@ -64,3 +66,15 @@ class PeerDiscoveryError(LlamaherdError):
 class PeerCallError(LlamaherdError):
     """A front asked a peer on a client's behalf (an action on one of its models, its
     /metrics, its /api/history) and got no answer in time, or none it could read."""
+
+
+class PullError(LlamaherdError):
+    """A model cannot be pulled from the Hugging Face Hub, or a pulled model cannot be removed:
+    a wrong source, no such repository or file, a gated repository, an ambiguous quantisation,
+    too little disk space, a download that failed its checksum. `status` is the HTTP status
+    the API answers with, `code` a word for scripts ("ambiguous_quant", "no_space"...)."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "pull_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

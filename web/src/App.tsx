@@ -16,7 +16,9 @@ import Toolbar from '@mui/material/Toolbar';
 import Typography from '@mui/material/Typography';
 import useMediaQuery from '@mui/material/useMediaQuery';
 import { lazy, Suspense, useCallback, useEffect, useMemo } from 'react';
-import { checkApiKey, type FetchLike } from './api/client';
+import { checkApiKey, removeModel, type FetchLike } from './api/client';
+import { AddModelButton } from './components/pulls/AddModelButton';
+import { PullsList } from './components/pulls/PullsList';
 import { ApiKeyDialog } from './components/ui/ApiKeyDialog';
 import { LlamaControls } from './components/ui/LlamaControls';
 import { LlamaStatusCard } from './components/ui/LlamaStatusCard';
@@ -33,7 +35,9 @@ import { useLlamaMetrics } from './hooks/useLlamaMetrics';
 import { useLlamaModels } from './hooks/useLlamaModels';
 import { useLlamaSocket } from './hooks/useLlamaSocket';
 import { useLlamaStatus, type ConnectionState } from './hooks/useLlamaStatus';
+import { usePulls } from './hooks/usePulls';
 import { apiKeyStore } from './lib/apiKey';
+import { removableModels } from './lib/pulls';
 import { createLlamaSocket, llamaherdOrigin, type SocketFactory } from './lib/socket';
 import { makeTheme } from './theme';
 import type { GatewayModel } from './types/gateway';
@@ -92,6 +96,9 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
     window.location.hash = routeHash({ view: 'health', model: id });
   }, []);
   const health = useHealth(llama.connected, fetchImpl);
+  const pulls = usePulls({ socket, fetchImpl });
+  const removable = useMemo(() => removableModels(gateway.models, pulls.pulls), [gateway.models, pulls.pulls]);
+  const remove = useCallback((id: string) => removeModel(id, fetchImpl), [fetchImpl]);
   const origin = useMemo(() => llamaherdOrigin(url), [url]);
   // A refused key is not an unreachable llamaherd: the key dialog says what is wrong.
   const chip = keyRefused ? KEY_NEEDED_CHIP : CONNECTION_CHIP[llama.connection];
@@ -194,7 +201,14 @@ function Dashboard({ url, socketFactory = createLlamaSocket, fetchImpl, hasKey, 
                   metrics={metrics.byId}
                   selected={shown ?? primaryId}
                   linkTo={statusOf}
-                />
+                  // Pulling and removing are the admin's, like every control here: the dashboard
+                  // runs only with an admin key (or where llamaherd asks for none).
+                  headerAction={<AddModelButton onPull={pulls.start} />}
+                  removable={removable}
+                  onRemove={remove}
+                >
+                  <PullsList pulls={pulls.pulls} onCancel={pulls.cancel} error={pulls.error} />
+                </ModelsTable>
               </Grid>
               <Grid size={12}>
                 <ClusterPanel config={gateway.config} peers={gateway.peers} />

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from llamaherd.api.access import AccessGuard, AccessPolicy
 from llamaherd.api.config_routes import Reload, create_config_router
 from llamaherd.api.errors import install_error_handlers
+from llamaherd.api.event_names import MODEL_PULL_EVENT
 from llamaherd.api.front_views import with_peer_metrics
 from llamaherd.api.gateway_routes import create_gateway_router
 from llamaherd.api.guard import BrowserGuard
@@ -29,9 +30,11 @@ from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.openapi import document_gateway
 from llamaherd.api.packets import PacketCheck
+from llamaherd.api.pull_routes import create_pull_router
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
+from llamaherd.catalog.pulls import PullManager
 from llamaherd.cluster.front import Cluster
 from llamaherd.cluster.peers import HOP_HEADER
 from llamaherd.cluster.route import ClusterRoute
@@ -63,7 +66,7 @@ class Application:
     telemetry: Telemetry
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 (one statement per part it wires; parts are helpers)
     target: Herd | LlamaService,
     *,
     start_service: bool = True,
@@ -74,6 +77,7 @@ def create_app(
     handshakes: HandshakeLimits | None = None,
     reload: Reload | None = None,
     cluster: Cluster | None = None,
+    pulls: PullManager | None = None,
 ) -> Application:
     """The whole app, for a herd of models (or the one server a LlamaService supervises).
 
@@ -85,7 +89,9 @@ def create_app(
     no other origins). `limits`: how large and how slow a request body may be. `handshakes`:
     how many Socket.IO sessions may wait for an authorized connect, and how long. `reload`:
     reads the config again (POST /api/config/reload; none: the route is not there).
-    `cluster`: the peers whose models this llamaherd serves too (none: it serves its own)."""
+    `cluster`: the peers whose models this llamaherd serves too (none: it serves its own).
+    `pulls`: pulls of models from the Hugging Face Hub into models_dir (none: the routes of
+    api/pull_routes.py are not there)."""
     herd = target if isinstance(target, Herd) else herd_of_one(target)
     telemetry = telemetry or Telemetry(herd)
     access = access or AccessPolicy()
@@ -110,6 +116,8 @@ def create_app(
             yield
         finally:
             feed.close()
+            if pulls is not None:
+                await pulls.aclose()
             if cluster is not None:
                 await cluster.aclose()
             await telemetry.close_before_herd()
@@ -127,6 +135,7 @@ def create_app(
     install_error_handlers(api)
     document_gateway(api)  # the gateway's routes are not FastAPI's, but belong in its schema
     api.include_router(create_router(herd))
+    _mount_pulls(api, hub, herd, pulls, reload)  # first: before /api/models/{id}/...
     api.include_router(create_gateway_router(herd, cluster))  # ?host=NAME: a peer's model
     api.include_router(create_model_router(herd, streams, cluster))
     if reload is not None:
@@ -148,6 +157,16 @@ def create_app(
     inner: ASGIApp = gateway if cluster is None else ClusterRoute(gateway, cluster)
     asgi = _guarded(inner, access, loopback_only=loopback_only)
     return Application(asgi=asgi, hub=hub, api=api, herd=herd, telemetry=telemetry)
+
+
+def _mount_pulls(
+    api: FastAPI, hub: EventHub, herd: Herd, pulls: PullManager | None, reload: Reload | None
+) -> None:
+    """The routes of pulls from the Hugging Face Hub, and their `modelPull` events."""
+    if pulls is None:
+        return
+    pulls.on_change(lambda pull: hub.publish(MODEL_PULL_EVENT, pull))
+    api.include_router(create_pull_router(herd, pulls, reload))
 
 
 def _guarded(asgi: ASGIApp, access: AccessPolicy, *, loopback_only: bool) -> ASGIApp:

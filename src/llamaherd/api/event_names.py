@@ -18,3 +18,5 @@ MODEL_STATUS_REQUEST = "requestLlamaModelStatus"
 START_MODEL = "startModel"
 STOP_MODEL = "stopModel"
 RESTART_MODEL = "restartModel"
+# A pull of a model from the Hugging Face Hub: the pull's object on every change.
+MODEL_PULL_EVENT = "modelPull"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd.client import commands
+from llamaherd.client.pull import add_pull_commands
 from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL
 from llamaherd.version import __version__
 
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_logs,
         _add_models,
         _add_reload,
+        add_pull_commands,
     ):
         add(sub)
     return parser

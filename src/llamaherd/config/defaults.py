@@ -16,3 +16,18 @@ ENV_API_KEY = "LLAMAHERD_API_KEY"  # a key with every scope, for serve and for t
 def client_api_key() -> str | None:
     """The key the command line sends to a llamaherd that asks for one."""
     return os.environ.get(ENV_API_KEY) or None
+
+
+HUB_ENDPOINT = "https://huggingface.co"
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face Hub that `llamaherd pull` downloads from: $HF_ENDPOINT (a mirror, or a
+    test's own hub), else huggingface.co. Read at each call, not once at import."""
+    return (os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+
+
+def hub_token() -> str | None:
+    """$HF_TOKEN, for gated and private repositories; None lets huggingface_hub use the token
+    of `hf auth login`, if any. Never logged."""
+    return os.environ.get("HF_TOKEN") or None

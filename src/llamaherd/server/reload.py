@@ -27,7 +27,7 @@ from llamaherd.api.access import AccessPolicy
 from llamaherd.config.model_specs import build_registry
 from llamaherd.config.settings import Settings, load_config
 from llamaherd.errors import LlamaherdError
-from llamaherd.gateway.herd import Herd
+from llamaherd.gateway.herd import NO_MODEL, Herd
 from llamaherd.gateway.registry import ModelRegistry
 from llamaherd.gateway.scheduler import Limits
 from llamaherd.supervisor.policy import POLICY_BOUNDS
@@ -163,7 +163,8 @@ class ConfigReloader:
     def _prepare(self, keep_ports: Mapping[str, int], primary: str) -> _Plan:
         settings = self.source.load()
         registry = build_registry(settings, source=str(self.source.path))
-        if primary not in {spec.id for spec in registry}:
+        # NO_MODEL: no model at start (an empty models_dir, a front), so none to keep.
+        if primary != NO_MODEL and primary not in {spec.id for spec in registry}:
             raise LlamaherdError(
                 f"{self.source.path}: model {primary!r} is the primary model (llamaStatus and "
                 "/api/llama/* speak of it) and cannot be removed by a reload; keep it, or "

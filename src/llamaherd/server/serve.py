@@ -32,6 +32,7 @@ from llamaherd.config.places import notify_socket, state_dir
 from llamaherd.config.settings import Settings
 from llamaherd.errors import ConfigError, PortInUseError
 from llamaherd.server.notify import Notifier
+from llamaherd.server.pulls import model_pulls
 from llamaherd.server.reload import ConfigReloader, ConfigSource
 from llamaherd.store.lock import hold_state_dir
 from llamaherd.telemetry.assembly import Telemetry
@@ -288,6 +289,7 @@ def _serve(settings: Settings, source: ConfigSource | None) -> int:
         herd,
         reload=None if reloader is None else reloader.reload,
         cluster=build_cluster(settings, herd),
+        pulls=model_pulls(settings, reloader),
         loopback_only=is_loopback(settings.app_host),
         telemetry=telemetry,
         access=access,

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { apiKeyStore } from '../lib/apiKey';
 import { jsonResponse } from '../test/fixtures';
-import { ApiError, checkApiKey, controlLlama, getLogs, modelPath } from './client';
+import { ApiError, checkApiKey, controlLlama, getLogs, modelPath, removeModel, startPull } from './client';
 
 const ADMIN_KEY = 'admin-key-0123456789';
 const APP_KEY = 'app-key-0123456789ab';
@@ -88,5 +88,25 @@ describe("a model's routes", () => {
     expect(fetchImpl).toHaveBeenLastCalledWith('/api/models/beta/logs?lines=5', expect.anything());
     await controlLlama('restart', fetchImpl, 'beta');
     expect(fetchImpl).toHaveBeenLastCalledWith('/api/models/beta/restart', expect.objectContaining({ method: 'POST' }));
+  });
+});
+
+describe('pulls and removals', () => {
+  it("keeps the dashboard's key when Hugging Face refuses a gated repository (401 with its own code)", async () => {
+    apiKeyStore.use(ADMIN_KEY);
+    const gated = { error: { message: 'test-org/Secret-GGUF is gated: set HF_TOKEN', type: 'pull_error', code: 'gated' } };
+    const fetchImpl = vi.fn(async () => jsonResponse(gated, 401));
+    await expect(startPull('test-org/Secret-GGUF', fetchImpl)).rejects.toMatchObject({ status: 401, code: 'gated' });
+    expect(apiKeyStore.snapshot().problem).toBeNull();
+  });
+
+  it('reads what a removal did, a failed reload after it included', async () => {
+    const answer = { model: 'm', files: ['m.gguf'], reloaded: false, error: 'the config is not JSON' };
+    const fetchImpl = vi.fn(async () => jsonResponse(answer));
+    await expect(removeModel('m', fetchImpl)).resolves.toEqual({ files: ['m.gguf'], reloadError: 'the config is not JSON' });
+    expect(fetchImpl).toHaveBeenCalledWith('/api/models/m', expect.objectContaining({ method: 'DELETE' }));
+    const noBody = vi.fn(async () => new Response(null, { status: 204 }));
+    await expect(removeModel('..', noBody)).resolves.toEqual({ files: [], reloadError: null });
+    expect(noBody).toHaveBeenCalledWith('/api/models/%2E%2E', expect.anything());
   });
 });

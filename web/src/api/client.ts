@@ -8,6 +8,8 @@ import type {
 import { apiKeyStore, authorizationHeader, httpAuthProblem } from '../lib/apiKey';
 import { parseHistory } from '../lib/history';
 import { HISTORY_PATH, type History, type HistoryQuery } from '../types/history';
+import { parsePull, parsePulls } from '../lib/pulls';
+import { PULL_PATH, PULLS_PATH, type Pull } from '../types/pulls';
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -108,9 +110,14 @@ export function getHealth(fetchImpl?: FetchLike): Promise<HealthInfo> {
  */
 export function modelPath(model: string | null, rest: string): string {
   if (model === null) return `/api/llama/${rest}`;
+  return `${modelUrl(model)}/${rest}`;
+}
+
+/** `/api/models/{id}`, the id as one path segment. */
+function modelUrl(model: string): string {
   const segment = encodeURIComponent(model);
   // "." and ".." would be read as this folder and the one above it.
-  return `/api/models/${segment === '.' || segment === '..' ? segment.replace(/\./g, '%2E') : segment}/${rest}`;
+  return `/api/models/${segment === '.' || segment === '..' ? segment.replace(/\./g, '%2E') : segment}`;
 }
 
 /** The tail of the primary model's llama-server output, or of `model`'s. */
@@ -147,4 +154,66 @@ export function historyUrl(query: HistoryQuery = {}): string {
 export async function getHistory(query: HistoryQuery = {}, fetchImpl?: FetchLike, signal?: AbortSignal): Promise<History> {
   const body = await requestJson<unknown>(historyUrl(query), signal ? { signal } : undefined, fetchImpl);
   return parseHistory(body);
+}
+
+/** A pull's answer, read; an {@link ApiError} when it is not a pull. */
+function pullOf(body: unknown, status = 200): Pull {
+  const pull = parsePull(body);
+  if (!pull) throw new ApiError('llamaherd answered with something that is not a pull', status, 'invalid_response');
+  return pull;
+}
+
+/**
+ * `POST /api/models/pull`: start downloading `source` (`owner/repo:Q4_K_M`,
+ * `owner/repo/file.gguf`). Resolves with the pull (the one already under way, for a file being
+ * pulled); rejects with llamaherd's {@link ApiError} (409: the files a tag matches, in its message).
+ */
+export async function startPull(source: string, fetchImpl?: FetchLike): Promise<Pull> {
+  const init: RequestInit = {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ source }),
+  };
+  return pullOf(await requestJson<unknown>(PULL_PATH, init, fetchImpl));
+}
+
+/** `GET /api/models/pulls`: every pull llamaherd knows of; 404 from a llamaherd that cannot pull. */
+export async function getPulls(fetchImpl?: FetchLike): Promise<Pull[]> {
+  const pulls = parsePulls(await requestJson<unknown>(PULLS_PATH, undefined, fetchImpl));
+  if (!pulls) throw new ApiError('llamaherd answered with no list of pulls', 200, 'invalid_response');
+  return pulls;
+}
+
+/** `DELETE /api/models/pulls/{id}`: stop a download; resolves with the pull, now cancelled. */
+export async function cancelPull(id: string, fetchImpl?: FetchLike): Promise<Pull> {
+  const path = `${PULLS_PATH}/${encodeURIComponent(id)}`;
+  return pullOf(await requestJson<unknown>(path, { method: 'DELETE' }, fetchImpl));
+}
+
+/** What `DELETE /api/models/{id}` did: the files deleted, and why the reload after it failed. */
+export interface Removal {
+  files: string[];
+  /** The files are gone but the config reload that follows failed: the model may still be listed. */
+  reloadError: string | null;
+}
+
+/**
+ * `DELETE /api/models/{id}`: delete a pulled model's files. llamaherd refuses (409, with its
+ * reason) while the model is loaded or busy; the model leaves the list by a `llamaModels` event.
+ */
+export async function removeModel(id: string, fetchImpl?: FetchLike): Promise<Removal> {
+  let body: unknown = null;
+  try {
+    body = await requestJson<unknown>(modelUrl(id), { method: 'DELETE' }, fetchImpl);
+  } catch (err) {
+    // A 204 says it with no body at all; only a refusal is a failure here.
+    const emptySuccess = err instanceof ApiError && err.type === 'invalid_response' && err.status < 300;
+    if (!emptySuccess) throw err;
+  }
+  const answer = (typeof body === 'object' && body !== null ? body : {}) as { files?: unknown; reloaded?: unknown; error?: unknown };
+  const failedReload = answer.reloaded === false && typeof answer.error === 'string' && answer.error !== '';
+  return {
+    files: Array.isArray(answer.files) ? answer.files.map(String) : [],
+    reloadError: failedReload ? (answer.error as string) : null,
+  };
 }

@@ -130,6 +130,12 @@ describe('httpAuthProblem', () => {
     expect(httpAuthProblem(403, { message: "Host 'evil.example' is not a loopback name", type: 'forbidden' }, null)).toBeNull();
     expect(httpAuthProblem(403, null, 'k')).toBeNull();
   });
+
+  it("leaves alone a refusal whose code is about something else (a gated repository's)", () => {
+    const gated = { message: 'acme/secret-GGUF is gated: accept its terms on huggingface.co', type: 'permission_error', code: 'gated_repo' };
+    expect(httpAuthProblem(401, gated, 'k')).toBeNull();
+    expect(httpAuthProblem(403, gated, 'k')).toBeNull();
+  });
 });
 
 describe('socketAuthProblem', () => {

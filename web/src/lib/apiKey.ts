@@ -146,12 +146,15 @@ export interface ErrorFields {
 }
 
 /**
- * Whether an HTTP answer is a refused key, and which refusal: any 401; a 403 only when it
+ * Whether an HTTP answer is a refused key, and which refusal: a 401; a 403 only when it
  * says it is about the key's scope (llamaherd's other 403s, such as a foreign Host, are not).
- * A 401 without a known code is a missing key when none was sent, else an unknown one.
+ * A 401 without a code is a missing key when none was sent, else an unknown one; a 401 or 403
+ * whose code is another word is not about this key.
  */
 export function httpAuthProblem(status: number, error: ErrorFields | null, sentKey: string | null): AuthProblem | null {
   const code = typeof error?.code === 'string' && CODES.has(error.code) ? (error.code as AuthProblemCode) : null;
+  // Another word is about something else: Hugging Face refusing a gated repository to a pull.
+  if (code === null && typeof error?.code === 'string' && error.code !== '') return null;
   if (status === 401) {
     if (code === 'missing_api_key' || code === 'invalid_api_key') return problem(code, error?.message);
     return problem(sentKey === null ? 'missing_api_key' : 'invalid_api_key', error?.message);

@@ -1,5 +1,6 @@
 import type { GatewayModel, GatewayModelsEvent } from '../types/gateway';
 import type { LlamaModel, LlamaModelStatusEvent, LlamaStatus, LlamaStatusEvent } from '../types/llama';
+import type { Pull } from '../types/pulls';
 
 export const MODELS: LlamaModel[] = [
   {
@@ -114,6 +115,7 @@ export function gatewayModel(overrides: Partial<GatewayModel> = {}): GatewayMode
     quantisation: 'F32',
     contextLength: 2048,
     memoryMb: 0.9,
+    pulled: false,
     ...overrides,
   };
 }
@@ -198,3 +200,20 @@ export const FINAL_TIMINGS = {
   predicted_ms: 1776.4,
   predicted_per_second: 10.695933743756951,
 };
+
+/** One pull as llamaherd sends it: a download a quarter of the way through, unless overridden. */
+export function pullFixture(overrides: Partial<Pull> = {}): Pull {
+  return {
+    id: 'p1',
+    source: 'acme/tiny-GGUF:Q4_K_M',
+    repo: 'acme/tiny-GGUF',
+    files: ['tiny-Q4_K_M.gguf'],
+    model: 'tiny-Q4_K_M',
+    state: 'downloading',
+    bytes: 12 * 1024 * 1024,
+    total: 48 * 1024 * 1024,
+    error: null,
+    startedAt: Date.parse('2025-12-26T11:00:00Z'),
+    ...overrides,
+  };
+}

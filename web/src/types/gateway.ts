@@ -56,6 +56,8 @@ export interface GatewayModel {
   quantisation: string | null;
   contextLength: number | null;
   memoryMb: number | null;
+  /** Pulled from Hugging Face into the models folder (so it may be removed); false when unsaid. */
+  pulled: boolean;
 }
 
 /** How the last config reload went (`llamaModels` data.config.lastReload). */

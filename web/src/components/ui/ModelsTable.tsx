@@ -18,6 +18,7 @@ import TableRow from '@mui/material/TableRow';
 import Tooltip from '@mui/material/Tooltip';
 import Typography from '@mui/material/Typography';
 import { useState, type ReactNode, type SyntheticEvent } from 'react';
+import type { Removal } from '../../api/client';
 import type { LiveModel } from '../../hooks/useLlamaModels';
 import { useNow } from '../../hooks/useNow';
 import { formatRate, formatSlots } from '../../lib/metrics';
@@ -25,6 +26,7 @@ import { modelActions, modelLook, ttlLeftAt } from '../../lib/models';
 import type { ModelAction, ModelActionAck } from '../../types/gateway';
 import type { ModelMetrics } from '../../types/metrics';
 import { formatAgo, formatBytes, formatUptime } from '../../utils/format';
+import { RemoveModelDialog } from '../pulls/RemoveModelDialog';
 
 export interface ModelsTableProps {
   models: LiveModel[];
@@ -41,6 +43,14 @@ export interface ModelsTableProps {
   selected?: string | null;
   /** The address that shows a model's status card and logs: each model's name links there. */
   linkTo?: (id: string) => string;
+  /** Beside the panel's title (the Add model button). */
+  headerAction?: ReactNode;
+  /** Under the table (the downloads of models being added). */
+  children?: ReactNode;
+  /** The ids of the models that may be removed (pulled ones): their rows get a Remove button. */
+  removable?: ReadonlySet<string>;
+  /** Delete a pulled model, after a confirmation; rejects with llamaherd's refusal. */
+  onRemove?: (id: string) => Promise<Removal>;
 }
 
 /**
@@ -211,7 +221,7 @@ function StateChip({ model }: { model: LiveModel }) {
 /**
  * Every model the gateway serves: its state, load, queue, idle time, TTL and file, with Load
  * and Unload buttons enabled as its phase allows (see `modelActions`) and never while an
- * action on it waits for its answer.
+ * action on it waits for its answer; a pulled model also has Remove (confirmed first).
  */
 export function ModelsTable({
   models,
@@ -223,6 +233,10 @@ export function ModelsTable({
   metrics = NO_METRICS,
   selected = null,
   linkTo,
+  headerAction,
+  children,
+  removable = NOTHING_REMOVABLE,
+  onRemove,
 }: ModelsTableProps) {
   const ticking = models.some((m) => m.lastUsedLocal !== null || m.ttlLeft !== null);
   const clock = useNow(ticking);
@@ -230,10 +244,21 @@ export function ModelsTable({
   const now = Math.max(clock, latest);
   const [result, setResult] = useState<ActionResult | null>(null);
   const [resultOpen, setResultOpen] = useState(false);
+  // The model whose removal waits for a confirmation.
+  const [toRemove, setToRemove] = useState<string | null>(null);
 
   const act = async (action: ModelAction, id: string) => {
     const ack = await (action === 'load' ? onLoad(id) : onUnload(id));
     setResult(describe(action, id, ack));
+    setResultOpen(true);
+  };
+  const removed = (id: string, removal: Removal) => {
+    setToRemove(null);
+    setResult(
+      removal.reloadError
+        ? { severity: 'error', message: `Removed the files of ${id}, but the reload that follows failed: ${removal.reloadError}` }
+        : { severity: 'success', message: `Removed ${id}` },
+    );
     setResultOpen(true);
   };
   const closeResult = (_e: SyntheticEvent | Event | null, reason: SnackbarCloseReason) => {
@@ -252,6 +277,7 @@ export function ModelsTable({
           <Typography variant="body2" color="text.secondary" data-testid="gw-summary">
             {isLoading ? '' : `${models.length} served · ${loaded} loaded`}
           </Typography>
+          {headerAction ? <Box sx={{ ml: 'auto !important', alignSelf: 'center' }}>{headerAction}</Box> : null}
         </Stack>
         {isLoading ? (
           <Skeleton variant="rounded" height={72} data-testid="models-loading" />
@@ -387,6 +413,19 @@ export function ModelsTable({
                         >
                           Unload
                         </Button>
+                        {onRemove && removable.has(m.id) ? (
+                          <Button
+                            size="small"
+                            variant="outlined"
+                            color="error"
+                            data-testid="btn-remove"
+                            aria-label={`Remove ${m.id}`}
+                            disabled={waiting !== undefined}
+                            onClick={() => setToRemove(m.id)}
+                          >
+                            Remove
+                          </Button>
+                        ) : null}
                       </Stack>
                     </TableCell>
                   </TableRow>
@@ -395,7 +434,11 @@ export function ModelsTable({
             </TableBody>
           </Table>
         )}
+        {children}
       </CardContent>
+      {onRemove ? (
+        <RemoveModelDialog model={toRemove} onClose={() => setToRemove(null)} onRemove={onRemove} onRemoved={removed} />
+      ) : null}
       <Snackbar
         open={resultOpen}
         autoHideDuration={result?.severity === 'error' ? 10000 : 4000}
@@ -417,3 +460,4 @@ export function ModelsTable({
 }
 
 const NO_METRICS: Readonly<Record<string, ModelMetrics>> = {};
+const NOTHING_REMOVABLE: ReadonlySet<string> = new Set();
