@@ -193,6 +193,13 @@ async def test_only_a_models_dir_file_other_than_the_primary_can_be_deleted(
         serve_application(application) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
+        listed = (await http.get("/api/gateway/models")).json()["models"]
+        # What the dashboard offers to remove: the models_dir files but the primary.
+        assert {m["id"]: m["removable"] for m in listed} == {
+            "named": False,
+            "first": False,
+            "second": True,
+        }
         named = await http.delete("/api/models/named")
         assert named.status_code == 409 and error_of(named)["code"] == "not_in_models_dir"
         primary = await http.delete("/api/models/first")
@@ -204,3 +211,21 @@ async def test_only_a_models_dir_file_other_than_the_primary_can_be_deleted(
         assert second.json()["files"] == ["second.gguf"]
     assert sorted(p.name for p in models.iterdir()) == ["first.gguf"]
     assert model_file.exists()
+
+
+async def test_an_app_without_pulls_lists_none_and_says_why_it_refuses(
+    fake_binary: Path, model_file: Path
+) -> None:
+    settings = settings_from_mapping(
+        {"llama_model_path": str(model_file), "llama_server_binary": str(fake_binary)}
+    )
+    application = create_app(build_herd(settings), start_service=False)
+    async with (
+        serve_application(application) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        assert (await http.get("/api/models/pulls")).json() == {"pulls": []}
+        refused = await http.post("/api/models/pull", json={"source": "acme/tiny-GGUF"})
+        assert refused.status_code == 409
+        assert error_of(refused)["code"] == "no_models_dir"
+        assert "models_dir" in error_of(refused)["message"]

@@ -30,7 +30,7 @@ from llamaherd.api.model_streams import ModelStreams
 from llamaherd.api.models_feed import ModelsFeed
 from llamaherd.api.openapi import document_gateway
 from llamaherd.api.packets import PacketCheck
-from llamaherd.api.pull_routes import create_pull_router
+from llamaherd.api.pull_routes import create_no_pull_router, create_pull_router
 from llamaherd.api.realtime import create_socketio
 from llamaherd.api.routes import create_router
 from llamaherd.api.sse import create_sse_router
@@ -162,8 +162,10 @@ def create_app(  # noqa: PLR0915 (one statement per part it wires; parts are hel
 def _mount_pulls(
     api: FastAPI, hub: EventHub, herd: Herd, pulls: PullManager | None, reload: Reload | None
 ) -> None:
-    """The routes of pulls from the Hugging Face Hub, and their `modelPull` events."""
+    """The routes of pulls from the Hugging Face Hub, and their `modelPull` events (without
+    pulls: an empty list, and a pull refused with what to do)."""
     if pulls is None:
+        api.include_router(create_no_pull_router())
         return
     pulls.on_change(lambda pull: hub.publish(MODEL_PULL_EVENT, pull))
     api.include_router(create_pull_router(herd, pulls, reload))

@@ -194,3 +194,27 @@ def _check_unloaded(herd: Herd, model: str) -> None:
 def _refusal(exc: PullError) -> JSONResponse:
     kind = "not_found" if exc.status == 404 else "pull_error"
     return error_response(exc.status, str(exc), kind, code=exc.code)
+
+
+def create_no_pull_router() -> APIRouter:
+    """For an app built without pulls (a front, an app in a test): the list is empty and a
+    pull is refused with what to do, so a dashboard asks the same routes of every llamaherd."""
+    router = APIRouter(tags=["models"])
+
+    @router.post("/api/models/pull", status_code=202, response_model=PullOut, responses=ERRORS)
+    async def pull(body: PullIn) -> Any:
+        """Refused: this llamaherd pulls no models."""
+        return error_response(
+            409,
+            "this llamaherd pulls no models: pull into a llamaherd started by `llamaherd serve` "
+            'with "models_dir" in its config',
+            "pull_error",
+            code="no_models_dir",
+        )
+
+    @router.get("/api/models/pulls", response_model=PullsOut)
+    async def list_pulls() -> dict[str, Any]:
+        """None: this llamaherd pulls no models."""
+        return {"pulls": []}
+
+    return router

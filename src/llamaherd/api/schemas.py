@@ -116,6 +116,11 @@ class GatewayModelOut(BaseModel):
         description="failed: seconds until a request may try it again (failure_cooldown_s)",
     )
     path: str | None
+    removable: bool = Field(
+        default=False,
+        description="a models_dir file (not the primary model): DELETE /api/models/{id} "
+        "deletes its files once it is unloaded",
+    )
     size: int | None = Field(description="bytes, every part of the file")
     architecture: str | None
     parameters: int | None

@@ -135,7 +135,9 @@ def _scanned_specs(settings: Settings, source: str) -> list[ModelSpec]:
             logger.warning("models_dir: skipping %s: %s", file.path, exc)
             continue
         specs.append(
-            ModelSpec.from_model_file(file, metadata, args=tuple(settings.llama_server_args))
+            ModelSpec.from_model_file(
+                file, metadata, args=tuple(settings.llama_server_args), in_models_dir=True
+            )
         )
     return specs
 

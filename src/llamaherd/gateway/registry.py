@@ -76,6 +76,9 @@ class ModelSpec:
     preload: int | None = None
     """Its place in the order of models loaded at start (or when a reload adds it), as far as
     the limits allow; None: loaded on its first request."""
+    in_models_dir: bool = False
+    """Found by scanning `models_dir` (not named in the config): its files are llamaherd's to
+    delete (DELETE /api/models/{id}, `llamaherd rm`) once it is unloaded."""
 
     @property
     def memory_mb(self) -> float | None:

@@ -75,6 +75,8 @@ def _facts(
         "stopped": view.stopped,
         "retryIn": None if view.retry_at is None else round(max(0.0, view.retry_at - now_mono), 1),
         "path": None if spec.path is None or not admin else str(spec.path),
+        # Its files may be deleted once it is unloaded (a models_dir file, not the primary).
+        "removable": spec.in_models_dir and herd.registry.default is not spec,
         "size": meta.size_bytes if meta else None,
         "architecture": meta.architecture if meta else None,
         "parameters": meta.parameter_count if meta else None,

@@ -21,14 +21,19 @@ const listCalls = (fetchImpl: ReturnType<typeof vi.fn>) =>
 const MiB = 1024 * 1024;
 
 describe('usePulls', () => {
-  it('asks for nothing until llamaherd is known to pull (another one answers 404)', () => {
-    const { socket, fetchImpl, result } = setup(() => listOf());
+  it('lists the pulls once connected, and again at every reconnect', async () => {
+    const { socket, fetchImpl, result } = setup(() => listOf(pullFixture({ bytes: 40 * MiB })));
+    await waitFor(() => expect(result.current.pulls.map((p) => p.id)).toEqual(['p1']));
     act(() => {
       socket.serverDisconnect();
       socket.serverConnect();
     });
+    await waitFor(() => expect(listCalls(fetchImpl)).toBe(2));
+  });
+
+  it('asks for nothing before it is connected', () => {
+    const { fetchImpl } = setup(() => listOf(), false);
     expect(fetchImpl).not.toHaveBeenCalled();
-    expect(result.current.pulls).toEqual([]);
   });
 
   it('merges modelPull events by id, newest pull first', () => {
@@ -49,7 +54,7 @@ describe('usePulls', () => {
     expect(result.current.pulls).toHaveLength(2);
   });
 
-  it('lists the pulls again after a reconnect once llamaherd told of one', async () => {
+  it('lists the pulls again after a reconnect', async () => {
     const finished = pullFixture({ id: 'p0', state: 'done', startedAt: 1 });
     const { socket, fetchImpl, result } = setup(() => listOf(finished, pullFixture({ bytes: 40 * MiB })));
     act(() => socket.serverEmit('modelPull', pullFixture()));
@@ -59,7 +64,7 @@ describe('usePulls', () => {
     });
     await waitFor(() => expect(result.current.pulls.map((p) => p.id)).toEqual(['p1', 'p0']));
     expect(result.current.pulls[0]?.bytes).toBe(40 * MiB);
-    expect(listCalls(fetchImpl)).toBe(1);
+    expect(listCalls(fetchImpl)).toBe(2); // at mount, and after the reconnect
   });
 
   it('keeps the word furthest along when a list fetched earlier lands after an event', async () => {

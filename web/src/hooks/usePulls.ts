@@ -27,22 +27,18 @@ export interface UsePullsResult {
  * is not lost). Answers and events may cross: a pull keeps the word on it that is furthest
  * along (see `supersedes`).
  *
- * The list is asked for only once this llamaherd is known to pull (it told of a pull, or took
- * one): an app without pulls answers 404, and a page that asked every llamaherd at load would
- * log that answer as an error in the browser. A page opened during a download shows it with
- * its next event.
+ * The list is asked for when the page connects and after every reconnection (events missed
+ * while away are in it); a llamaherd that pulls nothing answers an empty list.
  */
 export function usePulls({ socket, fetchImpl }: UsePullsOptions): UsePullsResult {
   const [pulls, setPulls] = useState<Pull[]>([]);
   const [error, setError] = useState<string | null>(null);
-  const pulling = useRef(false);
   const mounted = useRef(true);
 
   useEffect(() => {
     mounted.current = true;
     let current = true;
     const fetchList = () => {
-      if (!pulling.current) return;
       getPulls(fetchImpl).then(
         (fetched) => {
           if (!current) return;
@@ -57,12 +53,12 @@ export function usePulls({ socket, fetchImpl }: UsePullsOptions): UsePullsResult
     const onPull = (payload: unknown) => {
       const pull = parsePull(payload);
       if (!pull) return;
-      pulling.current = true;
       setPulls((list) => mergePull(list, pull));
     };
     socket.on(MODEL_PULL_EVENT, onPull);
     // Fires after every reconnection too: events missed while away are in the list.
     socket.on('connect', fetchList);
+    if (socket.connected) fetchList();
     return () => {
       current = false;
       mounted.current = false;
@@ -72,7 +68,6 @@ export function usePulls({ socket, fetchImpl }: UsePullsOptions): UsePullsResult
   }, [socket, fetchImpl]);
 
   const take = useCallback((pull: Pull) => {
-    pulling.current = true;
     if (mounted.current) setPulls((list) => mergePull(list, pull));
     return pull;
   }, []);

@@ -39,7 +39,7 @@ function normalizeModel(raw: unknown): GatewayModel | null {
     quantisation: strOrNull(raw.quantisation),
     contextLength: numOr(raw.contextLength, null),
     memoryMb: numOr(raw.memoryMb, null),
-    pulled: raw.pulled === true,
+    removable: raw.removable === true,
   };
 }
 

@@ -82,7 +82,7 @@ describe('readSource', () => {
 
 describe('removableModels', () => {
   it('takes the models the list calls pulled and those a finished pull brought', () => {
-    const models = [gatewayModel({ id: 'a' }), gatewayModel({ id: 'b', pulled: true }), gatewayModel({ id: 'tiny-Q4_K_M' })];
+    const models = [gatewayModel({ id: 'a' }), gatewayModel({ id: 'b', removable: true }), gatewayModel({ id: 'tiny-Q4_K_M' })];
     expect([...removableModels(models, [])]).toEqual(['b']);
     expect([...removableModels(models, [pull({ state: 'done' })])]).toEqual(['b', 'tiny-Q4_K_M']);
     expect([...removableModels(models, [pull({ state: 'downloading' })])]).toEqual(['b']);

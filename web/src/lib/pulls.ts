@@ -110,11 +110,11 @@ export function readSource(repository: string, choice: string): SourceReading {
 }
 
 /**
- * The models that may be removed: those the models list calls pulled, and those a finished
- * pull of this llamaherd brought (a server that does not mark pulled models still lists its
- * pulls). llamaherd has the last word: it refuses to delete what is loaded or busy.
+ * The models that may be removed: those the models list marks `removable` (files of
+ * models_dir), and those a finished pull of this page brought (until the list says so too).
+ * llamaherd has the last word: it refuses to delete what is loaded or busy.
  */
-export function removableModels(models: readonly Pick<GatewayModel, 'id' | 'pulled'>[], pulls: readonly Pull[]): Set<string> {
+export function removableModels(models: readonly Pick<GatewayModel, 'id' | 'removable'>[], pulls: readonly Pull[]): Set<string> {
   const pulledHere = new Set(pulls.filter((p) => p.state === 'done' && p.model !== '').map((p) => p.model));
-  return new Set(models.filter((m) => m.pulled || pulledHere.has(m.id)).map((m) => m.id));
+  return new Set(models.filter((m) => m.removable || pulledHere.has(m.id)).map((m) => m.id));
 }

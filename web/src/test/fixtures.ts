@@ -115,7 +115,7 @@ export function gatewayModel(overrides: Partial<GatewayModel> = {}): GatewayMode
     quantisation: 'F32',
     contextLength: 2048,
     memoryMb: 0.9,
-    pulled: false,
+    removable: false,
     ...overrides,
   };
 }

@@ -57,7 +57,7 @@ export interface GatewayModel {
   contextLength: number | null;
   memoryMb: number | null;
   /** Pulled from Hugging Face into the models folder (so it may be removed); false when unsaid. */
-  pulled: boolean;
+  removable: boolean;
 }
 
 /** How the last config reload went (`llamaModels` data.config.lastReload). */
