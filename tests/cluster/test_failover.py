@@ -5,10 +5,12 @@ look like it serves a model so that the front tries it first."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from llamaherd.cluster.peers import Peer
 from llamaherd.gateway.scheduler import Phase
 from tests.cluster.inprocess import Pair
 
@@ -68,3 +70,25 @@ async def test_a_peer_that_no_longer_has_the_model_sends_the_request_on(pair: Pa
         answer = await http.post("/v1/completions", json={"model": "here", "prompt": "x"})
     assert answer.status_code == 200, answer.text
     assert pair.front.herd.view("here").phase is Phase.READY
+
+
+async def test_a_peer_that_drops_a_request_leaves_routing_at_once(pair: Pair) -> None:
+    """As a worker killed with keep-alive connections open: the request was sent, so it fails
+    (it may have reached a llama-server), and the peer leaves routing for the next ones."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()  # the head read, no answer
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    assert pair.front.cluster is not None
+    gone = pair.front.cluster.links["gone"]
+    gone.peer = Peer("gone", f"http://127.0.0.1:{port}")
+    seems_up(gone.__dict__, {"m1": ready("m1")})
+    async with server, pair.front.http() as http:
+        answer = await http.post("/v1/completions", json={"model": "m1", "prompt": "x"})
+    assert answer.status_code == 502
+    assert "closed the connection" in answer.json()["error"]["message"]
+    assert not gone.reachable and "failed a request" in (gone.problem or "")
+    assert [r.host for r in pair.front.cluster.plan("m1", None)] == ["w1"]

@@ -100,6 +100,16 @@ async def until_listed(front: ServedLlamaherd, ids: set[str]) -> dict[str, dict[
     return await front.wait_until(f"the front lists {sorted(ids)}", listed, timeout_s=30)
 
 
+async def until_replicated(front: ServedLlamaherd, model: str, hosts: set[str]) -> None:
+    """Until the front routes `model` to every one of `hosts` (each followed and reachable)."""
+
+    async def replicated() -> bool:
+        replicas = (await front_models(front)).get(model, {}).get("meta", {}).get("replicas", [])
+        return hosts <= {r["host"] for r in replicas if r["reachable"]}
+
+    await front.wait_until(f"the front routes {model} to {sorted(hosts)}", replicated, 30)
+
+
 async def served_by(worker: ServedLlamaherd, model: str) -> int:
     """How many requests for `model` the worker answered 200, from its /metrics."""
     async with worker.http({"authorization": f"Bearer {WORKER_KEY}"}) as http:
@@ -176,7 +186,7 @@ async def test_a_killed_worker_fails_only_what_it_had_in_flight(
     tmp_path: Path, real_binary: Path, demo_model: Path
 ) -> None:
     async with cluster(tmp_path, real_binary, demo_model) as c:
-        await until_listed(c.front, {"shared"})
+        await until_replicated(c.front, "shared", {"w1", "w2"})
         async with Load(c.front.url, "shared", clients=4, timeout_s=60) as load:
             await load.successes(8, timeout=90)
             c.w1.remember_servers()

@@ -8,8 +8,9 @@ answers three questions for the gateway route: which models there are (`listing`
 Failover never generates twice: a request goes on to the next replica only when it cannot have
 reached a llama-server (the peer refused the connection, or answered 404, 429 or 503 before any
 byte of an answer). Once an answer has begun, a failure ends that request (a 502, or an error
-event in its stream), as for a local model. A peer that refused a connection leaves routing at
-once (see `PeerLink.refused`), so the requests that follow do not knock on it too.
+event in its stream), as for a local model. A peer that refused a connection, or lost one,
+leaves routing at once (see `PeerLink.failed_request`), so the requests that follow do not
+knock on it too; its next good probe brings it back.
 """
 
 from __future__ import annotations
@@ -241,7 +242,9 @@ class Cluster:
             if not self._outstanding[key]:
                 del self._outstanding[key]
         if outcome.refused:
-            link.refused()
+            link.failed_request("refused a connection (nothing listens at its address)")
+        elif outcome.upstream_failed:
+            link.failed_request(f"failed a request ({outcome.error})")
         return outcome
 
 

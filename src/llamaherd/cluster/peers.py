@@ -101,12 +101,13 @@ class PeerLink:
         replica, so an old list costs a hop, never a failed request."""
         return self.reachable
 
-    def refused(self) -> None:
-        """A request found nothing listening: unreachable at once, without waiting for two
-        probes (every request sent meanwhile would be refused too). Its next good probe
-        brings it back."""
+    def failed_request(self, problem: str) -> None:
+        """A request to it found nothing listening, or lost its connection: unreachable at
+        once, without waiting for two probes (at a worker's death, every request sent before
+        the probes notice would fail too, some on keep-alive connections the dead process
+        left behind). Its next good probe brings it back."""
         self._failures = UNREACHABLE_AFTER
-        self._set(False, "refused a connection (nothing listens at its address)")
+        self._set(False, problem)
 
     def status(self) -> dict[str, Any]:
         """For the front's status and dashboard."""
