@@ -18,7 +18,7 @@ async def feed(chunks: list[bytes]) -> list[str]:
         reader.feed_data(chunk)
     reader.feed_eof()
     lines: list[str] = []
-    await pump_stream(reader, lines.append)
+    await pump_stream(reader, lines.extend)
     return lines
 
 

@@ -1,9 +1,12 @@
 """Reading a child's stdout and stderr without ever letting its pipes fill.
 
-Each stream is drained by its own task in chunks, split into lines, and every line goes to a
-bounded ring buffer (for `/api/llama/logs` and for crash evidence) and to whoever listens for
-new lines (the live log view, and the debug log). A chatty child never blocks on a full pipe, and an
-endless line without a newline cannot grow memory without bound.
+Each stream is drained by its own task in chunks, split into lines, and the lines of each read
+go, as one batch, to a bounded ring buffer (for `/api/llama/logs` and for crash evidence) and
+to whoever listens for new lines (the live log view, log files, and the debug log). Batches,
+not lines: llama-server prints several lines per request, and handing them on one by one
+(each through every listener) was about a quarter of llamaherd's CPU per request (bench/
+gateway.py, part 4). A chatty child never blocks on a full pipe, and an endless line without a
+newline cannot grow memory without bound.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ EVIDENCE_LINES = 5  # lines of a dead server's output quoted in last_error
 READ_CHUNK_BYTES = 65536
 
 LineListener = Callable[[str], None]
+BatchListener = Callable[[Sequence[str]], None]
 
 logger = logging.getLogger("llamaherd.supervisor")
 
@@ -29,15 +33,21 @@ class LogRing:
 
     def __init__(self, capacity: int = 2000) -> None:
         self._lines: collections.deque[str] = collections.deque(maxlen=capacity)
-        self._listeners: list[LineListener] = []
+        self._listeners: list[BatchListener] = []
         self.appended = 0  # lines ever appended: a position that survives the ring's wrap
 
     def append(self, line: str) -> None:
-        self._lines.append(line)
-        self.appended += 1
-        for listener in list(self._listeners):
+        self.extend((line,))
+
+    def extend(self, lines: Sequence[str]) -> None:
+        """Append `lines` in order; every listener hears them as one batch."""
+        if not lines:
+            return
+        self._lines.extend(lines)
+        self.appended += len(lines)
+        for listener in tuple(self._listeners):
             try:
-                listener(line)
+                listener(lines)
             except Exception:
                 logger.exception("a log listener failed; it stays subscribed")
 
@@ -51,6 +61,16 @@ class LogRing:
         return self.tail(min(limit, self.appended - position))
 
     def subscribe(self, listener: LineListener) -> Callable[[], None]:
+        """Call `listener` with each new line."""
+
+        def each(lines: Sequence[str]) -> None:
+            for line in lines:
+                listener(line)
+
+        return self.subscribe_batches(each)
+
+    def subscribe_batches(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with the new lines of each read, in order (never empty)."""
         self._listeners.append(listener)
 
         def unsubscribe() -> None:
@@ -76,20 +96,20 @@ def _split_lines(pending: str, chunk: str) -> tuple[list[str], str]:
     return [line.rstrip("\r") for line in complete], rest
 
 
-async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[str], None]) -> None:
-    """Copy `stream` line by line into `sink` until end of file."""
+async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[list[str]], None]) -> None:
+    """Copy `stream` into `sink` until end of file: the complete lines of each read at once."""
     # Incremental: a multi-byte character split across two reads is decoded whole.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     while True:
         chunk = await stream.read(READ_CHUNK_BYTES)
         lines, pending = _split_lines(pending, decoder.decode(chunk, final=not chunk))
-        for line in lines:
-            sink(line)
+        if lines:
+            sink(lines)
         if not chunk:
             break
     if pending:
-        sink(pending)
+        sink([pending])
 
 
 # Whole words only: "error" inside a file name (".../error_cases/model.gguf") is no complaint.

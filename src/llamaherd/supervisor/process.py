@@ -82,10 +82,12 @@ class LlamaProcess:
             ) from exc
         assert proc.stdout is not None and proc.stderr is not None
 
-        def keep(line: str) -> None:
-            output.append(line)
+        def keep(lines: list[str]) -> None:
+            output.extend(lines)
             # DEBUG: llama-server prints a hundred lines per start; `serve -v` shows them.
-            server_log.debug("[pid %d] %s", proc.pid, line)
+            if server_log.isEnabledFor(logging.DEBUG):
+                for line in lines:
+                    server_log.debug("[pid %d] %s", proc.pid, line)
 
         pumps = [
             asyncio.create_task(pump_stream(stream, keep), name=f"llama-output-{name}")
