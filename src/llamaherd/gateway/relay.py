@@ -146,6 +146,7 @@ class _Relay:
         # Set just before the final send: from then on a disconnect notice is only the
         # server telling us the response is complete.
         self.finishing = False
+        self.over = False  # the exchange has returned: nothing is left to cancel
 
     def outcome(self) -> RelayOutcome:
         return RelayOutcome(
@@ -353,24 +354,36 @@ async def relay(
         hold_refused=hold_refused,
         hold_statuses=hold_statuses,
     )
-    work = asyncio.create_task(state.run(method, path_qs, headers, body))
-    watcher = asyncio.create_task(until_disconnect(receive))
-    try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            # The client left, unless the response was complete (after which uvicorn's
-            # receive() reports a disconnect too) and the work is only finishing up.
-            if not state.finishing:
-                state.client_disconnected = True
-                work.cancel()
-            await asyncio.wait((work,))
-    finally:
-        watcher.cancel()
-        work.cancel()  # a no-op unless relay() itself is being cancelled
-    if watcher.done() and not watcher.cancelled():
+    # The exchange runs in this task; one watcher task waits for the client to leave and then
+    # cancels it (a second task for the exchange, and asyncio.wait over both, cost more per
+    # request than the whole scheduler).
+    current = asyncio.current_task()
+    assert current is not None
+    cut = False
+
+    def client_left(watcher: asyncio.Task[None]) -> None:
+        nonlocal cut
+        if watcher.cancelled():
+            return
         watcher.exception()  # retrieved, so asyncio does not log it as forgotten
-    if not work.cancelled():
-        work.result()  # anything but the failures handled above is a bug: let it surface
+        # The client left, unless the response was complete (after which uvicorn's receive()
+        # reports a disconnect too) and the exchange is only finishing up.
+        if not state.finishing and not state.over:
+            state.client_disconnected = cut = True
+            current.cancel()
+
+    watcher = asyncio.create_task(until_disconnect(receive))
+    watcher.add_done_callback(client_left)
+    try:
+        await state.run(method, path_qs, headers, body)
+    except asyncio.CancelledError:
+        # Ours (the client left) is taken back; any other cancellation goes on.
+        if not cut or current.uncancel() > 0:
+            raise
+    finally:
+        state.over = True
+        watcher.remove_done_callback(client_left)
+        watcher.cancel()
     outcome = state.outcome()
     if observer is not None and not outcome.refused:
         end_error = outcome.error
