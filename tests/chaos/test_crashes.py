@@ -27,8 +27,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from llamaherd.gateway.proxy import STREAM_DONE, Upstreams
+from llamaherd.gateway.relay import STREAM_DONE
 from llamaherd.gateway.scheduler import Phase
+from llamaherd.gateway.upstreams import Upstreams
 from llamaherd.supervisor.states import ServiceState, Status
 from tests.chaos.conftest import Figures
 from tests.chaos.load import PROMPT, Load, StreamReader

@@ -22,20 +22,11 @@ import httpx
 import pytest
 import uvicorn
 
-from llamaherd.gateway.proxy import (
-    BodyTooLarge,
-    ClientDisconnected,
-    RawHeaders,
-    RelayOutcome,
-    Upstreams,
-    downstream_headers,
-    read_body,
-    relay,
-    send_error,
-    send_sse_error,
-    send_sse_start,
-    upstream_headers,
-)
+from llamaherd.gateway.asgi import BodyTooLarge, ClientDisconnected, RawHeaders, read_body
+from llamaherd.gateway.headers import downstream_headers, upstream_headers
+from llamaherd.gateway.relay import RelayOutcome, relay
+from llamaherd.gateway.replies import send_error, send_sse_error, send_sse_start
+from llamaherd.gateway.upstreams import Upstreams
 from tests.conftest import chat_body, free_port, wait_http_ready
 from tests.serving import serve_uvicorn
 

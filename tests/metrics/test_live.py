@@ -14,7 +14,7 @@ from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.metrics.live import METRICS_EVENT, MetricsFeed
 from llamaherd.metrics.sampler import ServerSampler
-from llamaherd.metrics.window import RollingWindow, mean, percentile
+from llamaherd.metrics.window import EXACT_VALUES, BucketWindow, mean, percentile
 from tests.conftest import HerdFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -254,20 +254,36 @@ async def test_a_closed_feed_pushes_nothing(
 # ---- the window and its statistics, on their own -------------------------------------------
 
 
-def test_a_rolling_window_forgets_what_is_older_than_its_span() -> None:
-    window: RollingWindow[str] = RollingWindow(10.0)
-    assert window.next_expiry() is None
-    window.add(100.0, "a")
-    window.add(105.0, "b")
-    assert window.next_expiry() == 110.0
-    window.prune(109.9)
-    assert list(window) == ["a", "b"]
-    window.prune(110.0)
-    assert list(window) == ["b"] and window.next_expiry() == 115.0
-    window.prune(200.0)
-    assert len(window) == 0 and window.next_expiry() is None
+def test_a_bucket_window_forgets_a_slice_at_a_time() -> None:
+    window = BucketWindow(60.0, kinds=1)  # slices of 1 s
+    assert window.next_expiry() is None and window.requests() == 0
+    window.add(100.2, [1.0])
+    window.add(100.7, [None])
+    window.add(105.5, [3.0])
+    assert window.next_expiry() == 161.0  # the slice [100, 101) leaves a span after its end
+    assert window.requests() == 3 and window.mean(0) == 2.0
+    window.prune(160.9)
+    assert window.requests() == 3
+    window.prune(161.0)
+    assert window.requests() == 1 and window.next_expiry() == 166.0
+    window.prune(300.0)
+    assert len(window) == 0 and window.next_expiry() is None and window.mean(0) is None
     with pytest.raises(ValueError):
-        RollingWindow(0)
+        BucketWindow(0, kinds=1)
+
+
+def test_bucket_window_medians_are_exact_until_many_then_close() -> None:
+    window = BucketWindow(60.0, kinds=1)
+    window.add(1.0, [0.2])
+    window.add(2.0, [0.4])
+    assert window.percentile(0, 50) == pytest.approx(0.3)
+    many = BucketWindow(60.0, kinds=1)
+    values = [0.001 * (1 + i % 97) for i in range(EXACT_VALUES * 3)]
+    for i, value in enumerate(values):
+        many.add(i / len(values) * 30, [value])
+    exact = percentile(values, 50)
+    assert exact is not None
+    assert many.percentile(0, 50) == pytest.approx(exact, rel=0.01)
 
 
 def test_percentile_and_mean() -> None:

@@ -1,25 +1,50 @@
 from __future__ import annotations
 
-import asyncio
+import os
 
 from llamaherd.supervisor.output import (
+    GATHER_S,
     MAX_LINE_CHARS,
-    READ_CHUNK_BYTES,
     LogRing,
+    PipeReader,
     main_complaint,
-    pump_stream,
+    read_pipe,
     telling_lines,
 )
 
 
 async def feed(chunks: list[bytes]) -> list[str]:
-    reader = asyncio.StreamReader()
-    for chunk in chunks:
-        reader.feed_data(chunk)
-    reader.feed_eof()
+    """What a pipe reader hands on when the pipe's reads bring `chunks`, then it closes."""
     lines: list[str] = []
-    await pump_stream(reader, lines.append)
+    reader = PipeReader(lines.extend, lambda: 0.0)
+    for chunk in chunks:
+        reader.data_received(chunk)
+    reader.connection_lost(None)
+    assert reader.drained.done()
     return lines
+
+
+async def test_a_real_pipe_is_read_to_its_end_in_batches() -> None:
+    batches: list[list[str]] = []
+    read_end, write_end = os.pipe()
+    reader = await read_pipe(read_end, batches.append, lambda: GATHER_S)
+    os.write(write_end, b"one\n")
+    os.write(write_end, b"two\nthree\nunfinished")
+    os.close(write_end)
+    await reader.drained
+    assert [line for batch in batches for line in batch] == ["one", "two", "three", "unfinished"]
+
+
+def test_output_gathers_only_while_nobody_waits_for_single_lines() -> None:
+    ring = LogRing()
+    unsubscribe_batches = ring.subscribe_batches(lambda lines: None)
+    assert ring.gather_s() == GATHER_S
+    unsubscribe = ring.subscribe(lambda line: None)  # the readiness wait, say
+    assert ring.gather_s() == 0.0
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    assert ring.gather_s() == GATHER_S
+    unsubscribe_batches()
 
 
 async def test_lines_split_across_chunks_and_crlf() -> None:
@@ -63,11 +88,10 @@ def test_crash_evidence_prefers_the_servers_complaints() -> None:
 
 
 async def test_a_character_split_across_two_reads_is_decoded_whole() -> None:
-    """Issue "Supervisor correctness" #6: the 64 KiB read boundary falls inside "é"."""
-    head = (b"a" * 99 + b"\n") * 655  # 65,500 bytes
-    tail = b"b" * 35 + "é".encode() + b"\n"  # its first byte is byte 65,536 of the stream
-    assert len(head) + 35 + 1 == READ_CHUNK_BYTES
-    lines = await feed([head + tail])
+    """Issue "Supervisor correctness" #6: a read boundary falls inside "é"."""
+    head = (b"a" * 99 + b"\n") * 655
+    tail = b"b" * 35 + "é".encode() + b"\n"
+    lines = await feed([head + tail[:36], tail[36:]])  # the first byte of "é" ends a read
     assert lines[-1] == "b" * 35 + "é"
 
 

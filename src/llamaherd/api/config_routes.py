@@ -21,7 +21,7 @@ class ReloadReport(Protocol):
     def as_dict(self) -> dict[str, Any]: ...
 
 
-# The reloader's reload(trigger): composition (llamaherd.reload) hands it to the app.
+# The reloader's reload(trigger): composition (server/reload.py) hands it to the app.
 Reload = Callable[[str], Awaitable[ReloadReport]]
 
 

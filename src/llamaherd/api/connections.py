@@ -44,7 +44,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llamaherd.gateway.proxy import Receive, Scope, Send, error_json, send_error
+from llamaherd.gateway.asgi import Receive, Scope, Send
+from llamaherd.gateway.replies import error_json, send_error
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGI3Application

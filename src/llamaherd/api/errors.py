@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llamaherd.errors import ControlConflictError, LlamaherdError
-from llamaherd.gateway.proxy import TOO_DEEP
+from llamaherd.gateway.asgi import TOO_DEEP
 
 logger = logging.getLogger("llamaherd.api")
 

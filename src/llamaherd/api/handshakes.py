@@ -41,7 +41,8 @@ from typing import Any
 import socketio
 
 from llamaherd.api.connections import Caps, ConnectionCounts, Refusal, WarningThrottle
-from llamaherd.gateway.proxy import Receive, Scope, Send, send_error
+from llamaherd.gateway.asgi import Receive, Scope, Send
+from llamaherd.gateway.replies import send_error
 
 logger = logging.getLogger("llamaherd.api.socketio")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,7 @@ class ModelStreams:
         service = backend.service
         followed = self._models[model] = _Followed(output=service.output)
         followed.unsubscribes = [
-            service.output.subscribe(lambda line: self._on_line(model, followed, line)),
+            service.output.subscribe_batches(lambda lines: self._on_lines(model, followed, lines)),
             service.on_state_change(lambda state: self._on_state(model, followed, state)),
         ]
         return lambda: self._detach(model, followed)
@@ -140,8 +140,8 @@ class ModelStreams:
 
     # ---- events ----------------------------------------------------------------------------
 
-    def _on_line(self, model: str, followed: _Followed, line: str) -> None:
-        followed.pending.append(line)
+    def _on_lines(self, model: str, followed: _Followed, lines: Sequence[str]) -> None:
+        followed.pending.extend(lines)
         if followed.flush is None:
             loop = asyncio.get_running_loop()
             followed.flush = loop.call_later(LOG_BATCH_S, self._flush, model, followed)

@@ -30,7 +30,7 @@ ERROR_NAME = "OpenAIError"
 ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_NAME}"}
 REQUEST_NAME = "InferenceRequest"
 
-# The shape of every error llamaherd's gateway writes (gateway/proxy.py, error_json), and of
+# The shape of every error llamaherd's gateway writes (gateway/replies.py, error_json), and of
 # llama-server's own errors.
 ERROR_SCHEMA: dict[str, Any] = {
     "title": ERROR_NAME,

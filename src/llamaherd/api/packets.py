@@ -23,7 +23,7 @@ import engineio.payload
 import socketio.packet
 
 from llamaherd.api.access import SOCKETIO_PREFIX
-from llamaherd.gateway.proxy import (
+from llamaherd.gateway.asgi import (
     TOO_DEEP,
     BodyTooLarge,
     ClientDisconnected,
@@ -32,8 +32,8 @@ from llamaherd.gateway.proxy import (
     Scope,
     Send,
     read_body,
-    send_error,
 )
+from llamaherd.gateway.replies import send_error
 
 logger = logging.getLogger("llamaherd.api")
 

@@ -24,8 +24,10 @@ from typing import Any
 from llamaherd.cluster.dns import SrvTarget, SrvWatcher
 from llamaherd.cluster.peers import HOP_HEADER, Peer, PeerLink
 from llamaherd.cluster.routing import LOCAL, Replica, rank
+from llamaherd.gateway.asgi import Receive, Scope, Send
 from llamaherd.gateway.herd import Herd
-from llamaherd.gateway.proxy import Receive, RelayOutcome, Scope, Send, relay, send_error
+from llamaherd.gateway.relay import RelayOutcome, relay
+from llamaherd.gateway.replies import send_error
 from llamaherd.gateway.route import path_with_query
 from llamaherd.gateway.views import model_listing, models_data
 

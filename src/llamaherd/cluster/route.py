@@ -17,7 +17,7 @@ from typing import Any
 
 from llamaherd.cluster.front import Cluster, send_last_held, send_no_replica
 from llamaherd.cluster.peers import HOP_HEADER
-from llamaherd.gateway.proxy import Message, Receive, Scope, Send
+from llamaherd.gateway.asgi import Message, Receive, Scope, Send
 from llamaherd.gateway.registry import UnknownModelError
 from llamaherd.gateway.route import (
     ADMIN_SCOPE_KEY,

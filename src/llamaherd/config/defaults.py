@@ -2,7 +2,7 @@
 address of a llamaherd that runs with the defaults, and the key it sends. Nothing heavy is
 imported here: `llamaherd --version` builds its parser from these, and `llamaherd status --url`
 must not pay for the server or for validating a config with pydantic (bench/cli_startup.py).
-With llamaherd.config, the only module that reads the environment."""
+With config/settings.py and its neighbours, the only modules that read the environment."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ import aiohttp
 import psutil
 
 from llamaherd.errors import ConfigError
-from llamaherd.gateway.proxy import Upstreams
 from llamaherd.gateway.registry import ModelRegistry, ModelSpec
 from llamaherd.gateway.scheduler import (
     Action,
@@ -41,6 +40,7 @@ from llamaherd.gateway.scheduler import (
     Scheduler,
     Unload,
 )
+from llamaherd.gateway.upstreams import Upstreams
 from llamaherd.supervisor.process import resident_bytes
 from llamaherd.supervisor.service import LlamaService
 from llamaherd.supervisor.states import ServiceState, Status

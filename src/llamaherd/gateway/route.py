@@ -22,23 +22,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from llamaherd.gateway.herd import Herd, Ticket
-from llamaherd.gateway.proxy import (
+from llamaherd.gateway.asgi import (
     TOO_DEEP,
     BodyTooLarge,
-    ChunkObserver,
     ClientDisconnected,
     Receive,
     Scope,
     Send,
     read_body,
-    relay,
-    send_error,
-    send_sse_error,
-    send_sse_start,
     until_disconnect,
 )
+from llamaherd.gateway.herd import Herd, Ticket
 from llamaherd.gateway.registry import ModelSpec, UnknownModelError
+from llamaherd.gateway.relay import ChunkObserver, relay
+from llamaherd.gateway.replies import send_error, send_sse_error, send_sse_start
 from llamaherd.gateway.scheduler import Dispatch, Phase, Reject
 from llamaherd.gateway.views import model_listing
 

@@ -225,12 +225,26 @@ class Scheduler:
         self._requests: dict[int, _Model] = {}  # queued or in flight
         self._seq = itertools.count()
         self._now = -math.inf  # the latest time seen, for events that carry none
+        # Set by each full decision: nothing waits anywhere (no queue, no manual load, no
+        # drain, no load or unload under way, the limits hold), so a request for an open model
+        # and the end of one that leaves no queue behind change nothing but that model, until
+        # `_quiet_until` (the earliest idle unload then due; never later than the truth).
+        self._calm = False
+        self._quiet_until = -math.inf
 
     # ── events ────────────────────────────────────────────────────────────────────────────
     def arrive(self, request_id: int, model: str, now: float) -> list[Action]:
         m = self._models[model]
         if request_id in self._requests:
             raise ValueError(f"request {request_id} is already queued or in flight")
+        if self._calm and now < self._quiet_until and not m.queue and m.open() and not m.stopped:
+            # The fast path, most requests on a warm server: dispatched at once. A full
+            # decision would find nothing else to do (see `_calm`).
+            self._now = max(self._now, now)
+            r = _Request(request_id, next(self._seq), now, now)
+            m.in_flight[request_id], m.last_used = r, now
+            self._requests[request_id] = m
+            return [Dispatch(request_id, model)]
         actions = self._expire(now)
         refusal = self._refusal(m, now)
         if refusal is not None:
@@ -253,6 +267,14 @@ class Scheduler:
         mean = m.mean_service_s
         m.mean_service_s = took if mean is None else mean + _EWMA_WEIGHT * (took - mean)
         m.last_used = now
+        if self._calm and now < self._quiet_until and not m.queue and not m.draining:
+            # Nothing waits anywhere: this end frees a slot nobody asks for. Only the idle
+            # unload it may bring closer is noted.
+            self._now = max(self._now, now)
+            due = self._ttl_due(m)
+            if due is not None:
+                self._quiet_until = min(self._quiet_until, due)
+            return []
         return self._decide(now)
 
     def cancel(self, request_id: int, now: float) -> list[Action]:
@@ -525,7 +547,28 @@ class Scheduler:
             if m.draining and m.phase in (Phase.READY, Phase.LOADING) and not m.in_flight:
                 actions.append(Unload(m.policy.id, m.draining))
                 m.phase, m.draining = Phase.UNLOADING, None
+        self._note_calm()
         return actions
+
+    def _note_calm(self) -> None:
+        """Whether the fast paths of arrive() and finish() may skip the full decision."""
+        models = self._models.values()
+        held = [m for m in models if m.phase in _HELD]
+        budget = self._limits.memory_budget_mb
+        self._calm = (
+            all(
+                not m.queue
+                and m.wanted is None
+                and not m.draining
+                and m.phase is not Phase.LOADING
+                and m.phase is not Phase.UNLOADING
+                for m in models
+            )
+            and len(held) <= self._limits.max_loaded
+            and (budget is None or sum(m.memory_mb for m in held) <= budget)
+        )
+        deadline = self.next_deadline() if self._calm else None
+        self._quiet_until = math.inf if deadline is None else deadline
 
     def _drain_over_limits(self) -> None:
         """The limits hold after loading as before: when measured sizes break the budget (or a

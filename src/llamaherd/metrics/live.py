@@ -5,22 +5,23 @@ Pushed at most once per `min_interval_s`: the first change after a quiet spell g
 later ones are coalesced into one push at the end of the interval, and a payload equal to the
 last one pushed is not pushed again. Changes come from finished requests (`record`, a
 RequestLog sink), the herd (queue, in flight) and the sampler (memory, slots). The window
-also changes by itself as requests age out of it: one timer, set for the moment the oldest
-leaves, covers that; when all is quiet and the windows are empty, nothing runs at all.
+also changes by itself as requests age out of it (a slice at a time, metrics/window.py): one
+timer, set for the moment the oldest slice leaves, covers that; when all is quiet and the
+windows are empty, nothing runs at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from llamaherd.gateway.herd import Herd
 from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSample, ServerSampler
-from llamaherd.metrics.window import RollingWindow, mean, percentile
+from llamaherd.metrics.window import BucketWindow
 
 METRICS_EVENT = "llamaMetrics"
 METRICS_TYPE = "llama_metrics"
@@ -29,18 +30,13 @@ EXPIRY_MARGIN_S = 0.001  # fire just after the oldest entry's time is up, never 
 Publish = Callable[[str, dict[str, Any]], None]
 
 
-class _Finished(NamedTuple):
-    """What the window keeps of one request: only what its statistics read."""
-
-    latency_s: float | None  # None unless it was answered (status below 400)
-    ttft_s: float | None
-    generation_tps: float | None
-    prompt_tps: float | None
+# The figures the window keeps of each request, in this order: only what the payload reads.
+LATENCY, TTFT, GENERATION_TPS, PROMPT_TPS = range(4)
 
 
 @dataclass(eq=False)
 class _Counts:
-    window: RollingWindow[_Finished]
+    window: BucketWindow
     total: int = 0
     errors: int = 0
 
@@ -102,11 +98,11 @@ class MetricsFeed:
             counts.errors += 1
         counts.window.add(
             self._clock(),
-            _Finished(
-                latency_s=rec.latency_s if answered else None,
-                ttft_s=rec.ttft_s,
-                generation_tps=rec.generation_tps,
-                prompt_tps=rec.prompt_tps,
+            (
+                rec.latency_s if answered else None,  # LATENCY: only of answered requests
+                rec.ttft_s,
+                rec.generation_tps,
+                rec.prompt_tps,
             ),
         )
         self._changed()
@@ -162,18 +158,18 @@ class MetricsFeed:
         for backend, view, _state in self._herd.views():
             model = backend.spec.id
             counts = self._counts_of(model)
-            counts.window.prune(now)
-            finished = list(counts.window)
+            window = counts.window
+            window.prune(now)
             sample = samples.get(model)
             models.append(
                 {
                     "id": model,
                     "requests": {"total": counts.total, "errors": counts.errors},
-                    "tokensPerSecond": _round(mean(_present(f.generation_tps for f in finished))),
-                    "promptTokensPerSecond": _round(mean(_present(f.prompt_tps for f in finished))),
-                    "latencyP50Ms": _ms(percentile(_present(f.latency_s for f in finished), 50)),
-                    "ttftP50Ms": _ms(percentile(_present(f.ttft_s for f in finished), 50)),
-                    "requestsLastMinute": len(finished),
+                    "tokensPerSecond": _round(window.mean(GENERATION_TPS)),
+                    "promptTokensPerSecond": _round(window.mean(PROMPT_TPS)),
+                    "latencyP50Ms": _ms(window.percentile(LATENCY, 50)),
+                    "ttftP50Ms": _ms(window.percentile(TTFT, 50)),
+                    "requestsLastMinute": window.requests(),
                     "queued": view.queued,
                     "inFlight": view.in_flight,
                     "memory": {
@@ -192,12 +188,8 @@ class MetricsFeed:
     def _counts_of(self, model: str) -> _Counts:
         counts = self._counts.get(model)
         if counts is None:
-            counts = self._counts[model] = _Counts(RollingWindow(self.window_s))
+            counts = self._counts[model] = _Counts(BucketWindow(self.window_s, kinds=4))
         return counts
-
-
-def _present(values: Iterable[float | None]) -> list[float]:
-    return [value for value in values if value is not None]
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:

@@ -1,6 +1,6 @@
 """Measuring one request as its answer goes by, without slowing it down.
 
-The relay calls the meter for every chunk it passes on (proxy.ChunkObserver). Nothing is
+The relay calls the meter for every chunk it passes on (relay.ChunkObserver). Nothing is
 parsed while the answer flows: a stream keeps only its last few kilobytes (llama-server puts
 `usage` and `timings` in the last chunk), a plain answer keeps its body up to a limit, and
 both are parsed once, after the last byte has gone to the client.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llamaherd.gateway.proxy import RawHeaders
+from llamaherd.gateway.asgi import RawHeaders
 from llamaherd.gateway.records import RequestRecord, RequestSink
 
 STREAM_TAIL_BYTES = 16 * 1024  # the last chunk with timings is about 1 KiB
@@ -25,7 +25,7 @@ BODY_LIMIT_BYTES = 1024 * 1024  # embeddings of a large batch are not worth pars
 
 
 class RequestMeter:
-    """One request's measurements, from arrival to its last byte (a proxy.ChunkObserver)."""
+    """One request's measurements, from arrival to its last byte (a relay.ChunkObserver)."""
 
     __slots__ = (
         "_body",
@@ -69,7 +69,7 @@ class RequestMeter:
     def dispatched(self) -> None:
         self._dispatched = self._clock()
 
-    # ---- proxy.ChunkObserver ---------------------------------------------------------------
+    # ---- relay.ChunkObserver ---------------------------------------------------------------
 
     def on_start(self, status: int, headers: RawHeaders) -> None:
         self._status = status

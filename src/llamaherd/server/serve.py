@@ -316,6 +316,10 @@ def _serve(settings: Settings, source: ConfigSource | None) -> int:
         # would make two of each.
         server_header=False,
         date_header=False,
+        # No X-Forwarded-* rewriting: llamaherd trusts no proxy in front of it (keys and
+        # connection caps go by the TCP peer), and the middleware is one more ASGI layer on
+        # every request.
+        proxy_headers=False,
         # The drain, then a few seconds for what the servers' stop ends (see _Server).
         timeout_graceful_shutdown=math.ceil(settings.shutdown_drain_s + DRAIN_MARGIN_S),
         timeout_keep_alive=settings.idle_timeout_s,

@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -202,13 +202,14 @@ class ServerLogFiles:
         pending = self._pending
         limit = self._queue_lines
 
-        def write(line: str) -> None:  # on the event loop, once per line: keep it tiny
-            if len(pending) >= limit:
-                self._trouble.failed(None)
-                return
-            pending.append((stem, time.time(), line))
+        def write(lines: Sequence[str]) -> None:  # on the event loop, once per read: keep it tiny
+            room = limit - len(pending)
+            if room < len(lines):
+                self._trouble.failed(None, dropped=len(lines) - max(0, room))
+            now = time.time()
+            pending.extend((stem, now, line) for line in lines[: max(0, room)])
 
-        self._unsubscribes[model] = ring.subscribe(write)
+        self._unsubscribes[model] = ring.subscribe_batches(write)
 
     def close(self) -> None:
         """Stop listening, write what waits, close the files. Blocks: see `aclose`."""

@@ -1,9 +1,12 @@
 """Reading a child's stdout and stderr without ever letting its pipes fill.
 
-Each stream is drained by its own task in chunks, split into lines, and every line goes to a
-bounded ring buffer (for `/api/llama/logs` and for crash evidence) and to whoever listens for
-new lines (the live log view, and the debug log). A chatty child never blocks on a full pipe, and an
-endless line without a newline cannot grow memory without bound.
+Each pipe is read by a protocol (no task), split into lines, and the lines of each read go, as
+one batch, to a bounded ring buffer (for `/api/llama/logs` and for crash evidence) and
+to whoever listens for new lines (the live log view, log files, and the debug log). Batches,
+not lines: llama-server prints several lines per request, and handing them on one by one
+(each through every listener) was about a quarter of llamaherd's CPU per request (bench/
+gateway.py, part 4). A chatty child never blocks on a full pipe, and an endless line without a
+newline cannot grow memory without bound.
 """
 
 from __future__ import annotations
@@ -12,14 +15,22 @@ import asyncio
 import codecs
 import collections
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 MAX_LINE_CHARS = 8192
+# How long a pipe is left to gather output after a read, while nobody waits for single lines.
+# llama-server writes each of its ~9 lines per request on its own, so a pipe read at once
+# meant nine reads, decodes and rounds of listeners per request; this makes it one per window
+# at any rate. A pipe holds 64 KiB, and llama-server prints about 1 KiB per request: at
+# thousands of requests a second it still never waits for us to read.
+GATHER_S = 0.01
 EVIDENCE_LINES = 5  # lines of a dead server's output quoted in last_error
-READ_CHUNK_BYTES = 65536
 
 LineListener = Callable[[str], None]
+BatchListener = Callable[[Sequence[str]], None]
 
 logger = logging.getLogger("llamaherd.supervisor")
 
@@ -29,15 +40,22 @@ class LogRing:
 
     def __init__(self, capacity: int = 2000) -> None:
         self._lines: collections.deque[str] = collections.deque(maxlen=capacity)
-        self._listeners: list[LineListener] = []
+        self._listeners: list[BatchListener] = []
+        self._line_listeners = 0  # those that asked for each line (see `gather_s`)
         self.appended = 0  # lines ever appended: a position that survives the ring's wrap
 
     def append(self, line: str) -> None:
-        self._lines.append(line)
-        self.appended += 1
-        for listener in list(self._listeners):
+        self.extend((line,))
+
+    def extend(self, lines: Sequence[str]) -> None:
+        """Append `lines` in order; every listener hears them as one batch."""
+        if not lines:
+            return
+        self._lines.extend(lines)
+        self.appended += len(lines)
+        for listener in tuple(self._listeners):
             try:
-                listener(line)
+                listener(lines)
             except Exception:
                 logger.exception("a log listener failed; it stays subscribed")
 
@@ -50,7 +68,34 @@ class LogRing:
         """The last `limit` lines of those appended after `position` (an `appended` value)."""
         return self.tail(min(limit, self.appended - position))
 
+    def gather_s(self) -> float:
+        """How long the output may gather before it is read: none while a line listener
+        waits (the readiness wait for llama-server's "listening" line), else GATHER_S."""
+        return 0.0 if self._line_listeners else GATHER_S
+
     def subscribe(self, listener: LineListener) -> Callable[[], None]:
+        """Call `listener` with each new line, as soon as it is printed."""
+
+        def each(lines: Sequence[str]) -> None:
+            for line in lines:
+                listener(line)
+
+        unsubscribe_batches = self.subscribe_batches(each)
+        self._line_listeners += 1
+        subscribed = True
+
+        def unsubscribe() -> None:
+            nonlocal subscribed
+            if subscribed:
+                subscribed = False
+                self._line_listeners -= 1
+                unsubscribe_batches()
+
+        return unsubscribe
+
+    def subscribe_batches(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with the new lines of each read, in order (never empty); they may
+        be up to GATHER_S late."""
         self._listeners.append(listener)
 
         def unsubscribe() -> None:
@@ -76,20 +121,73 @@ def _split_lines(pending: str, chunk: str) -> tuple[list[str], str]:
     return [line.rstrip("\r") for line in complete], rest
 
 
-async def pump_stream(stream: asyncio.StreamReader, sink: Callable[[str], None]) -> None:
-    """Copy `stream` line by line into `sink` until end of file."""
-    # Incremental: a multi-byte character split across two reads is decoded whole.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    while True:
-        chunk = await stream.read(READ_CHUNK_BYTES)
-        lines, pending = _split_lines(pending, decoder.decode(chunk, final=not chunk))
-        for line in lines:
-            sink(line)
-        if not chunk:
-            break
-    if pending:
-        sink(pending)
+class PipeReader(asyncio.Protocol):
+    """Reads one of a child's pipes into `sink`, the complete lines of each read at once, with
+    no task in between: llama-server's lines are handled in the very callback that read them.
+
+    After a read, the pipe is left unread for `gather_s()` seconds (when that is above 0), so
+    that what the child prints meanwhile is read in one go: one read and one callback for a
+    window's lines rather than one per line. `drained` is done once the pipe has closed and
+    the last line has gone to `sink`."""
+
+    def __init__(self, sink: Callable[[list[str]], None], gather_s: Callable[[], float]) -> None:
+        self._sink = sink
+        self._gather_s = gather_s
+        # Incremental: a multi-byte character split across two reads is decoded whole.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._transport: asyncio.ReadTransport | None = None
+        self._resume: asyncio.TimerHandle | None = None
+        self.drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A read pipe transport (uvloop's is not an asyncio.ReadTransport subclass, but has
+        # the same pause_reading and resume_reading).
+        self._transport = cast(asyncio.ReadTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        lines, self._pending = _split_lines(self._pending, self._decoder.decode(data))
+        if lines:
+            self._sink(lines)
+        pause = self._gather_s()
+        if pause > 0 and self._transport is not None and self._resume is None:
+            self._transport.pause_reading()
+            self._resume = asyncio.get_running_loop().call_later(pause, self._read_again)
+
+    def _read_again(self) -> None:
+        self._resume = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        self._transport = None
+        lines, rest = _split_lines(self._pending, self._decoder.decode(b"", final=True))
+        if rest:
+            lines.append(rest)
+        self._pending = ""
+        try:
+            if lines:
+                self._sink(lines)
+        finally:
+            if not self.drained.done():
+                self.drained.set_result(None)
+
+
+async def read_pipe(
+    fd: int, sink: Callable[[list[str]], None], gather_s: Callable[[], float]
+) -> PipeReader:
+    """Start reading the pipe `fd` (which it then owns and closes) into `sink`."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        _, reader = await loop.connect_read_pipe(lambda: PipeReader(sink, gather_s), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return reader
 
 
 # Whole words only: "error" inside a file name (".../error_cases/model.gguf") is no complaint.

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import psutil
 
 from llamaherd.errors import BinaryNotFoundError
-from llamaherd.supervisor.output import LogRing, pump_stream
+from llamaherd.supervisor.output import LogRing, PipeReader, read_pipe
 from llamaherd.supervisor.states import ExitInfo
 
 logger = logging.getLogger("llamaherd.supervisor")
@@ -59,41 +59,55 @@ def exit_info(returncode: int | None, last_output: Sequence[str] = ()) -> ExitIn
 
 
 class LlamaProcess:
-    """One running llama-server child, its output pumps, and how to end it."""
+    """One running llama-server child, the readers of its output, and how to end it."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, readers: list[PipeReader]) -> None:
         self._proc = proc
-        self._pumps = pumps
+        self._readers = readers
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], output: LogRing) -> LlamaProcess:
         """Start `argv` (an argument list, never a shell) in a new session."""
+        # Our own pipes rather than asyncio's StreamReaders: read by a protocol, a line needs
+        # no task step to be handled, and the pipe can be left to gather (see PipeReader).
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=out_write,
+                stderr=err_write,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if _LIBC is not None else None,
             )
         except (FileNotFoundError, PermissionError) as exc:
+            os.close(out_read)
+            os.close(err_read)
             raise BinaryNotFoundError(
                 f"cannot run llama-server binary {argv[0]!r}: {exc.strerror}; "
                 "give the path of an executable llama-server"
             ) from exc
-        assert proc.stdout is not None and proc.stderr is not None
+        except BaseException:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(out_write)  # the child has its copies; ours would hold the pipes open
+            os.close(err_write)
 
-        def keep(line: str) -> None:
-            output.append(line)
+        def keep(lines: list[str]) -> None:
+            output.extend(lines)
             # DEBUG: llama-server prints a hundred lines per start; `serve -v` shows them.
-            server_log.debug("[pid %d] %s", proc.pid, line)
+            if server_log.isEnabledFor(logging.DEBUG):
+                for line in lines:
+                    server_log.debug("[pid %d] %s", proc.pid, line)
 
-        pumps = [
-            asyncio.create_task(pump_stream(stream, keep), name=f"llama-output-{name}")
-            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        readers = [
+            await read_pipe(out_read, keep, output.gather_s),
+            await read_pipe(err_read, keep, output.gather_s),
         ]
-        return cls(proc, pumps)
+        return cls(proc, readers)
 
     @property
     def pid(self) -> int:
@@ -107,9 +121,7 @@ class LlamaProcess:
         """Wait for the exit and for the last of its output to be read."""
         code = await self._proc.wait()
         # Pipes may stay open in a grandchild; the exit is what counts.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await asyncio.gather(*self._pumps, return_exceptions=True)
+        await asyncio.wait([reader.drained for reader in self._readers], timeout=1.0)
         return code
 
     def signal_group(self, sig: signal.Signals) -> None:

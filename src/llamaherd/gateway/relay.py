@@ -2,8 +2,7 @@
 
 Why it is built this way:
 - aiohttp upstream, one `ClientSession` (one connection pool) per llama-server base URL, kept
-  for the server's life: a pool per request would pay a TCP handshake on every call, and
-  httpx's pool is several times slower under concurrency.
+  for the server's life (gateway/upstreams.py).
 - Pure ASGI: `relay` takes `scope, receive, send` and sends ASGI messages itself, with no
   framework Request/Response objects or middleware between the two sockets.
 - Nothing is buffered: each piece aiohttp reads from the socket is sent on at once with
@@ -25,57 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
-from aiohttp.connector import Connection
 from yarl import URL
 
-from llamaherd.errors import LlamaherdError
+from llamaherd.gateway.asgi import Message, RawHeaders, Receive, Scope, Send, until_disconnect
+from llamaherd.gateway.headers import downstream_headers, is_event_stream, upstream_headers
+from llamaherd.gateway.replies import send_error, send_sse_error
+from llamaherd.gateway.upstreams import UPSTREAM_ERRORS, describe_failure
 
-# The ASGI shapes, written out here so the gateway depends on no web framework.
-Message = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-RawHeaders = Sequence[tuple[bytes, bytes]]
-
-# RFC 9110 section 7.6.1: these describe one connection, not the message, so a proxy drops
-# them (with every "proxy-*" header and any header the Connection header names).
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
-# Also not forwarded upstream: aiohttp writes Host for the upstream and a Content-Length for
-# the body it sends; the client's Expect: 100-continue was already answered by our server.
-NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
-# Headers aiohttp would otherwise invent. Without Accept-Encoding a llama-server never
-# compresses for a client that did not ask; Content-Type stays what the client sent, or none.
-SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # How much of a failed upstream answer is read to quote its error in a started stream.
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_LABEL = "llama-server"
 STREAM_DONE = b"data: [DONE]\n\n"  # the last event of an OpenAI-style stream
-# Why a client's JSON was not read: Python's parser recurses, and raises RecursionError (not
-# the ValueError of other bad JSON) for a document nested about a thousand levels deep.
-TOO_DEEP = "nests arrays or objects too deeply to be read"
 UPSTREAM_ERROR = "upstream_error"
-# The errors an upstream exchange can fail with. aiohttp's timeouts are TimeoutErrors;
-# OSError covers a reset that reaches us without aiohttp's wrapping.
-UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
-
-
-class BodyTooLarge(LlamaherdError):
-    """The request body is larger than the route accepts (answer 413)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body larger than {limit} bytes")
-        self.limit = limit
-
-
-class ClientDisconnected(LlamaherdError):
-    """The client left before its request body was read; there is nobody to answer."""
 
 
 class _ClientGone(Exception):
@@ -122,235 +86,6 @@ class RelayOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.client_disconnected
-
-
-class _UpstreamResponse(aiohttp.ClientResponse):
-    """A response whose connection goes back to the pool only if the server will keep it.
-
-    llama-server closes the connection after every chunked answer (every event stream), while
-    its headers say `Keep-Alive: timeout=5, max=100` and not `Connection: close`. Pooled, such
-    a connection goes to the next request before its close is seen, and that request fails
-    with a 502 for nothing ("Can not write request body", "Server disconnected"): every plain
-    request sent right after a stream did (30 of 30), and up to one request in 60 under a
-    mixed load of five clients (tests/chaos/test_crashes.py, the tests without a fault). So a
-    chunked answer's connection is closed instead of pooled: the next request pays for a new
-    loopback connection, which the server's own close makes necessary anyway.
-    """
-
-    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
-        protocol = connection.protocol
-        response = await super().start(connection)
-        if protocol is not None and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            if self.connection is None:
-                # The whole answer came with its headers and the connection is pooled already:
-                # closed, the pool drops it before anyone takes it (nothing ran meanwhile).
-                protocol.close()
-            else:
-                protocol.force_close()  # closed rather than pooled when the answer ends
-        return response
-
-
-class Upstreams:
-    """One aiohttp `ClientSession` per upstream base URL, made on first use.
-
-    Settings every session shares, and why:
-    - no connection limit (the scheduler decides how many requests a server gets), and idle
-      connections kept `keepalive_timeout_s`: below llama-server's own 5 s keep-alive, so we
-      never reuse a connection the server is closing;
-    - `trust_env=False`: no proxy from the environment for loopback traffic;
-    - `auto_decompress=False`: bytes pass through as the upstream sent them;
-    - a dummy cookie jar: one client's cookies must never ride along with another's request;
-    - a chunked answer's connection is never reused (see `_UpstreamResponse`);
-    - a connect timeout, and no total timeout (a stream lasts as long as the generation).
-      `read_timeout_s` bounds the silence between two reads; it is off by default, see above.
-    """
-
-    def __init__(
-        self,
-        *,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float | None = None,
-        keepalive_timeout_s: float = 4.0,
-    ) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=connect_timeout_s,
-            sock_connect=connect_timeout_s,
-            sock_read=read_timeout_s,
-        )
-        self._keepalive_timeout_s = keepalive_timeout_s
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def session(self, base_url: str) -> aiohttp.ClientSession:
-        """The session for `base_url`; call it from inside the running event loop."""
-        key = base_url.rstrip("/")
-        session = self._sessions.get(key)
-        if session is None or session.closed:
-            session = self._sessions[key] = self._new_session()
-        return session
-
-    async def forget(self, base_url: str) -> None:
-        """Close the session of a server that stopped; requests still running on it fail."""
-        session = self._sessions.pop(base_url.rstrip("/"), None)
-        if session is not None:
-            await session.close()
-
-    async def aclose(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_timeout_s)
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            trust_env=False,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-            response_class=_UpstreamResponse,
-        )
-
-
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
-    """Header names that a Connection header marks as hop-by-hop (lowercased)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return tokens
-
-
-def upstream_headers(client_headers: RawHeaders) -> list[tuple[str, str]]:
-    """The client's headers as they go upstream: without hop-by-hop ones, Host and
-    Content-Length (aiohttp writes both for the upstream request)."""
-    drop = _connection_tokens(client_headers)
-    return [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in client_headers
-        if (lower := name.lower()) not in NOT_FORWARDED
-        and lower not in drop
-        and not lower.startswith(b"proxy-")
-    ]
-
-
-def downstream_headers(upstream: RawHeaders, *, event_stream: bool) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers as the client gets them: lowercased names (as ASGI
-    asks), without hop-by-hop ones, and `x-accel-buffering: no` on an event stream so that a
-    reverse proxy in front of us (nginx) does not hold its events back."""
-    drop = _connection_tokens(upstream)
-    headers = [
-        (lower, value)
-        for name, value in upstream
-        if (lower := name.lower()) not in HOP_BY_HOP
-        and lower not in drop
-        and not lower.startswith(b"proxy-")
-    ]
-    if event_stream and all(name != b"x-accel-buffering" for name, _ in headers):
-        headers.append((b"x-accel-buffering", b"no"))
-    return headers
-
-
-def is_event_stream(content_type: str | None) -> bool:
-    return content_type is not None and content_type.lower().startswith("text/event-stream")
-
-
-def error_json(message: str, kind: str, code: str | int | None) -> bytes:
-    """`{"error": {"message", "type", "code"}}`, the shape OpenAI clients parse."""
-    error = {"message": message, "type": kind, "code": code}
-    return json.dumps({"error": error}, separators=(",", ":")).encode()
-
-
-def sse_error_event(message: str, kind: str, code: str | int | None) -> bytes:
-    return b"data: " + error_json(message, kind, code) + b"\n\n"
-
-
-async def send_error(
-    send: Send,
-    status: int,
-    message: str,
-    kind: str,
-    *,
-    code: str | int | None = None,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    """A whole OpenAI-style error response; `code` defaults to the status. Pass e.g.
-    `[(b"retry-after", b"5")]` as `headers` for a 429 or 503."""
-    body = error_json(message, kind, status if code is None else code)
-    start_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def send_sse_start(
-    send: Send, *, status: int = 200, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    """Start an event stream before the upstream answers (to keep a waiting client company
-    with comment lines); hand the rest to `relay(..., started=True)` or `send_sse_error`."""
-    start_headers = [
-        (b"content-type", b"text/event-stream"),
-        (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no"),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-
-
-async def send_sse_error(
-    send: Send, message: str, kind: str, *, code: str | int | None = None, end: bool = True
-) -> None:
-    """One `data: {"error": ...}` event on a started event stream, ending it unless `end` is
-    false. The event must begin at an event boundary (after a blank line)."""
-    event = sse_error_event(message, kind, code)
-    await send({"type": "http.response.body", "body": event, "more_body": not end})
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, at most `limit` bytes (else BodyTooLarge, read no further);
-    ClientDisconnected if the client leaves first."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected("the client left before sending its request body")
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise BodyTooLarge(limit)
-    if not message.get("more_body", False):
-        return body  # the usual case: one message, no copy
-    parts = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("the client left while sending its request body")
-        part: bytes = message.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        parts.append(part)
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-def describe_failure(exc: BaseException, *, answering: bool) -> str:
-    """What went wrong with the upstream, in words; `answering`: it had begun its answer."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        what = (
-            "refused the connection"
-            if isinstance(exc.os_error, ConnectionRefusedError)
-            else "could not be reached"
-        )
-        return f"{what}: {exc.os_error}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        when = "in the middle of its answer" if answering else "before answering"
-        return f"closed the connection {when}: {exc}"
-    if isinstance(exc, TimeoutError):
-        return f"did not answer in time: {exc or type(exc).__name__}"
-    return f"failed: {type(exc).__name__}: {exc}"
 
 
 def upstream_error_fields(
@@ -411,6 +146,7 @@ class _Relay:
         # Set just before the final send: from then on a disconnect notice is only the
         # server telling us the response is complete.
         self.finishing = False
+        self.over = False  # the exchange has returned: nothing is left to cancel
 
     def outcome(self) -> RelayOutcome:
         return RelayOutcome(
@@ -576,13 +312,6 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)[:limit]
 
 
-async def until_disconnect(receive: Receive) -> None:
-    """Return when the client disconnects. Only valid once the request body has been read:
-    after that, an ASGI server's receive() has nothing else to say."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def relay(
     scope: Scope,
     receive: Receive,
@@ -625,24 +354,36 @@ async def relay(
         hold_refused=hold_refused,
         hold_statuses=hold_statuses,
     )
-    work = asyncio.create_task(state.run(method, path_qs, headers, body))
-    watcher = asyncio.create_task(until_disconnect(receive))
-    try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            # The client left, unless the response was complete (after which uvicorn's
-            # receive() reports a disconnect too) and the work is only finishing up.
-            if not state.finishing:
-                state.client_disconnected = True
-                work.cancel()
-            await asyncio.wait((work,))
-    finally:
-        watcher.cancel()
-        work.cancel()  # a no-op unless relay() itself is being cancelled
-    if watcher.done() and not watcher.cancelled():
+    # The exchange runs in this task; one watcher task waits for the client to leave and then
+    # cancels it (a second task for the exchange, and asyncio.wait over both, cost more per
+    # request than the whole scheduler).
+    current = asyncio.current_task()
+    assert current is not None
+    cut = False
+
+    def client_left(watcher: asyncio.Task[None]) -> None:
+        nonlocal cut
+        if watcher.cancelled():
+            return
         watcher.exception()  # retrieved, so asyncio does not log it as forgotten
-    if not work.cancelled():
-        work.result()  # anything but the failures handled above is a bug: let it surface
+        # The client left, unless the response was complete (after which uvicorn's receive()
+        # reports a disconnect too) and the exchange is only finishing up.
+        if not state.finishing and not state.over:
+            state.client_disconnected = cut = True
+            current.cancel()
+
+    watcher = asyncio.create_task(until_disconnect(receive))
+    watcher.add_done_callback(client_left)
+    try:
+        await state.run(method, path_qs, headers, body)
+    except asyncio.CancelledError:
+        # Ours (the client left) is taken back; any other cancellation goes on.
+        if not cut or current.uncancel() > 0:
+            raise
+    finally:
+        state.over = True
+        watcher.remove_done_callback(client_left)
+        watcher.cancel()
     outcome = state.outcome()
     if observer is not None and not outcome.refused:
         end_error = outcome.error
