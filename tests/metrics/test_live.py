@@ -14,7 +14,8 @@ from llamaherd.gateway.records import RequestRecord
 from llamaherd.gateway.scheduler import Phase
 from llamaherd.metrics.live import METRICS_EVENT, MetricsFeed
 from llamaherd.metrics.sampler import ServerSampler
-from llamaherd.metrics.window import EXACT_VALUES, BucketWindow, mean, percentile
+from llamaherd.metrics.window import EXACT_VALUES, BucketWindow
+from llamaherd.stats import percentile
 from tests.conftest import HerdFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -284,12 +285,3 @@ def test_bucket_window_medians_are_exact_until_many_then_close() -> None:
     exact = percentile(values, 50)
     assert exact is not None
     assert many.percentile(0, 50) == pytest.approx(exact, rel=0.01)
-
-
-def test_percentile_and_mean() -> None:
-    assert percentile([], 50) is None and mean([]) is None
-    assert percentile([3.0], 50) == 3.0
-    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
-    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
-    assert percentile([1.0, 2.0], 0) == 1.0 and percentile([1.0, 2.0], 100) == 2.0
-    assert mean([1.0, 2.0, 6.0]) == 3.0

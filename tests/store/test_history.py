@@ -19,8 +19,9 @@ import pytest
 from llamaherd.gateway.herd import herd_of_one
 from llamaherd.gateway.records import RequestRecord
 from llamaherd.metrics.sampler import ServerSample, StartRecord
+from llamaherd.stats import percentile
 from llamaherd.store.history import HistoryStore, follow_herd
-from llamaherd.store.minutes import merge_minutes, percentile
+from llamaherd.store.minutes import merge_minutes
 from llamaherd.store.rows import MinuteRow
 from llamaherd.store.schema import SCHEMA_VERSION
 from llamaherd.supervisor.states import ExitInfo, ServiceState, Status
@@ -308,9 +309,11 @@ async def test_a_minute_is_written_once_it_has_passed(
 
 
 def test_percentiles_and_merging_two_rows_of_one_minute() -> None:
-    assert percentile([], 0.5) is None
-    assert percentile([7.0], 0.95) == 7.0
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert percentile([], 50) is None
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 90) == pytest.approx(4.6)
+    assert percentile([1.0, 2.0], 0) == 1.0 and percentile([1.0, 2.0], 100) == 2.0
 
     def row(requests: int, speed: float | None, samples: int, p95: float | None) -> MinuteRow:
         return MinuteRow("a", 60, requests, 1, {"200": requests - 1, "500": 1}, 1, 2, speed,

@@ -21,6 +21,8 @@ import collections
 import math
 from collections.abc import Iterable
 
+from llamaherd.stats import percentile
+
 BUCKETS = 60
 EXACT_VALUES = 2048  # up to this many values of a kind in the window, medians are exact
 _BINS_PER_E = 100  # histogram bins per factor e: neighbouring bins about 1% apart
@@ -135,21 +137,3 @@ class BucketWindow:
 def _bin(value: float) -> int:
     # Latencies and speeds are positive; a zero (or less) goes to the lowest bin there is.
     return math.floor(math.log(value) * _BINS_PER_E) if value > 0 else -(2**31)
-
-
-def mean(values: Iterable[float]) -> float | None:
-    total, count = 0.0, 0
-    for value in values:
-        total += value
-        count += 1
-    return total / count if count else None
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """The `q`-th percentile (0..100), interpolated between the nearest ranks; None if empty."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from llamaherd.gateway.records import RequestRecord
+from llamaherd.stats import percentile
 from llamaherd.store.rows import MinuteRow
 
 _N = TypeVar("_N", int, float)
@@ -31,17 +31,6 @@ def minute_of(at: float) -> int:
 
 def is_error(record: RequestRecord) -> bool:
     return record.error is not None or record.status is None or record.status >= 400
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The `q` quantile (0..1) by linear interpolation between the closest ranks."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass
@@ -86,10 +75,10 @@ class MinuteBucket:
             completion_tokens=self.completion_tokens,
             tokens_per_second=sum(self.speeds) / len(self.speeds) if self.speeds else None,
             tps_samples=len(self.speeds),
-            latency_p50_ms=percentile(self.latencies_ms, 0.5),
-            latency_p95_ms=percentile(self.latencies_ms, 0.95),
-            ttft_p50_ms=percentile(self.ttfts_ms, 0.5),
-            ttft_p95_ms=percentile(self.ttfts_ms, 0.95),
+            latency_p50_ms=percentile(self.latencies_ms, 50),
+            latency_p95_ms=percentile(self.latencies_ms, 95),
+            ttft_p50_ms=percentile(self.ttfts_ms, 50),
+            ttft_p95_ms=percentile(self.ttfts_ms, 95),
             rss_bytes=self.rss_bytes,
         )
 
