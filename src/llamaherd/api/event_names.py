@@ -1,6 +1,6 @@
 """The names of the Socket.IO events and of the `/api/events` stream's events: part of the wire
 contract, shared by the server (api/payloads.py re-exports them) and the command line's client
-(remote.py). Free of imports, so the client does not load the server to know a name."""
+(client/remote.py). Free of imports, so the client does not load the server to know a name."""
 
 STATUS_EVENT = "llamaStatus"
 STATUS_REQUEST = "requestLlamaStatus"

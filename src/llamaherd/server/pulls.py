@@ -3,7 +3,7 @@ models_dir of the config in use (a reload may change it), from $HF_ENDPOINT with
 and a config reload once a pull's files are in place, so that its model is served without a
 restart (the reload scans models_dir).
 
-Composition, like wiring.py and reload.py: it knows the config and the running objects.
+Composition, like wiring/build.py and server/reload.py: it knows the config and the running objects.
 """
 
 from __future__ import annotations
