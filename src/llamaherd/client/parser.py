@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd.client import commands
+from llamaherd.client.options import remote_options
 from llamaherd.client.pull import add_pull_commands
-from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL
+from llamaherd.config.defaults import DEFAULT_CONFIG_NAME
 from llamaherd.version import __version__
 
 DEFAULT_WAIT_S = 60.0
@@ -73,23 +74,6 @@ def _add_demo_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.set_defaults(handler=commands.demo_model)
 
 
-def _remote_options() -> argparse.ArgumentParser:
-    """--url and --config, shared by every command that talks to a running llamaherd."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        help=f"llamaherd's address (default: http://app_host:app_port from --config, "
-        f"or {DEFAULT_URL} without a config file)",
-    )
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path(DEFAULT_CONFIG_NAME),
-        help=f"JSON config file to take the address from (default: ./{DEFAULT_CONFIG_NAME})",
-    )
-    return common
-
-
 def _bounded(kind: type[float] | type[int], low: float, high: float) -> Callable[[str], Any]:
     """An argparse type: a number from `low` to `high`, with a usage error otherwise."""
 
@@ -108,7 +92,7 @@ def _bounded(kind: type[float] | type[int], low: float, high: float) -> Callable
 def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = sub.add_parser(
         "status",
-        parents=[_remote_options()],
+        parents=[remote_options()],
         help="show llama-server's state, pid, uptime, retries and models",
         description="Ask a running llamaherd what a model's llama-server is doing (the "
         "primary model's, unless MODEL is given).",
@@ -137,7 +121,7 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     for action, text in helps.items():
         control = sub.add_parser(
             action,
-            parents=[_remote_options()],
+            parents=[remote_options()],
             help=text,
             description=f"{text[0].upper()}{text[1:]}. Prints the resulting status; exits 1 "
             "if it is error.",
@@ -170,7 +154,7 @@ def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _add_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs = sub.add_parser(
         "logs",
-        parents=[_remote_options()],
+        parents=[remote_options()],
         help="print the tail of llama-server's output; -f follows it",
         description="Print the last lines a model's llama-server wrote (stdout and stderr; the "
         "primary model's, unless MODEL is given). With -f, keep printing new lines as they "
@@ -212,7 +196,7 @@ def _model_name(text: str) -> str:
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = sub.add_parser(
         "models",
-        parents=[_remote_options()],
+        parents=[remote_options()],
         help="list the gateway's models: state, requests, last use, size, port, pid",
         description="Ask a running llamaherd about every model it serves, loaded or not. * marks "
         "the default model (the one a request that names none gets); aliases, why a model "
@@ -231,7 +215,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     for action, text in helps.items():
         control = sub.add_parser(
             action,
-            parents=[_remote_options()],
+            parents=[remote_options()],
             help=text,
             description=f"{text[0].upper()}{text[1:]}. Prints one line with the outcome; exits "
             "1 if the model is unknown, failed, or did not get there within --wait.",
@@ -272,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_reload(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reload = sub.add_parser(
         "reload",
-        parents=[_remote_options()],
+        parents=[remote_options()],
         help="read the config file again and apply it without dropping a request",
         description="Ask a running llamaherd to read its config file again (as SIGHUP does). "
         "The whole file is checked first: if anything is wrong, nothing changes and the "

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from llamaherd.config.defaults import DEFAULT_CONFIG_NAME, DEFAULT_URL, client_api_key
+from llamaherd.client.options import remote_options
+from llamaherd.config.defaults import client_api_key
 
 if TYPE_CHECKING:
     from llamaherd.client.pulls_remote import PullClient
@@ -33,6 +34,7 @@ EXAMPLE = "bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"
 PULL_EVENT = "modelPull"  # api/event_names.py's MODEL_PULL_EVENT, without importing the API
 FINISHED = ("done", "failed", "cancelled")
 BAR_WIDTH = 30
+_CONFIG_USE = "to take models_dir and the address from"
 REDRAW_S = 0.1  # a terminal's bar is drawn at most this often
 
 
@@ -51,9 +53,10 @@ def add_pull_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "gated repositories; HF_ENDPOINT: another Hub (a mirror)."
         ),
         epilog=f"example: llamaherd pull {EXAMPLE}",
+        parents=[remote_options(_CONFIG_USE)],
     )
     pull.add_argument("source", metavar="SOURCE", help="OWNER/REPO[:QUANT] or OWNER/REPO/FILE.gguf")
-    _options(pull)
+    _local_option(pull)
     pull.set_defaults(handler=_pull)
     rm = sub.add_parser(
         "rm",
@@ -61,24 +64,14 @@ def add_pull_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Delete a model's files (every part, and its mmproj) from models_dir. A "
         "running llamaherd refuses while the model is loaded ('llamaherd unload MODEL' first) "
         "and stops serving it; without one, the files are deleted here.",
+        parents=[remote_options(_CONFIG_USE)],
     )
     rm.add_argument("model", metavar="MODEL", help="the model's id (llamaherd models)")
-    _options(rm)
+    _local_option(rm)
     rm.set_defaults(handler=_rm)
 
 
-def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        help=f"llamaherd's address (default: http://app_host:app_port from --config, or "
-        f"{DEFAULT_URL} without a config file)",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(DEFAULT_CONFIG_NAME),
-        help=f"JSON config file: its models_dir, its address (default: ./{DEFAULT_CONFIG_NAME})",
-    )
+def _local_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--local",
         action="store_true",
